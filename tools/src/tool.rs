@@ -1,0 +1,275 @@
+//! The `Tool` trait (typed, what tool authors implement) and `DynTool` (erased, what the
+//! registry, the MCP server and the agent loop hold).
+
+use std::{future::Future, sync::Arc};
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{FailureKind, ToolFailure};
+
+/// Hints about a tool's behaviour, mirrored 1:1 into MCP tool annotations and visible to
+/// permission rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotations {
+    /// The tool does not change its environment.
+    pub read_only: bool,
+    /// The tool may perform destructive updates (meaningful only when not read-only).
+    pub destructive: bool,
+    /// Calling it twice with the same arguments has no further effect.
+    pub idempotent: bool,
+    /// The tool talks to an open world (the web, other people's systems).
+    pub open_world: bool,
+}
+
+impl Annotations {
+    /// A pure function of its arguments: read-only, idempotent, closed-world.
+    pub const PURE: Self = Self {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: false,
+    };
+}
+
+/// Resource limits of one call. `None` means "the tool's own default". Limits only ever
+/// get tighter as they pass from the tool through the policy to the call (see
+/// [`Limits::tighten`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock time in milliseconds.
+    pub wall_ms: Option<u64>,
+    /// Memory in MiB.
+    pub memory_mb: Option<u64>,
+    /// Output size in KiB (per stream where a tool has several).
+    pub output_kb: Option<u64>,
+    /// A deterministic CPU budget (tool-specific unit).
+    pub fuel: Option<u64>,
+}
+
+impl Limits {
+    /// The stricter of `self` and `other`, field by field. Never looser than either.
+    #[must_use]
+    pub fn tighten(self, other: Limits) -> Limits {
+        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, None) => a,
+                (None, b) => b,
+            }
+        }
+        Limits {
+            wall_ms: min(self.wall_ms, other.wall_ms),
+            memory_mb: min(self.memory_mb, other.memory_mb),
+            output_kb: min(self.output_kb, other.output_kb),
+            fuel: min(self.fuel, other.fuel),
+        }
+    }
+}
+
+/// One progress report of a long-running call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// Work done so far.
+    pub progress: f64,
+    /// Total work, when known.
+    pub total: Option<f64>,
+    /// A short human-readable status.
+    pub message: Option<String>,
+}
+
+/// Where a tool sends progress reports (an MCP progress notification, a UI event, ...).
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Per-call context handed to a tool: limits already tightened by policy, a cancellation
+/// token, and an optional progress sink.
+#[derive(Clone, Default)]
+pub struct CallContext {
+    /// Limits for this call (already the stricter of tool defaults and policy).
+    pub limits: Limits,
+    /// Cancelled when the caller gives up on the call; long tools must watch it.
+    pub cancel: CancellationToken,
+    /// Progress reports go here, if anyone listens.
+    pub progress: Option<ProgressSink>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("limits", &self.limits)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl CallContext {
+    /// Reports progress if a sink is attached.
+    pub fn report(&self, progress: Progress) {
+        if let Some(sink) = &self.progress {
+            sink(progress);
+        }
+    }
+}
+
+/// Everything a client needs to know to offer a tool to a model or an MCP client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    /// Unique name (`calculator`, or `server.tool` for external tools).
+    pub name: String,
+    /// Human title.
+    pub title: Option<String>,
+    /// Description written for a model: what it does, when to use it, what it returns.
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub input_schema: Value,
+    /// JSON schema of the structured result, when the tool has one.
+    pub output_schema: Option<Value>,
+    /// Behaviour hints.
+    pub annotations: Annotations,
+    /// The tool's own limits (defaults and caps); policies may only tighten them.
+    pub limits: Limits,
+}
+
+/// The result of a call, as a model and an MCP client see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolOutcome {
+    /// Text rendering inserted into the model's context.
+    pub text: String,
+    /// Structured form (MCP `structuredContent`); `None` on failure.
+    pub structured: Option<Value>,
+    /// Set when the call failed; `text` then carries the failure message.
+    pub failure: Option<FailureKind>,
+}
+
+impl ToolOutcome {
+    /// An outcome describing a failure.
+    pub fn failed(failure: ToolFailure) -> Self {
+        Self {
+            text: failure.message,
+            structured: None,
+            failure: Some(failure.kind),
+        }
+    }
+
+    /// Whether the call failed.
+    pub fn is_error(&self) -> bool {
+        self.failure.is_some()
+    }
+}
+
+/// A tool with typed arguments and a typed result. Implement this; the registry erases it
+/// to [`DynTool`].
+pub trait Tool: Send + Sync + 'static {
+    /// Arguments; doc comments become the schema's descriptions.
+    type Params: DeserializeOwned + JsonSchema + Send;
+    /// Structured result.
+    type Output: Serialize + JsonSchema + Send;
+
+    /// Unique name.
+    fn name(&self) -> &str;
+    /// Human title.
+    fn title(&self) -> Option<&str> {
+        None
+    }
+    /// Description written for a model.
+    fn description(&self) -> &str;
+    /// Behaviour hints.
+    fn annotations(&self) -> Annotations;
+    /// The tool's own limits.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
+    /// Runs the tool. Failures are values ([`ToolFailure`]), never panics.
+    fn call(
+        &self,
+        params: Self::Params,
+        ctx: CallContext,
+    ) -> impl Future<Output = Result<Self::Output, ToolFailure>> + Send;
+    /// Text rendering of a result, for a model's context.
+    fn render(&self, output: &Self::Output) -> String;
+}
+
+/// A type-erased tool: JSON in, [`ToolOutcome`] out.
+pub trait DynTool: Send + Sync {
+    /// The tool's description for clients.
+    fn spec(&self) -> &ToolSpec;
+    /// Validates `args` against the tool's parameter type and runs it.
+    fn call_json(&self, args: Value, ctx: CallContext) -> BoxFuture<'_, ToolOutcome>;
+}
+
+/// Adapter from [`Tool`] to [`DynTool`]; computes the spec (schemas) once.
+pub(crate) struct Erased<T: Tool> {
+    tool: T,
+    spec: ToolSpec,
+}
+
+impl<T: Tool> Erased<T> {
+    pub(crate) fn new(tool: T) -> Self {
+        let spec = ToolSpec {
+            name: tool.name().to_owned(),
+            title: tool.title().map(str::to_owned),
+            description: tool.description().to_owned(),
+            input_schema: schema_for::<T::Params>(),
+            output_schema: Some(schema_for::<T::Output>()),
+            annotations: tool.annotations(),
+            limits: tool.limits(),
+        };
+        Self { tool, spec }
+    }
+}
+
+/// A JSON schema for `T`, inlined (no `$ref`s) so every MCP client and model prompt can
+/// read it without resolving definitions.
+pub fn schema_for<T: JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.inline_subschemas = true;
+    });
+    let mut value = settings.into_generator().into_root_schema_for::<T>().to_value();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("$schema");
+    }
+    value
+}
+
+impl<T: Tool> DynTool for Erased<T> {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call_json(&self, args: Value, ctx: CallContext) -> BoxFuture<'_, ToolOutcome> {
+        Box::pin(async move {
+            let params: T::Params = match serde_json::from_value(args) {
+                Ok(p) => p,
+                Err(e) => {
+                    return ToolOutcome::failed(ToolFailure::invalid_arguments(format!(
+                        "invalid arguments for '{}': {e}",
+                        self.spec.name
+                    )))
+                }
+            };
+            let limits = self.spec.limits.tighten(ctx.limits);
+            let ctx = CallContext { limits, ..ctx };
+            match self.tool.call(params, ctx).await {
+                Ok(output) => {
+                    let text = self.tool.render(&output);
+                    match serde_json::to_value(&output) {
+                        Ok(structured) => ToolOutcome {
+                            text,
+                            structured: Some(structured),
+                            failure: None,
+                        },
+                        Err(e) => ToolOutcome::failed(ToolFailure::new(
+                            FailureKind::Execution,
+                            format!("internal error: result could not be serialised: {e}"),
+                        )),
+                    }
+                }
+                Err(failure) => ToolOutcome::failed(failure),
+            }
+        })
+    }
+}
