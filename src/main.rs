@@ -1,1 +1,56 @@
-fn main() {}
+//! `verity`: the command line. Parses flags and hands off to the crates; no logic here.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Local agent runtime: sandboxed, policy-gated tools for open-weight models, served over
+/// MCP.
+#[derive(Debug, Parser)]
+#[command(name = "verity", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter for stderr (e.g. `info`, `verity_runtime=debug`); also RUST_LOG.
+    #[arg(long, global = true, env = "VERITY_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List or call tools directly (the permission policy applies; caller = cli).
+    Tools(commands::tools::ToolsArgs),
+    /// Serve the tools to MCP clients over stdio (default) or streamable HTTP.
+    Serve(commands::serve::ServeArgs),
+    /// Validate policies and explain decisions.
+    Policy(commands::policy::PolicyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Tools(args) => commands::tools::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Policy(args) => commands::policy::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("verity: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
+    // stderr only: in `serve --stdio`, stdout is the protocol.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

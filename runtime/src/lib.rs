@@ -1,1 +1,18 @@
-//! placeholder
+//! Verity's runtime: joins tools and policies and puts them in front of callers — the
+//! command line, MCP clients (stdio and streamable HTTP), and (later) the agent loop.
+//!
+//! The one path every tool call takes is [`ToolGate::call`]: normalise the name, ask the
+//! policy, ask an [`Approver`] when the policy says `ask`, run the tool with the policy's
+//! limits applied, charge budgets. Front ends differ only in who the [`Caller`] is and
+//! which approver answers.
+#![deny(missing_docs)]
+
+mod approver;
+mod error;
+mod gate;
+pub mod mcp;
+
+pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};
+pub use error::{Error, Result};
+pub use gate::{GatedCall, ToolGate};
+pub use verity_policies::{Caller, CallerKind};

@@ -19,6 +19,8 @@ pub enum FailureKind {
     Cancelled,
     /// No tool of that name is registered.
     UnknownTool,
+    /// The call was not permitted (by a permission policy or an approver).
+    Denied,
 }
 
 /// A failed tool call, described for the model that made it.

@@ -1,0 +1,259 @@
+//! The MCP `ServerHandler`: lists the gated tools and routes `tools/call` through the
+//! [`ToolGate`] with the client as caller.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+use rmcp::{
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+        ServerConfig, Tool, ToolAnnotations,
+    },
+    service::{ElicitationMode, RequestContext},
+    ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use verity_policies::{Caller, CallerKind};
+use verity_tools::{CallContext, Progress, ProgressSink, ToolSpec};
+
+use crate::{
+    approver::{Approval, ApprovalRequest, Approver},
+    error::{Error, Result},
+    gate::ToolGate,
+    mcp::http::Authenticated,
+};
+
+/// How long an elicitation (approval question to the client's user) may take.
+const APPROVAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Serves a [`ToolGate`] to one MCP client (stdio) or many (HTTP: one handler per session,
+/// sharing the gate). Cheap to clone.
+#[derive(Clone)]
+pub struct McpServer {
+    gate: ToolGate,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer").field("gate", &self.gate).finish()
+    }
+}
+
+fn to_mcp_tool(spec: &ToolSpec) -> Tool {
+    let object = |v: &Value| match v {
+        Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let a = spec.annotations;
+    let mut annotations = ToolAnnotations::new()
+        .read_only(a.read_only)
+        .destructive(a.destructive)
+        .idempotent(a.idempotent)
+        .open_world(a.open_world);
+    annotations.title = spec.title.clone();
+    let mut tool = Tool::new(
+        spec.name.clone(),
+        spec.description.clone(),
+        Arc::new(object(&spec.input_schema)),
+    )
+    .with_annotations(annotations);
+    if let Some(title) = &spec.title {
+        tool = tool.with_title(title.clone());
+    }
+    if let Some(out) = &spec.output_schema {
+        tool = tool.with_raw_output_schema(Arc::new(object(out)));
+    }
+    tool
+}
+
+impl McpServer {
+    /// A server over the gate's tools.
+    pub fn new(gate: ToolGate) -> Self {
+        let tools = gate.specs().iter().map(to_mcp_tool).collect();
+        Self {
+            gate,
+            tools: Arc::new(tools),
+        }
+    }
+
+    /// Who is calling: the bearer token's name over HTTP, else the client's own name.
+    fn caller(ctx: &RequestContext<RoleServer>) -> Caller {
+        let token_name = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Authenticated>())
+            .map(|a| a.token_name.clone());
+        let id = token_name
+            .or_else(|| ctx.peer.peer_info().map(|i| i.client_info.name.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        Caller::new(CallerKind::McpClient, id)
+    }
+}
+
+/// The answer form shown by clients that support elicitation.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct ApprovalForm {
+    /// Allow this tool call to run?
+    approve: bool,
+}
+rmcp::elicit_safe!(ApprovalForm);
+
+/// Approves `ask` decisions by asking the client's user (MCP elicitation), or denies with
+/// a reason when the client cannot be asked.
+struct ElicitApprover {
+    peer: Peer<RoleServer>,
+    caller: Caller,
+}
+
+impl Approver for ElicitApprover {
+    fn approve<'a>(&'a self, r: &'a ApprovalRequest) -> BoxFuture<'a, Approval> {
+        Box::pin(async move {
+            let by = self.caller.to_string();
+            if !self
+                .peer
+                .supported_elicitation_modes()
+                .contains(&ElicitationMode::Form)
+            {
+                return Approval::Denied {
+                    by,
+                    reason: format!(
+                        "policy rule '{}' requires approval for '{}', and this client does not support elicitation, so it cannot be asked",
+                        r.decision.rule_id, r.tool
+                    ),
+                };
+            }
+            let args = serde_json::to_string_pretty(&r.args).unwrap_or_default();
+            let message = format!(
+                "Allow the tool call '{}'?\nArguments:\n{args}\nPolicy rule '{}': {}",
+                r.tool, r.decision.rule_id, r.decision.reason
+            );
+            match self
+                .peer
+                .elicit_with_timeout::<ApprovalForm>(message, Some(APPROVAL_TIMEOUT))
+                .await
+            {
+                Ok(Some(ApprovalForm { approve: true })) => Approval::Approved { by },
+                Ok(_) => Approval::Denied {
+                    by,
+                    reason: "the user did not approve the call".into(),
+                },
+                Err(e) => Approval::Denied {
+                    by,
+                    reason: format!("approval could not be obtained: {e}"),
+                },
+            }
+        })
+    }
+}
+
+/// Forwards tool progress to the client as `notifications/progress`, in order.
+fn progress_sink(ctx: &RequestContext<RoleServer>) -> Option<ProgressSink> {
+    let token = ctx.meta.get_progress_token()?;
+    let peer = ctx.peer.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
+            param.total = p.total;
+            param.message = p.message;
+            if peer.notify_progress(param).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some(Arc::new(move |p: Progress| {
+        let _ = tx.send(p);
+    }))
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("verity", env!("CARGO_PKG_VERSION"))
+                    .with_title("Verity sandboxed tools"),
+            )
+            .with_instructions(
+                "Sandboxed, policy-gated tools. `calculator` evaluates math exactly. Every call \
+                 is checked against a permission policy; a denied call returns an error result \
+                 that names the rule.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let known = verity_policies::normalize_tool_name(&name)
+            .ok()
+            .is_some_and(|n| self.gate.registry().get(&n).is_some());
+        if !known {
+            let available: Vec<String> = self.tools.iter().map(|t| t.name.to_string()).collect();
+            return Err(McpError::invalid_params(
+                format!("unknown tool '{name}'; available: {}", available.join(", ")),
+                None,
+            ));
+        }
+        let caller = Self::caller(&context);
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let approver = ElicitApprover {
+            peer: context.peer.clone(),
+            caller: caller.clone(),
+        };
+        let ctx = CallContext {
+            limits: Default::default(),
+            cancel: context.ct.child_token(),
+            progress: progress_sink(&context),
+        };
+        let call = self.gate.call(&caller, &name, args, &approver, ctx).await;
+        tracing::info!(
+            caller = %caller,
+            tool = %call.decision.tool,
+            decision = %call.decision.verdict,
+            rule = %call.decision.rule_id,
+            error = call.outcome.is_error(),
+            ms = call.duration.as_millis() as u64,
+            "tools/call"
+        );
+        let result = match (call.outcome.failure, call.outcome.structured) {
+            (None, Some(structured)) => CallToolResult::structured(structured),
+            (None, None) => CallToolResult::success(vec![ContentBlock::text(call.outcome.text)]),
+            (Some(_), _) => CallToolResult::error(vec![ContentBlock::text(call.outcome.text)]),
+        };
+        Ok(result.into())
+    }
+}
+
+/// Serves over stdin/stdout until the client disconnects or `shutdown` fires.
+pub async fn serve_stdio(server: McpServer, shutdown: CancellationToken) -> Result<()> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::Mcp(format!("stdio handshake failed: {e}")))?;
+    let ct = running.cancellation_token();
+    tokio::select! {
+        r = running.waiting() => {
+            r.map_err(|e| Error::Mcp(e.to_string()))?;
+        }
+        () = shutdown.cancelled() => ct.cancel(),
+    }
+    Ok(())
+}
