@@ -339,8 +339,10 @@ fn parse_when(
 /// (a condition) or a non-table value.
 fn flatten<'v>(prefix: &str, v: &'v toml::Value, out: &mut Vec<(String, &'v toml::Value)>) {
     match v {
+        // A table with any operator key is a condition (unknown keys in it are errors);
+        // a table without one is a level of the path.
         toml::Value::Table(t)
-            if !t.is_empty() && !t.keys().all(|k| OPERATORS.contains(&k.as_str())) =>
+            if !t.is_empty() && !t.keys().any(|k| OPERATORS.contains(&k.as_str())) =>
         {
             for (k, child) in t {
                 flatten(&format!("{prefix}.{k}"), child, out);

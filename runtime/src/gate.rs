@@ -118,6 +118,17 @@ impl ToolGate {
             limits: Limits::default(),
             duration: Duration::ZERO,
         };
+        let Some(tool) = tool else {
+            // Nothing to approve or run; the decision is still made (and audited).
+            let outcome = self.registry.call(&decision.tool, args, ctx).await;
+            return GatedCall {
+                decision,
+                approval: None,
+                outcome,
+                limits: Limits::default(),
+                duration: Duration::ZERO,
+            };
+        };
         let approval = match decision.verdict {
             Verdict::Deny => {
                 let msg = format!(
@@ -141,16 +152,6 @@ impl ToolGate {
                 }
                 Some(answer)
             }
-        };
-        let Some(tool) = tool else {
-            let outcome = self.registry.call(&decision.tool, args, ctx).await;
-            return GatedCall {
-                decision,
-                approval,
-                outcome,
-                limits: Limits::default(),
-                duration: Duration::ZERO,
-            };
         };
         let limits = tool
             .spec()

@@ -232,7 +232,26 @@ pub fn schema_for<T: JsonSchema>() -> Value {
     if let Some(obj) = value.as_object_mut() {
         obj.remove("$schema");
     }
+    strip_rust_formats(&mut value);
     value
+}
+
+/// schemars annotates Rust integer widths as `format: uint32` etc., which are not JSON
+/// Schema formats; validators in MCP clients warn about them. The range is kept.
+fn strip_rust_formats(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let rust_format = m.get("format").and_then(Value::as_str).is_some_and(|f| {
+                ["int", "uint", "float", "double"].iter().any(|p| f.starts_with(p))
+            });
+            if rust_format {
+                m.remove("format");
+            }
+            m.values_mut().for_each(strip_rust_formats);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_rust_formats),
+        _ => {}
+    }
 }
 
 impl<T: Tool> DynTool for Erased<T> {

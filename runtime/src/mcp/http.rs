@@ -155,10 +155,19 @@ fn unauthorized(message: &str) -> Response {
 
 /// Builds the HTTP app (for embedding or tests): `/mcp` is the MCP endpoint.
 pub fn router(server: McpServer, opts: &HttpOptions, shutdown: CancellationToken) -> Router {
+    let mut origins = opts.allowed_origins.clone();
+    if opts.addr.ip().is_loopback() {
+        // Pages served from this machine (e.g. the MCP Inspector UI) may call a loopback
+        // server; a DNS-rebinding page carries its own, foreign Origin and is refused.
+        for host in ["localhost", "127.0.0.1", "[::1]"] {
+            origins.push(format!("http://{host}:*"));
+            origins.push(format!("https://{host}:*"));
+        }
+    }
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_max_request_body_bytes(opts.max_body_bytes)
-        .with_allowed_origins(opts.allowed_origins.clone())
+        .with_allowed_origins(origins)
         .enforce_origin_validation();
     if opts.addr.ip().is_loopback() {
         let port = opts.addr.port();

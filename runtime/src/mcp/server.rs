@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use rmcp::{
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+        InputRequest, InputRequests, InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
         ServerConfig, Tool, ToolAnnotations,
     },
     service::{ElicitationMode, RequestContext},
@@ -80,7 +80,8 @@ impl McpServer {
         }
     }
 
-    /// Who is calling: the bearer token's name over HTTP, else the client's own name.
+    /// Who is calling: the bearer token's name over HTTP, else the client's own name (from
+    /// `initialize`, or from the request's `_meta` on the stateless 2026-07-28 protocol).
     fn caller(ctx: &RequestContext<RoleServer>) -> Caller {
         let token_name = ctx
             .extensions
@@ -89,6 +90,7 @@ impl McpServer {
             .map(|a| a.token_name.clone());
         let id = token_name
             .or_else(|| ctx.peer.peer_info().map(|i| i.client_info.name.clone()))
+            .or_else(|| ctx.meta.client_info().map(|i| i.name))
             .unwrap_or_else(|| "unknown".into());
         Caller::new(CallerKind::McpClient, id)
     }
@@ -120,17 +122,10 @@ impl Approver for ElicitApprover {
             {
                 return Approval::Denied {
                     by,
-                    reason: format!(
-                        "policy rule '{}' requires approval for '{}', and this client does not support elicitation, so it cannot be asked",
-                        r.decision.rule_id, r.tool
-                    ),
+                    reason: no_elicitation_reason(r),
                 };
             }
-            let args = serde_json::to_string_pretty(&r.args).unwrap_or_default();
-            let message = format!(
-                "Allow the tool call '{}'?\nArguments:\n{args}\nPolicy rule '{}': {}",
-                r.tool, r.decision.rule_id, r.decision.reason
-            );
+            let message = approval_message(r);
             match self
                 .peer
                 .elicit_with_timeout::<ApprovalForm>(message, Some(APPROVAL_TIMEOUT))
@@ -148,6 +143,90 @@ impl Approver for ElicitApprover {
             }
         })
     }
+}
+
+/// Key of Verity's approval question in a 2026-07-28 `InputRequiredResult`.
+const APPROVAL_INPUT_KEY: &str = "verity/approval";
+
+/// Approval on the stateless 2026-07-28 protocol, where a server may not send requests to
+/// the client: the answer arrives in the retried call's `inputResponses`; without one,
+/// the approver notes that it must ask (and the call is answered with an
+/// `InputRequiredResult`) or, if the client cannot elicit, denies.
+struct StatelessApprover {
+    caller: Caller,
+    answer: Option<Value>,
+    can_elicit: bool,
+    needs_input: std::sync::Mutex<Option<String>>,
+}
+
+impl Approver for StatelessApprover {
+    fn approve<'a>(&'a self, r: &'a ApprovalRequest) -> BoxFuture<'a, Approval> {
+        Box::pin(async move {
+            let by = self.caller.to_string();
+            match &self.answer {
+                Some(answer) => {
+                    let accepted = answer["action"] == "accept" && answer["content"]["approve"] == true;
+                    if accepted {
+                        Approval::Approved { by }
+                    } else {
+                        Approval::Denied {
+                            by,
+                            reason: "the user did not approve the call".into(),
+                        }
+                    }
+                }
+                None if self.can_elicit => {
+                    if let Ok(mut slot) = self.needs_input.lock() {
+                        *slot = Some(approval_message(r));
+                    }
+                    Approval::Denied {
+                        by,
+                        reason: "awaiting the user's approval".into(),
+                    }
+                }
+                None => Approval::Denied {
+                    by,
+                    reason: no_elicitation_reason(r),
+                },
+            }
+        })
+    }
+}
+
+fn approval_message(r: &ApprovalRequest) -> String {
+    let args = serde_json::to_string_pretty(&r.args).unwrap_or_default();
+    format!(
+        "Allow the tool call '{}'?\nArguments:\n{args}\nPolicy rule '{}': {}",
+        r.tool, r.decision.rule_id, r.decision.reason
+    )
+}
+
+fn no_elicitation_reason(r: &ApprovalRequest) -> String {
+    format!(
+        "policy rule '{}' requires approval for '{}', and this client does not support elicitation, so it cannot be asked",
+        r.decision.rule_id, r.tool
+    )
+}
+
+/// The `InputRequiredResult` asking the client's user to approve.
+fn approval_input_required(message: String) -> std::result::Result<InputRequiredResult, McpError> {
+    let request = serde_json::json!({
+        "method": "elicitation/create",
+        "params": {
+            "mode": "form",
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"approve": {"type": "boolean", "description": "Allow this tool call to run?"}},
+                "required": ["approve"]
+            }
+        }
+    });
+    let request: InputRequest = serde_json::from_value(request)
+        .map_err(|e| McpError::internal_error(format!("cannot build the approval request: {e}"), None))?;
+    let mut requests = InputRequests::new();
+    requests.insert(APPROVAL_INPUT_KEY.to_owned(), request);
+    Ok(InputRequiredResult::from_input_requests(requests))
 }
 
 /// Forwards tool progress to the client as `notifications/progress`, in order.
@@ -214,16 +293,42 @@ impl ServerHandler for McpServer {
         }
         let caller = Self::caller(&context);
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let approver = ElicitApprover {
-            peer: context.peer.clone(),
-            caller: caller.clone(),
-        };
         let ctx = CallContext {
             limits: Default::default(),
             cancel: context.ct.child_token(),
             progress: progress_sink(&context),
         };
-        let call = self.gate.call(&caller, &name, args, &approver, ctx).await;
+        // Handshake-era sessions get a server-to-client elicitation; the stateless protocol
+        // (no `initialize`) gets an InputRequiredResult and the answer on the retry.
+        let stateless = context.peer.peer_info().is_none();
+        let (call, needs_input) = if stateless {
+            let can_elicit = context
+                .meta
+                .client_capabilities()
+                .is_some_and(|c| c.elicitation.is_some());
+            let approver = StatelessApprover {
+                caller: caller.clone(),
+                answer: request
+                    .input_responses
+                    .as_ref()
+                    .and_then(|r| r.get(APPROVAL_INPUT_KEY))
+                    .cloned(),
+                can_elicit,
+                needs_input: std::sync::Mutex::new(None),
+            };
+            let call = self.gate.call(&caller, &name, args, &approver, ctx).await;
+            let needs = approver.needs_input.lock().ok().and_then(|mut s| s.take());
+            (call, needs)
+        } else {
+            let approver = ElicitApprover {
+                peer: context.peer.clone(),
+                caller: caller.clone(),
+            };
+            (self.gate.call(&caller, &name, args, &approver, ctx).await, None)
+        };
+        if let Some(message) = needs_input {
+            return Ok(approval_input_required(message)?.into());
+        }
         tracing::info!(
             caller = %caller,
             tool = %call.decision.tool,

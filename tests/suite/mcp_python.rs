@@ -1,0 +1,207 @@
+//! The official Python MCP SDK against `verity serve`, over stdio and streamable HTTP.
+
+use serde_json::{json, Value};
+
+use super::common::{python_client, verity, write_file, HttpServer};
+
+fn calls(v: &Value) -> &Vec<Value> {
+    v["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls in client report: {v}"))
+}
+
+fn stdio_client(extra_client: &[&str], calls_json: &Value, serve_args: &[&str]) -> Value {
+    let calls_arg = calls_json.to_string();
+    let verity = verity();
+    let verity = verity.to_str().unwrap_or_default();
+    let mut args: Vec<&str> = vec!["--calls", &calls_arg];
+    args.extend_from_slice(extra_client);
+    args.push("--stdio");
+    args.push(verity);
+    args.push("serve");
+    args.extend_from_slice(serve_args);
+    python_client(&args)
+}
+
+fn assert_calculator_listed(report: &Value) {
+    let tools = report["tools"].as_array().cloned().unwrap_or_default();
+    let calc = tools
+        .iter()
+        .find(|t| t["name"] == "calculator")
+        .unwrap_or_else(|| panic!("calculator not listed: {report}"));
+    assert_eq!(calc["annotations"]["readOnlyHint"], true);
+    assert_eq!(calc["annotations"]["openWorldHint"], false);
+    assert_eq!(calc["inputSchema"]["required"], json!(["expression"]));
+    assert_eq!(calc["outputSchema"]["properties"]["exact"]["type"], json!(["string", "null"]));
+}
+
+fn standard_calls() -> Value {
+    json!([
+        ["calculator", {"expression": "17/3"}],
+        ["calculator", {"expression": "0.1 + 0.2"}],
+        ["calculator", {"expression": "(1 + 2))"}],
+        ["calculator", {"expression": 42}],
+        ["calculator", {}],
+        ["no_such_tool", {"x": 1}],
+        ["calculator", {"expression": "2^200"}]
+    ])
+}
+
+fn assert_standard_results(report: &Value) {
+    let c = calls(report);
+    assert_eq!(c.len(), 7, "{report}");
+    assert_eq!(c[0]["is_error"], false);
+    assert_eq!(
+        c[0]["structured"],
+        json!({"expression": "17/3", "value": "17/3", "exact": "17/3",
+               "decimal": "5.66666666666667", "is_exact": true, "precision": 15})
+    );
+    assert_eq!(c[1]["structured"]["decimal"], "0.3");
+    // Errors a model can act on, as tool results — not protocol errors.
+    assert_eq!(c[2]["is_error"], true);
+    assert_eq!(c[2]["text"], "unexpected ')' at column 8");
+    assert_eq!(c[3]["is_error"], true);
+    assert!(c[3]["text"].as_str().unwrap_or_default().contains("expected a string"), "{}", c[3]);
+    assert_eq!(c[4]["is_error"], true);
+    assert!(c[4]["text"].as_str().unwrap_or_default().contains("missing field `expression`"), "{}", c[4]);
+    // Unknown tool: a JSON-RPC error, and the server keeps serving.
+    assert!(c[5]["protocol_error"].as_str().unwrap_or_default().contains("unknown tool 'no_such_tool'"), "{}", c[5]);
+    assert_eq!(
+        c[6]["structured"]["exact"],
+        "1606938044258990275541962092341162602522202993782792835301376"
+    );
+}
+
+#[test]
+fn python_sdk_over_stdio() {
+    let report = stdio_client(&[], &standard_calls(), &[]);
+    assert_calculator_listed(&report);
+    assert_standard_results(&report);
+}
+
+#[test]
+fn python_sdk_over_stdio_legacy_handshake() {
+    let report = stdio_client(&["--mode", "legacy"], &standard_calls(), &[]);
+    assert_calculator_listed(&report);
+    assert_standard_results(&report);
+}
+
+#[test]
+fn python_sdk_over_http() {
+    let server = HttpServer::start(&[]);
+    let calls = standard_calls().to_string();
+    let report = python_client(&["--url", &server.url, "--calls", &calls]);
+    assert_calculator_listed(&report);
+    assert_standard_results(&report);
+    let report = python_client(&["--url", &server.url, "--mode", "legacy", "--calls", &calls]);
+    assert_standard_results(&report);
+}
+
+const ASK_POLICY: &str = r#"
+default = "deny"
+[[rule]]
+id = "calc-ask"
+tool = "calculator"
+decision = "ask"
+[[rule]]
+id = "no-666"
+tool = "calculator"
+decision = "deny"
+reason = "the number of the beast is not computed here"
+when = { "args.expression" = { contains = "666" } }
+"#;
+
+#[test]
+fn denied_call_carries_the_rules_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policy = write_file(dir.path(), "p.toml", ASK_POLICY);
+    let policy = policy.to_str().unwrap_or_default();
+    let report = stdio_client(
+        &["--elicit", "accept"],
+        &json!([["calculator", {"expression": "666 + 1"}], ["calculator", {"expression": "1+1"}]]),
+        &["--policy", policy],
+    );
+    let c = calls(&report);
+    assert_eq!(c[0]["is_error"], true);
+    assert_eq!(
+        c[0]["text"],
+        "permission denied by policy rule 'no-666': the number of the beast is not computed here"
+    );
+    // The `ask` rule went to the client's user through elicitation, who approved.
+    assert_eq!(c[1]["is_error"], false, "{report}");
+    assert_eq!(c[1]["structured"]["exact"], "2");
+    let elicited = report["elicited"].as_array().cloned().unwrap_or_default();
+    assert_eq!(elicited.len(), 1, "{report}");
+    assert!(elicited[0].as_str().unwrap_or_default().contains("calc-ask"));
+}
+
+#[test]
+fn ask_without_elicitation_support_is_denied_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policy = write_file(dir.path(), "p.toml", ASK_POLICY);
+    let policy = policy.to_str().unwrap_or_default();
+    let report = stdio_client(&[], &json!([["calculator", {"expression": "1+1"}]]), &["--policy", policy]);
+    let c = calls(&report);
+    assert_eq!(c[0]["is_error"], true);
+    let text = c[0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("calc-ask") && text.contains("does not support elicitation"), "{text}");
+
+    let report = stdio_client(&["--elicit", "decline"], &json!([["calculator", {"expression": "1+1"}]]), &["--policy", policy]);
+    let c = calls(&report);
+    assert_eq!(c[0]["is_error"], true);
+    assert!(c[0]["text"].as_str().unwrap_or_default().contains("did not approve"), "{report}");
+}
+
+#[test]
+fn budgets_run_out_per_client() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policy = write_file(
+        dir.path(),
+        "p.toml",
+        "default = \"allow\"\n[budget]\ncalls_per_minute = 2\n",
+    );
+    let policy = policy.to_str().unwrap_or_default();
+    let report = stdio_client(
+        &[],
+        &json!([["calculator", {"expression": "1"}], ["calculator", {"expression": "2"}], ["calculator", {"expression": "3"}]]),
+        &["--policy", policy],
+    );
+    let c = calls(&report);
+    assert_eq!(c[0]["is_error"], false);
+    assert_eq!(c[1]["is_error"], false);
+    assert_eq!(c[2]["is_error"], true);
+    let text = c[2]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("budget.calls_per_minute") && text.contains("python-sdk-test"), "{text}");
+}
+
+#[test]
+fn http_token_name_is_the_caller_policies_see() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policy = write_file(
+        dir.path(),
+        "p.toml",
+        r#"
+default = "deny"
+[[rule]]
+id = "alice-only"
+tool = "calculator"
+caller = "mcp-client:alice"
+decision = "allow"
+"#,
+    );
+    let policy = policy.to_str().unwrap_or_default();
+    let server = HttpServer::start(&[
+        "--policy",
+        policy,
+        "--token",
+        "alice:alice-secret-0123456789",
+        "--token",
+        "bob:bob-secret-0123456789ab",
+    ]);
+    let calls_json = json!([["calculator", {"expression": "6*7"}]]).to_string();
+    let alice = python_client(&["--url", &server.url, "--token", "alice-secret-0123456789", "--calls", &calls_json]);
+    assert_eq!(calls(&alice)[0]["structured"]["exact"], "42", "{alice}");
+    let bob = python_client(&["--url", &server.url, "--token", "bob-secret-0123456789ab", "--calls", &calls_json]);
+    assert_eq!(calls(&bob)[0]["is_error"], true);
+    assert!(calls(&bob)[0]["text"].as_str().unwrap_or_default().contains("mcp-client:bob") || calls(&bob)[0]["text"].as_str().unwrap_or_default().contains("default"), "{bob}");
+}
