@@ -70,8 +70,10 @@ impl AuditRecord {
 #[derive(Clone)]
 pub struct AuditSink {
     file: Option<Arc<Mutex<File>>>,
-    subscriber: Option<Arc<dyn Fn(&AuditRecord) + Send + Sync>>,
+    subscriber: Option<Subscriber>,
 }
+
+type Subscriber = Arc<dyn Fn(&AuditRecord) + Send + Sync>;
 
 impl std::fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

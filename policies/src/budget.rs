@@ -52,16 +52,17 @@ impl Budgets {
             if st.total >= max {
                 return Err((
                     "budget.total_calls",
-                    format!("denied: {caller} has used all {max} calls this policy allows per session"),
+                    format!(
+                        "denied: {caller} has used all {max} calls this policy allows per session"
+                    ),
                 ));
             }
         }
         if let Some(max) = budget.calls_per_minute {
             if st.recent.len() >= max as usize {
-                let wait = st
-                    .recent
-                    .front()
-                    .map_or(WINDOW, |t| WINDOW.saturating_sub(now.saturating_duration_since(*t)));
+                let wait = st.recent.front().map_or(WINDOW, |t| {
+                    WINDOW.saturating_sub(now.saturating_duration_since(*t))
+                });
                 return Err((
                     "budget.calls_per_minute",
                     format!(

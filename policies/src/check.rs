@@ -51,8 +51,8 @@ impl Policy {
                 let mut req = Request::new(&case.caller, &case.tool, &case.args);
                 req.annotations = case.annotations;
                 let d = self.decide(&req);
-                let passed = d.verdict == case.expect
-                    && case.rule.as_ref().is_none_or(|r| *r == d.rule_id);
+                let passed =
+                    d.verdict == case.expect && case.rule.as_ref().is_none_or(|r| *r == d.rule_id);
                 TestOutcome {
                     case: case.clone(),
                     got: d.verdict,

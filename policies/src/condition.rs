@@ -61,13 +61,15 @@ impl Path {
         Ok(Path { segments })
     }
 
-    /// Every value the path reaches in `root`. `**` yields every scalar below it.
-    pub(crate) fn select<'v>(&self, root: &'v Value, out: &mut Vec<&'v Value>) {
-        select(&self.segments, root, out);
+    /// Every value the path reaches in `root`. A final `**` yields every scalar below
+    /// it and, with `containers`, every object and array too (whose string view joins
+    /// their nested strings — how split secrets are seen).
+    pub(crate) fn select<'v>(&self, root: &'v Value, containers: bool, out: &mut Vec<&'v Value>) {
+        select(&self.segments, root, containers, out);
     }
 }
 
-fn select<'v>(segments: &[Segment], v: &'v Value, out: &mut Vec<&'v Value>) {
+fn select<'v>(segments: &[Segment], v: &'v Value, containers: bool, out: &mut Vec<&'v Value>) {
     let Some((first, rest)) = segments.split_first() else {
         out.push(v);
         return;
@@ -76,24 +78,29 @@ fn select<'v>(segments: &[Segment], v: &'v Value, out: &mut Vec<&'v Value>) {
         Segment::Field(f) => match v {
             Value::Object(m) => {
                 if let Some(child) = m.get(f) {
-                    select(rest, child, out);
+                    select(rest, child, containers, out);
                 }
             }
             Value::Array(a) => {
                 if let Some(child) = f.parse::<usize>().ok().and_then(|i| a.get(i)) {
-                    select(rest, child, out);
+                    select(rest, child, containers, out);
                 }
             }
             _ => {}
         },
-        Segment::Any => for_children(v, |c| select(rest, c, out)),
+        Segment::Any => for_children(v, |c| select(rest, c, containers, out)),
         Segment::Deep => {
             if rest.is_empty() {
-                scalars(v, out);
+                if containers {
+                    out.push(v);
+                    for_descendants(v, &mut |c| out.push(c));
+                } else {
+                    scalars(v, out);
+                }
             } else {
                 // Zero or more levels, then the rest.
-                select(rest, v, out);
-                for_descendants(v, &mut |c| select(rest, c, out));
+                select(rest, v, containers, out);
+                for_descendants(v, &mut |c| select(rest, c, containers, out));
             }
         }
     }
@@ -224,8 +231,22 @@ pub(crate) enum Test {
 
 /// The operator names a condition table may use.
 pub(crate) const OPERATORS: &[&str] = &[
-    "eq", "ne", "in", "not_in", "regex", "not_regex", "glob", "contains", "lt", "le", "gt",
-    "ge", "min_len", "max_len", "exists", "optional",
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "regex",
+    "not_regex",
+    "glob",
+    "contains",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "min_len",
+    "max_len",
+    "exists",
+    "optional",
 ];
 
 impl Test {
@@ -348,7 +369,8 @@ pub(crate) struct ArgCondition {
 impl ArgCondition {
     pub(crate) fn matches(&self, args: &Value, polarity: Polarity) -> bool {
         let mut values = Vec::new();
-        self.path.select(args, &mut values);
+        self.path
+            .select(args, polarity == Polarity::Widen, &mut values);
         for test in &self.tests {
             if let Test::Exists(want) = test {
                 if values.is_empty() == *want {
@@ -454,14 +476,11 @@ mod tests {
 
     #[test]
     fn secrets_split_across_fields_are_seen_joined() {
-        let c = cond("args.**", "regex", json!("BEGIN [A-Z ]*PRIVATE KEY"));
         let args = json!({"parts": ["-----BEGIN RSA PRI", "VATE KEY-----"]});
-        let star = cond("args.*", "regex", json!("BEGIN [A-Z ]*PRIVATE KEY"));
-        assert!(star.matches(&args, Polarity::Widen));
-        // `**` selects scalars; the joined view comes from the container (args itself).
-        let root = cond("args", "regex", json!("BEGIN [A-Z ]*PRIVATE KEY"));
-        assert!(root.matches(&args, Polarity::Widen));
-        let _ = c;
+        for path in ["args.**", "args.*", "args"] {
+            let c = cond(path, "regex", json!("BEGIN [A-Z ]*PRIVATE KEY"));
+            assert!(c.matches(&args, Polarity::Widen), "{path}");
+        }
     }
 
     #[test]

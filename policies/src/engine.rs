@@ -16,7 +16,9 @@ use crate::{
     check::TestCase,
     condition::{AnnotationCondition, ArgCondition, Polarity},
     error::{PolicyError, Result},
-    model::{Annotations, Budget, Caller, CallerKind, Decision, Limits, Request, RuleMatch, Verdict},
+    model::{
+        Annotations, Budget, Caller, CallerKind, Decision, Limits, Request, RuleMatch, Verdict,
+    },
     name::normalize_tool_name,
 };
 
@@ -54,7 +56,10 @@ impl Rule {
         };
         (self.callers.is_empty() || self.callers.iter().any(|c| c.matches(req.caller)))
             && self.annotations.iter().all(|a| a.matches(annotations))
-            && self.conditions.iter().all(|c| c.matches(req.args, polarity))
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.matches(req.args, polarity))
     }
 }
 
@@ -346,3 +351,7 @@ impl PolicyEngine {
         self.budgets.record_code_time(caller, took);
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -191,12 +191,16 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
         };
         let args = match t.args {
             None => Value::Object(Default::default()),
-            Some(a) => serde_json::to_value(a)
-                .map_err(|e| cx.err(start, format!("test args: {e}")))?,
+            Some(a) => {
+                serde_json::to_value(a).map_err(|e| cx.err(start, format!("test args: {e}")))?
+            }
         };
         if let Some(rule) = &t.rule {
             if !ids.contains(rule) && !rule.starts_with("default") {
-                return Err(cx.err(start, format!("test expects rule '{rule}', which is not defined")));
+                return Err(cx.err(
+                    start,
+                    format!("test expects rule '{rule}', which is not defined"),
+                ));
             }
         }
         tests.push(TestCase {
@@ -250,7 +254,9 @@ fn parse_callers(v: &toml::Value) -> std::result::Result<Vec<CallerMatcher>, Str
             toml::Value::Table(t) => {
                 for k in t.keys() {
                     if k != "kind" && k != "id" {
-                        return Err(format!("unknown key '{k}' in caller; expected 'kind' and optionally 'id'"));
+                        return Err(format!(
+                            "unknown key '{k}' in caller; expected 'kind' and optionally 'id'"
+                        ));
                     }
                 }
                 let kind = t
@@ -258,13 +264,19 @@ fn parse_callers(v: &toml::Value) -> std::result::Result<Vec<CallerMatcher>, Str
                     .and_then(toml::Value::as_str)
                     .ok_or_else(|| EXPECTED.to_owned())?;
                 let id = t.get("id").map(|i| {
-                    i.as_str().map(str::to_owned).ok_or_else(|| EXPECTED.to_owned())
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| EXPECTED.to_owned())
                 });
                 (kind.to_owned(), id.transpose()?)
             }
             _ => return Err(EXPECTED.to_owned()),
         };
-        let kind: Option<CallerKind> = if kind == "*" { None } else { Some(kind.parse()?) };
+        let kind: Option<CallerKind> = if kind == "*" {
+            None
+        } else {
+            Some(kind.parse()?)
+        };
         let id: Option<GlobMatcher> = id
             .map(|i| {
                 Glob::new(&i)
@@ -282,10 +294,7 @@ fn parse_callers(v: &toml::Value) -> std::result::Result<Vec<CallerMatcher>, Str
 
 type Conditions = (Vec<ArgCondition>, Vec<AnnotationCondition>);
 
-fn parse_when(
-    when: &BTreeMap<String, Spanned<toml::Value>>,
-    cx: &Ctx<'_>,
-) -> Result<Conditions> {
+fn parse_when(when: &BTreeMap<String, Spanned<toml::Value>>, cx: &Ctx<'_>) -> Result<Conditions> {
     let mut args = Vec::new();
     let mut annotations = Vec::new();
     for (key, spanned) in when {
@@ -297,7 +306,10 @@ fn parse_when(
             if let Some(field) = path.strip_prefix("annotations.") {
                 let field = AnnotationField::parse(field).map_err(|m| cx.err(at, m))?;
                 let value = v.as_bool().ok_or_else(|| {
-                    cx.err(at, format!("annotation condition '{path}' expects true or false"))
+                    cx.err(
+                        at,
+                        format!("annotation condition '{path}' expects true or false"),
+                    )
                 })?;
                 annotations.push(AnnotationCondition { field, value });
                 continue;
@@ -310,9 +322,9 @@ fn parse_when(
                     let mut optional = false;
                     for (op, arg) in ops {
                         if op == "optional" {
-                            optional = arg.as_bool().ok_or_else(|| {
-                                cx.err(at, "'optional' expects true or false")
-                            })?;
+                            optional = arg
+                                .as_bool()
+                                .ok_or_else(|| cx.err(at, "'optional' expects true or false"))?;
                             continue;
                         }
                         tests.push(

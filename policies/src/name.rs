@@ -56,12 +56,18 @@ mod tests {
 
     #[test]
     fn case_and_width_fold_to_one_name() {
-        assert_eq!(normalize_tool_name("Calculator").as_deref(), Ok("calculator"));
+        assert_eq!(
+            normalize_tool_name("Calculator").as_deref(),
+            Ok("calculator")
+        );
         assert_eq!(
             normalize_tool_name("ｃａｌｃｕｌａｔｏｒ").as_deref(),
             Ok("calculator")
         );
-        assert_eq!(normalize_tool_name("fs.Read_File").as_deref(), Ok("fs.read_file"));
+        assert_eq!(
+            normalize_tool_name("fs.Read_File").as_deref(),
+            Ok("fs.read_file")
+        );
     }
 
     #[test]

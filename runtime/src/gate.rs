@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use verity_policies::{Caller, Decision, PolicyEngine, Request, Verdict};
 use verity_tools::{
-    Annotations, CallContext, FailureKind, Limits, ToolFailure, ToolOutcome, ToolRegistry,
-    ToolSpec,
+    Annotations, CallContext, FailureKind, Limits, ToolFailure, ToolOutcome, ToolRegistry, ToolSpec,
 };
 
 use crate::approver::{Approval, ApprovalRequest, Approver};
@@ -105,7 +104,10 @@ impl ToolGate {
     ) -> GatedCall {
         // The policy normalises the name; the tool looked up is the one it judged.
         let normalized = verity_policies::normalize_tool_name(name).ok();
-        let tool = normalized.as_deref().and_then(|n| self.registry.get(n)).cloned();
+        let tool = normalized
+            .as_deref()
+            .and_then(|n| self.registry.get(n))
+            .cloned();
         let mut request = Request::new(caller, name, &args);
         if let Some(t) = &tool {
             request = request.with_annotations(to_policy_annotations(t.spec().annotations));

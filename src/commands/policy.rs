@@ -94,16 +94,28 @@ fn check(name: &str, json: bool) -> anyhow::Result<ExitCode> {
             policy.default_verdict()
         )?;
         for o in &outcomes {
-            let label = o.case.name.clone().unwrap_or_else(|| format!("{} {}", o.case.tool, o.case.args));
+            let label = o
+                .case
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{} {}", o.case.tool, o.case.args));
             if o.passed {
-                writeln!(out, "  ok    line {:>3}  {label} → {} ({})", o.case.line, o.got, o.got_rule)?;
+                writeln!(
+                    out,
+                    "  ok    line {:>3}  {label} → {} ({})",
+                    o.case.line, o.got, o.got_rule
+                )?;
             } else {
                 writeln!(
                     out,
                     "  FAIL  line {:>3}  {label}: expected {}{}, got {} ({})",
                     o.case.line,
                     o.case.expect,
-                    o.case.rule.as_ref().map(|r| format!(" by '{r}'")).unwrap_or_default(),
+                    o.case
+                        .rule
+                        .as_ref()
+                        .map(|r| format!(" by '{r}'"))
+                        .unwrap_or_default(),
                     o.got,
                     o.got_rule
                 )?;
@@ -118,7 +130,13 @@ fn check(name: &str, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn explain(name: &str, tool: &str, raw: &str, caller: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn explain(
+    name: &str,
+    tool: &str,
+    raw: &str,
+    caller: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(name)?;
     let args: Value = serde_json::from_str(raw)
         .with_context(|| format!("--args must be a JSON object; got {raw:?}"))?;
@@ -153,8 +171,16 @@ fn explain(name: &str, tool: &str, raw: &str, caller: &str, json: bool) -> anyho
     } else {
         writeln!(out, "matched:")?;
         for m in &d.matched {
-            let mark = if m.rule_id == d.rule_id { "wins" } else { "lost" };
-            writeln!(out, "  {:<5} {} ({}, line {})", mark, m.rule_id, m.verdict, m.line)?;
+            let mark = if m.rule_id == d.rule_id {
+                "wins"
+            } else {
+                "lost"
+            };
+            writeln!(
+                out,
+                "  {:<5} {} ({}, line {})",
+                mark, m.rule_id, m.verdict, m.line
+            )?;
         }
     }
     if d.limits.is_empty() {

@@ -61,7 +61,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&engine)));
         if let Some(path) = engine.path().map(ToOwned::to_owned) {
-            tokio::spawn(watch_policy_file(path, Arc::clone(&engine), shutdown.clone()));
+            tokio::spawn(watch_policy_file(
+                path,
+                Arc::clone(&engine),
+                shutdown.clone(),
+            ));
         }
         match http {
             Some(opts) => serve_http(server, opts, shutdown).await?,

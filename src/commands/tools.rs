@@ -119,11 +119,20 @@ impl Approver for TtyApprover {
     }
 }
 
-fn call(name: &str, raw: &str, json: bool, yes: bool, policy: &PolicyOpts) -> anyhow::Result<ExitCode> {
+fn call(
+    name: &str,
+    raw: &str,
+    json: bool,
+    yes: bool,
+    policy: &PolicyOpts,
+) -> anyhow::Result<ExitCode> {
     let args: Value = serde_json::from_str(raw).with_context(|| {
         format!("arguments must be a JSON object, e.g. '{{\"expression\": \"2+2\"}}'; got {raw:?}")
     })?;
-    anyhow::ensure!(args.is_object(), "arguments must be a JSON object, got {raw}");
+    anyhow::ensure!(
+        args.is_object(),
+        "arguments must be a JSON object, got {raw}"
+    );
     let gate = ToolGate::new(ToolRegistry::with_builtins(), policy.engine()?);
     let approver: Box<dyn Approver> = if yes {
         Box::new(AutoApprove)
@@ -134,7 +143,13 @@ fn call(name: &str, raw: &str, json: bool, yes: bool, policy: &PolicyOpts) -> an
     };
     let caller = Caller::cli();
     let rt = super::runtime()?;
-    let call = rt.block_on(gate.call(&caller, name, args, approver.as_ref(), CallContext::default()));
+    let call = rt.block_on(gate.call(
+        &caller,
+        name,
+        args,
+        approver.as_ref(),
+        CallContext::default(),
+    ));
     let mut out = std::io::stdout().lock();
     if json {
         let v = json!({

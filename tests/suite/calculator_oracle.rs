@@ -76,8 +76,12 @@ print(json.dumps(out))
         }
     }
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    let oracle: Vec<String> = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("python oracle: {e} {}", String::from_utf8_lossy(&out.stderr)));
+    let oracle: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "python oracle: {e} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     assert_eq!(oracle.len(), exprs.len());
     let _ = repo();
 
@@ -85,7 +89,15 @@ print(json.dumps(out))
     for (e, want) in exprs.iter().zip(&oracle) {
         let args = serde_json::json!({"expression": e}).to_string();
         let o = Command::new(verity())
-            .args(["tools", "call", "calculator", &args, "--json", "--policy", "trusted"])
+            .args([
+                "tools",
+                "call",
+                "calculator",
+                &args,
+                "--json",
+                "--policy",
+                "trusted",
+            ])
             .output()
             .unwrap_or_else(|err| panic!("{err}"));
         let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
@@ -103,5 +115,10 @@ print(json.dumps(out))
             mismatches.push(format!("{e}\n  python: {want}\n  verity: {got}"));
         }
     }
-    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }

@@ -8,7 +8,11 @@ use super::common::{run, stderr, stdout, write_file};
 fn tools_list_shows_the_calculator() {
     let out = run(&["tools", "list"]);
     assert!(out.status.success());
-    assert!(stdout(&out).starts_with("calculator  [read-only, idempotent]"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("calculator  [read-only, idempotent]"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(&["tools", "list", "--json"]);
     let specs: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(specs[0]["name"], "calculator");
@@ -23,7 +27,13 @@ fn tools_call_prints_exact_and_decimal_forms() {
     assert_eq!(stdout(&out), "exact: 17\n");
     let out = run(&["tools", "call", "calculator", r#"{"expression":"17/3"}"#]);
     assert_eq!(stdout(&out), "exact: 17/3\ndecimal: 5.66666666666667\n");
-    let out = run(&["tools", "call", "calculator", r#"{"expression":"sqrt(2)", "precision": 30}"#, "--json"]);
+    let out = run(&[
+        "tools",
+        "call",
+        "calculator",
+        r#"{"expression":"sqrt(2)", "precision": 30}"#,
+        "--json",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(v["result"]["decimal"], "1.41421356237309504880168872421");
     assert_eq!(v["result"]["exact"], Value::Null);
@@ -44,7 +54,11 @@ fn tools_call_errors_have_exit_codes_and_messages() {
     assert!(stderr(&out).contains("arguments must be a JSON object"));
     let out = run(&["tools", "call", "nope", "{}"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown tool 'nope'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown tool 'nope'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -52,10 +66,29 @@ fn ask_without_a_tty_is_denied_unless_yes() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = write_file(dir.path(), "ask.toml", "default = \"ask\"\n");
     let p = p.to_str().unwrap_or_default();
-    let out = run(&["tools", "call", "calculator", r#"{"expression":"1+1"}"#, "--policy", p]);
+    let out = run(&[
+        "tools",
+        "call",
+        "calculator",
+        r#"{"expression":"1+1"}"#,
+        "--policy",
+        p,
+    ]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("needs approval") && stderr(&out).contains("--yes"), "{}", stderr(&out));
-    let out = run(&["tools", "call", "calculator", r#"{"expression":"1+1"}"#, "--policy", p, "--yes"]);
+    assert!(
+        stderr(&out).contains("needs approval") && stderr(&out).contains("--yes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "tools",
+        "call",
+        "calculator",
+        r#"{"expression":"1+1"}"#,
+        "--policy",
+        p,
+        "--yes",
+    ]);
     assert!(out.status.success());
     assert_eq!(stdout(&out), "exact: 2\n");
 }
@@ -70,12 +103,18 @@ fn audit_log_records_every_decision() {
         let _ = run(&["tools", "call", "calculator", &args, "--audit", audit_s]);
     }
     let text = std::fs::read_to_string(&audit).unwrap_or_default();
-    let records: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     assert_eq!(records.len(), 2, "{text}");
     assert_eq!(records[0]["decision"], "allow");
     assert_eq!(records[0]["caller"]["kind"], "cli");
     assert_eq!(records[1]["decision"], "deny");
     assert_eq!(records[1]["rule_id"], "no-secrets");
     assert_eq!(records[1]["args_digest"].as_str().map(str::len), Some(64));
-    assert!(!text.contains("api_key"), "audit log must not contain raw arguments");
+    assert!(
+        !text.contains("api_key"),
+        "audit log must not contain raw arguments"
+    );
 }

@@ -63,6 +63,10 @@ fn conformance_suite_server_scenarios_pass() {
             }
         }
     }
-    assert!(failures.is_empty(), "conformance failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "conformance failures:\n{}",
+        failures.join("\n")
+    );
     assert!(passed >= 40, "only {passed} checks passed");
 }

@@ -34,7 +34,10 @@ async fn post(url: &str, body: String, headers: &[(&str, &str)]) -> (StatusCode,
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     (status, text)
@@ -43,7 +46,10 @@ async fn post(url: &str, body: String, headers: &[(&str, &str)]) -> (StatusCode,
 async fn assert_still_serves(url: &str, headers: &[(&str, &str)]) {
     let (status, body) = post(url, initialize_body(), headers).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains("\"serverInfo\"") && body.contains("verity"), "{body}");
+    assert!(
+        body.contains("\"serverInfo\"") && body.contains("verity"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +62,10 @@ async fn malformed_and_oversized_requests_are_refused_and_serving_continues() {
     assert_still_serves(&url, &[]).await;
 
     let (status, body) = post(&url, json!({"jsonrpc": "2.0", "id": 7}).to_string(), &[]).await;
-    assert!(status.is_client_error() || body.contains("\"error\""), "{status} {body}");
+    assert!(
+        status.is_client_error() || body.contains("\"error\""),
+        "{status} {body}"
+    );
     assert_still_serves(&url, &[]).await;
 
     let big = format!(
@@ -73,9 +82,19 @@ async fn malformed_and_oversized_requests_are_refused_and_serving_continues() {
 async fn hostile_origin_and_host_get_403() {
     let server = HttpServer::start(&["--allow-origin", "http://localhost:6274"]);
     let url = server.url.clone();
-    let (status, _) = post(&url, initialize_body(), &[("origin", "http://evil.example")]).await;
+    let (status, _) = post(
+        &url,
+        initialize_body(),
+        &[("origin", "http://evil.example")],
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = post(&url, initialize_body(), &[("origin", "http://localhost:6274")]).await;
+    let (status, _) = post(
+        &url,
+        initialize_body(),
+        &[("origin", "http://localhost:6274")],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     // DNS rebinding: a foreign Host header pointing at our loopback socket.
     let (status, _) = post(&url, initialize_body(), &[("host", "evil.example")]).await;
@@ -89,9 +108,19 @@ async fn bearer_token_is_enforced() {
     let url = server.url.clone();
     let (status, _) = post(&url, initialize_body(), &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = post(&url, initialize_body(), &[("authorization", "Bearer wrong-token-000000000")]).await;
+    let (status, _) = post(
+        &url,
+        initialize_body(),
+        &[("authorization", "Bearer wrong-token-000000000")],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = post(&url, initialize_body(), &[("authorization", "Basic Y2k6eA==")]).await;
+    let (status, _) = post(
+        &url,
+        initialize_body(),
+        &[("authorization", "Basic Y2k6eA==")],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_still_serves(&url, &[("authorization", "Bearer 0123456789abcdef0123")]).await;
 }
@@ -101,7 +130,10 @@ fn binding_beyond_loopback_without_a_token_refuses_to_start() {
     let out = run(&["serve", "--http", "0.0.0.0:0"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("refusing to serve on 0.0.0.0:0 without authentication"), "{err}");
+    assert!(
+        err.contains("refusing to serve on 0.0.0.0:0 without authentication"),
+        "{err}"
+    );
     let out = run(&["serve", "--http", "127.0.0.1:0", "--token", "short"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("at least 16"), "{}", stderr(&out));
@@ -119,5 +151,8 @@ async fn beyond_loopback_with_a_token_serves_and_requires_it() {
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let server = HttpServer::start(&[]);
-    assert!(server.terminate(), "verity serve did not exit cleanly on SIGTERM");
+    assert!(
+        server.terminate(),
+        "verity serve did not exit cleanly on SIGTERM"
+    );
 }

@@ -20,7 +20,8 @@ fn inspector(args: &[&str]) -> Value {
         "inspector failed: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("inspector output is not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("inspector output is not JSON ({e}): {text}"))
 }
 
 #[test]
@@ -30,8 +31,15 @@ fn inspector_cli_over_stdio() {
     let listed = inspector(&["--cli", v, "serve", "--method", "tools/list"]);
     assert_eq!(listed["tools"][0]["name"], "calculator", "{listed}");
     let called = inspector(&[
-        "--cli", v, "serve", "--method", "tools/call", "--tool-name", "calculator",
-        "--tool-arg", "expression=1/3 + 1/6",
+        "--cli",
+        v,
+        "serve",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "calculator",
+        "--tool-arg",
+        "expression=1/3 + 1/6",
     ]);
     assert_eq!(called["structuredContent"]["exact"], "1/2", "{called}");
 }
@@ -39,11 +47,29 @@ fn inspector_cli_over_stdio() {
 #[test]
 fn inspector_cli_over_http() {
     let server = HttpServer::start(&[]);
-    let listed = inspector(&["--cli", &server.url, "--transport", "http", "--method", "tools/list"]);
+    let listed = inspector(&[
+        "--cli",
+        &server.url,
+        "--transport",
+        "http",
+        "--method",
+        "tools/list",
+    ]);
     assert_eq!(listed["tools"][0]["name"], "calculator", "{listed}");
     let called = inspector(&[
-        "--cli", &server.url, "--transport", "http", "--method", "tools/call",
-        "--tool-name", "calculator", "--tool-arg", "expression=2^64",
+        "--cli",
+        &server.url,
+        "--transport",
+        "http",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "calculator",
+        "--tool-arg",
+        "expression=2^64",
     ]);
-    assert_eq!(called["structuredContent"]["exact"], "18446744073709551616", "{called}");
+    assert_eq!(
+        called["structuredContent"]["exact"], "18446744073709551616",
+        "{called}"
+    );
 }

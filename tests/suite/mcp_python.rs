@@ -32,7 +32,10 @@ fn assert_calculator_listed(report: &Value) {
     assert_eq!(calc["annotations"]["readOnlyHint"], true);
     assert_eq!(calc["annotations"]["openWorldHint"], false);
     assert_eq!(calc["inputSchema"]["required"], json!(["expression"]));
-    assert_eq!(calc["outputSchema"]["properties"]["exact"]["type"], json!(["string", "null"]));
+    assert_eq!(
+        calc["outputSchema"]["properties"]["exact"]["type"],
+        json!(["string", "null"])
+    );
 }
 
 fn standard_calls() -> Value {
@@ -61,11 +64,32 @@ fn assert_standard_results(report: &Value) {
     assert_eq!(c[2]["is_error"], true);
     assert_eq!(c[2]["text"], "unexpected ')' at column 8");
     assert_eq!(c[3]["is_error"], true);
-    assert!(c[3]["text"].as_str().unwrap_or_default().contains("expected a string"), "{}", c[3]);
+    assert!(
+        c[3]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expected a string"),
+        "{}",
+        c[3]
+    );
     assert_eq!(c[4]["is_error"], true);
-    assert!(c[4]["text"].as_str().unwrap_or_default().contains("missing field `expression`"), "{}", c[4]);
+    assert!(
+        c[4]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing field `expression`"),
+        "{}",
+        c[4]
+    );
     // Unknown tool: a JSON-RPC error, and the server keeps serving.
-    assert!(c[5]["protocol_error"].as_str().unwrap_or_default().contains("unknown tool 'no_such_tool'"), "{}", c[5]);
+    assert!(
+        c[5]["protocol_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown tool 'no_such_tool'"),
+        "{}",
+        c[5]
+    );
     assert_eq!(
         c[6]["structured"]["exact"],
         "1606938044258990275541962092341162602522202993782792835301376"
@@ -132,7 +156,10 @@ fn denied_call_carries_the_rules_reason() {
     assert_eq!(c[1]["structured"]["exact"], "2");
     let elicited = report["elicited"].as_array().cloned().unwrap_or_default();
     assert_eq!(elicited.len(), 1, "{report}");
-    assert!(elicited[0].as_str().unwrap_or_default().contains("calc-ask"));
+    assert!(elicited[0]
+        .as_str()
+        .unwrap_or_default()
+        .contains("calc-ask"));
 }
 
 #[test]
@@ -140,16 +167,33 @@ fn ask_without_elicitation_support_is_denied_with_a_reason() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let policy = write_file(dir.path(), "p.toml", ASK_POLICY);
     let policy = policy.to_str().unwrap_or_default();
-    let report = stdio_client(&[], &json!([["calculator", {"expression": "1+1"}]]), &["--policy", policy]);
+    let report = stdio_client(
+        &[],
+        &json!([["calculator", {"expression": "1+1"}]]),
+        &["--policy", policy],
+    );
     let c = calls(&report);
     assert_eq!(c[0]["is_error"], true);
     let text = c[0]["text"].as_str().unwrap_or_default();
-    assert!(text.contains("calc-ask") && text.contains("does not support elicitation"), "{text}");
+    assert!(
+        text.contains("calc-ask") && text.contains("does not support elicitation"),
+        "{text}"
+    );
 
-    let report = stdio_client(&["--elicit", "decline"], &json!([["calculator", {"expression": "1+1"}]]), &["--policy", policy]);
+    let report = stdio_client(
+        &["--elicit", "decline"],
+        &json!([["calculator", {"expression": "1+1"}]]),
+        &["--policy", policy],
+    );
     let c = calls(&report);
     assert_eq!(c[0]["is_error"], true);
-    assert!(c[0]["text"].as_str().unwrap_or_default().contains("did not approve"), "{report}");
+    assert!(
+        c[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not approve"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -171,7 +215,10 @@ fn budgets_run_out_per_client() {
     assert_eq!(c[1]["is_error"], false);
     assert_eq!(c[2]["is_error"], true);
     let text = c[2]["text"].as_str().unwrap_or_default();
-    assert!(text.contains("budget.calls_per_minute") && text.contains("python-sdk-test"), "{text}");
+    assert!(
+        text.contains("budget.calls_per_minute") && text.contains("python-sdk-test"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -199,9 +246,33 @@ decision = "allow"
         "bob:bob-secret-0123456789ab",
     ]);
     let calls_json = json!([["calculator", {"expression": "6*7"}]]).to_string();
-    let alice = python_client(&["--url", &server.url, "--token", "alice-secret-0123456789", "--calls", &calls_json]);
+    let alice = python_client(&[
+        "--url",
+        &server.url,
+        "--token",
+        "alice-secret-0123456789",
+        "--calls",
+        &calls_json,
+    ]);
     assert_eq!(calls(&alice)[0]["structured"]["exact"], "42", "{alice}");
-    let bob = python_client(&["--url", &server.url, "--token", "bob-secret-0123456789ab", "--calls", &calls_json]);
+    let bob = python_client(&[
+        "--url",
+        &server.url,
+        "--token",
+        "bob-secret-0123456789ab",
+        "--calls",
+        &calls_json,
+    ]);
     assert_eq!(calls(&bob)[0]["is_error"], true);
-    assert!(calls(&bob)[0]["text"].as_str().unwrap_or_default().contains("mcp-client:bob") || calls(&bob)[0]["text"].as_str().unwrap_or_default().contains("default"), "{bob}");
+    assert!(
+        calls(&bob)[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mcp-client:bob")
+            || calls(&bob)[0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("default"),
+        "{bob}"
+    );
 }

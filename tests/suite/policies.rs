@@ -9,9 +9,20 @@ fn presets_check_clean() {
     for preset in ["default", "strict", "trusted"] {
         let out = run(&["policy", "check", preset]);
         assert!(out.status.success(), "{preset}: {}", stdout(&out));
-        assert!(stdout(&out).contains(" passed, 0 failed"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(" passed, 0 failed"),
+            "{}",
+            stdout(&out)
+        );
     }
-    let out = run(&["policy", "check", &format!("{}/examples/policies/research.toml", env!("CARGO_MANIFEST_DIR"))]);
+    let out = run(&[
+        "policy",
+        "check",
+        &format!(
+            "{}/examples/policies/research.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
 
@@ -48,18 +59,40 @@ fn broken_policies_are_refused_with_file_line_column() {
         let out = run(&["policy", "check", p.to_str().unwrap_or_default()]);
         assert_eq!(out.status.code(), Some(1), "{name} was accepted");
         let err = stderr(&out);
-        assert!(err.contains(&format!("{name}{position}")), "{name}: no position {position} in: {err}");
-        assert!(err.contains(expected), "{name}: expected {expected:?} in: {err}");
+        assert!(
+            err.contains(&format!("{name}{position}")),
+            "{name}: no position {position} in: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "{name}: expected {expected:?} in: {err}"
+        );
         // The server refuses to start with it too: never a fallback to allow.
-        let out = run(&["tools", "call", "calculator", r#"{"expression":"1"}"#, "--policy", p.to_str().unwrap_or_default()]);
-        assert_eq!(out.status.code(), Some(2), "{name}: tools call ran under a broken policy");
+        let out = run(&[
+            "tools",
+            "call",
+            "calculator",
+            r#"{"expression":"1"}"#,
+            "--policy",
+            p.to_str().unwrap_or_default(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: tools call ran under a broken policy"
+        );
     }
 }
 
 #[test]
 fn explain_shows_winner_losers_and_limits() {
     let out = run(&[
-        "policy", "explain", "default", "--tool", "code", "--args",
+        "policy",
+        "explain",
+        "default",
+        "--tool",
+        "code",
+        "--args",
         r#"{"code": "token = 'sk-abcdefghijklmnopqrstuvwxyz'"}"#,
     ]);
     assert!(out.status.success());
@@ -68,11 +101,32 @@ fn explain_shows_winner_losers_and_limits() {
     assert!(text.contains("rule:     no-secrets"), "{text}");
     assert!(text.contains("wins  no-secrets (deny"), "{text}");
     assert!(text.contains("lost  code-modest (allow"), "{text}");
-    let out = run(&["policy", "explain", "default", "--tool", "CODE", "--args", r#"{"code":"print(1)"}"#, "--json"]);
+    let out = run(&[
+        "policy",
+        "explain",
+        "default",
+        "--tool",
+        "CODE",
+        "--args",
+        r#"{"code":"print(1)"}"#,
+        "--json",
+    ]);
     let d: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(d["verdict"], "allow");
     assert_eq!(d["tool"], "code");
     assert_eq!(d["limits"]["wall_ms"], 10000);
-    let out = run(&["policy", "explain", "default", "--tool", "calcu\u{200b}lator", "--args", "{}"]);
-    assert!(stdout(&out).contains("decision: deny") && stdout(&out).contains("name.invalid"), "{}", stdout(&out));
+    let out = run(&[
+        "policy",
+        "explain",
+        "default",
+        "--tool",
+        "calcu\u{200b}lator",
+        "--args",
+        "{}",
+    ]);
+    assert!(
+        stdout(&out).contains("decision: deny") && stdout(&out).contains("name.invalid"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -30,6 +30,5 @@ mod tool;
 pub use error::{FailureKind, ToolFailure};
 pub use registry::ToolRegistry;
 pub use tool::{
-    Annotations, CallContext, DynTool, Limits, Progress, ProgressSink, Tool, ToolOutcome,
-    ToolSpec,
+    Annotations, CallContext, DynTool, Limits, Progress, ProgressSink, Tool, ToolOutcome, ToolSpec,
 };

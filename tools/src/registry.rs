@@ -33,7 +33,7 @@ impl ToolRegistry {
     /// A registry with every built-in tool that needs no setup.
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
-        registry.register(Calculator::default());
+        registry.register(Calculator);
         registry
     }
 

@@ -228,7 +228,10 @@ pub fn schema_for<T: JsonSchema>() -> Value {
     let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
         s.inline_subschemas = true;
     });
-    let mut value = settings.into_generator().into_root_schema_for::<T>().to_value();
+    let mut value = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
     if let Some(obj) = value.as_object_mut() {
         obj.remove("$schema");
     }
@@ -242,7 +245,9 @@ fn strip_rust_formats(v: &mut Value) {
     match v {
         Value::Object(m) => {
             let rust_format = m.get("format").and_then(Value::as_str).is_some_and(|f| {
-                ["int", "uint", "float", "double"].iter().any(|p| f.starts_with(p))
+                ["int", "uint", "float", "double"]
+                    .iter()
+                    .any(|p| f.starts_with(p))
             });
             if rust_format {
                 m.remove("format");

@@ -9,6 +9,7 @@ use axum::{
     http::{header, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
+    serve::ListenerExt as _,
     Router,
 };
 use rmcp::transport::streamable_http_server::{
@@ -214,6 +215,10 @@ pub async fn serve_http(
     tracing::info!(%local, auth = !opts.tokens.is_empty(), "serving MCP over streamable HTTP");
     eprintln!("verity: serving MCP on http://{local}/mcp");
     let app = router(server, &opts, shutdown.clone());
+    // Small JSON-RPC replies must not wait for delayed ACKs (Nagle): ~40 ms per call.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

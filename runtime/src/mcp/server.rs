@@ -7,8 +7,8 @@ use futures::future::BoxFuture;
 use rmcp::{
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        InputRequest, InputRequests, InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-        ServerConfig, Tool, ToolAnnotations,
+        InputRequest, InputRequests, InputRequiredResult, ListToolsResult, PaginatedRequestParams,
+        ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
     },
     service::{ElicitationMode, RequestContext},
     ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
@@ -39,7 +39,9 @@ pub struct McpServer {
 
 impl std::fmt::Debug for McpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("McpServer").field("gate", &self.gate).finish()
+        f.debug_struct("McpServer")
+            .field("gate", &self.gate)
+            .finish()
     }
 }
 
@@ -165,7 +167,8 @@ impl Approver for StatelessApprover {
             let by = self.caller.to_string();
             match &self.answer {
                 Some(answer) => {
-                    let accepted = answer["action"] == "accept" && answer["content"]["approve"] == true;
+                    let accepted =
+                        answer["action"] == "accept" && answer["content"]["approve"] == true;
                     if accepted {
                         Approval::Approved { by }
                     } else {
@@ -222,8 +225,9 @@ fn approval_input_required(message: String) -> std::result::Result<InputRequired
             }
         }
     });
-    let request: InputRequest = serde_json::from_value(request)
-        .map_err(|e| McpError::internal_error(format!("cannot build the approval request: {e}"), None))?;
+    let request: InputRequest = serde_json::from_value(request).map_err(|e| {
+        McpError::internal_error(format!("cannot build the approval request: {e}"), None)
+    })?;
     let mut requests = InputRequests::new();
     requests.insert(APPROVAL_INPUT_KEY.to_owned(), request);
     Ok(InputRequiredResult::from_input_requests(requests))
@@ -324,7 +328,10 @@ impl ServerHandler for McpServer {
                 peer: context.peer.clone(),
                 caller: caller.clone(),
             };
-            (self.gate.call(&caller, &name, args, &approver, ctx).await, None)
+            (
+                self.gate.call(&caller, &name, args, &approver, ctx).await,
+                None,
+            )
         };
         if let Some(message) = needs_input {
             return Ok(approval_input_required(message)?.into());
@@ -350,7 +357,7 @@ impl ServerHandler for McpServer {
 /// Serves over stdin/stdout until the client disconnects or `shutdown` fires.
 pub async fn serve_stdio(server: McpServer, shutdown: CancellationToken) -> Result<()> {
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::io::stdio_pipes())
         .await
         .map_err(|e| Error::Mcp(format!("stdio handshake failed: {e}")))?;
     let ct = running.cancellation_token();

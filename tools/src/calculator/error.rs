@@ -53,8 +53,11 @@ impl CalcError {
 impl fmt::Display for CalcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        if let Some(c) = self.column {
-            write!(f, " at column {c}")?;
+        match self.column {
+            // A limit message ends in a number; keep the position apart from it.
+            Some(c) if self.limit => write!(f, " (the operator at column {c})")?,
+            Some(c) => write!(f, " at column {c}")?,
+            None => {}
         }
         if let Some(h) = &self.hint {
             write!(f, " — {h}")?;

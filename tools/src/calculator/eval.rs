@@ -27,9 +27,32 @@ pub(crate) enum Value {
 }
 
 pub(crate) const FUNCTIONS: &[&str] = &[
-    "abs", "floor", "ceil", "round", "min", "max", "gcd", "lcm", "mod", "sqrt", "cbrt", "exp",
-    "ln", "log", "log10", "log2", "sin", "cos", "tan", "asin", "acos", "atan", "atan2",
-    "factorial", "binomial", "ncr",
+    "abs",
+    "floor",
+    "ceil",
+    "round",
+    "min",
+    "max",
+    "gcd",
+    "lcm",
+    "mod",
+    "sqrt",
+    "cbrt",
+    "exp",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "factorial",
+    "binomial",
+    "ncr",
 ];
 pub(crate) const CONSTANTS: &[&str] = &["pi", "e", "tau"];
 
@@ -73,9 +96,9 @@ impl Evaluator {
 
     fn num(&mut self, e: &Expr) -> Result<Num, CalcError> {
         match e {
-            Expr::Number { literal, col } => {
-                Ok(Num::Exact(parse_literal(literal).map_err(|err| err.or_at(*col))?))
-            }
+            Expr::Number { literal, col } => Ok(Num::Exact(
+                parse_literal(literal).map_err(|err| err.or_at(*col))?,
+            )),
             Expr::Name { name, col } => self.constant(name, *col),
             Expr::Call { name, args, col } => {
                 let mut vals = Vec::with_capacity(args.len());
@@ -111,12 +134,12 @@ impl Evaluator {
     fn constant(&mut self, name: &str, col: usize) -> Result<Num, CalcError> {
         let bits = self.prec.bits;
         match name {
-            "pi" | "π" => Ok(Num::Approx(self.prec.consts.pi(bits, RM))),
+            "pi" | "π" => Ok(Num::Approx(self.prec.consts()?.pi(bits, RM))),
             "tau" => {
-                let pi = self.prec.consts.pi(bits, RM);
+                let pi = self.prec.consts()?.pi(bits, RM);
                 Ok(Num::Approx(pi.mul(&BigFloat::from_word(2, 64), bits, RM)))
             }
-            "e" => Ok(Num::Approx(self.prec.consts.e(bits, RM))),
+            "e" => Ok(Num::Approx(self.prec.consts()?.e(bits, RM))),
             _ => {
                 let known: Vec<&str> = FUNCTIONS.iter().chain(CONSTANTS).copied().collect();
                 let mut err = if FUNCTIONS.contains(&name) {
@@ -301,11 +324,11 @@ impl Evaluator {
                     "a negative number to a non-integer power is not real",
                 ));
             }
-            let pos = fa.abs().pow(&fb, bits, RM, &mut self.prec.consts);
+            let pos = fa.abs().pow(&fb, bits, RM, self.prec.consts()?);
             let odd = float_to_rational(&fb).is_some_and(|r| r.numer().is_odd());
             return check_approx(if odd { pos.neg() } else { pos });
         }
-        check_approx(fa.pow(&fb, bits, RM, &mut self.prec.consts))
+        check_approx(fa.pow(&fb, bits, RM, self.prec.consts()?))
     }
 
     fn call(&mut self, name: &str, args: &[(Num, usize)], col: usize) -> Result<Num, CalcError> {
@@ -340,7 +363,11 @@ impl Evaluator {
             "floor" | "ceil" => {
                 arity(1, 1)?;
                 let r = self.exactish(&x())?;
-                Ok(Num::Exact(if name == "floor" { r.floor() } else { r.ceil() }))
+                Ok(Num::Exact(if name == "floor" {
+                    r.floor()
+                } else {
+                    r.ceil()
+                }))
             }
             "round" => {
                 arity(1, 2)?;
@@ -375,7 +402,11 @@ impl Evaluator {
                 let mut acc = big_int_arg(&args[0].0, name, args[0].1)?;
                 for (n, c) in &args[1..] {
                     let v = big_int_arg(n, name, *c)?;
-                    acc = if name == "gcd" { acc.gcd(&v) } else { acc.lcm(&v) };
+                    acc = if name == "gcd" {
+                        acc.gcd(&v)
+                    } else {
+                        acc.lcm(&v)
+                    };
                 }
                 check_exact(BigRational::from_integer(acc))
             }
@@ -406,7 +437,7 @@ impl Evaluator {
                         "exp() of that argument is beyond 10^±{MAX_DIGITS}"
                     )));
                 }
-                check_approx(f.exp(bits, RM, &mut self.prec.consts))
+                check_approx(f.exp(bits, RM, self.prec.consts()?))
             }
             "ln" => {
                 arity(1, 1)?;
@@ -445,7 +476,7 @@ impl Evaluator {
                         "{name}() is only real for arguments between -1 and 1"
                     )));
                 }
-                let c = &mut self.prec.consts;
+                let c = self.prec.consts()?;
                 let r = match name {
                     "asin" => f.asin(bits, RM, c),
                     "acos" => f.acos(bits, RM, c),
@@ -490,7 +521,7 @@ impl Evaluator {
     fn root(&mut self, a: Num, k: u32) -> Result<Num, CalcError> {
         let bits = self.prec.bits;
         if let Num::Exact(r) = &a {
-            if r.is_negative() && k % 2 == 0 {
+            if r.is_negative() && k.is_multiple_of(2) {
                 return Err(CalcError::msg("sqrt of a negative number is not real"));
             }
             let (neg, mag) = (r.is_negative(), r.abs());
@@ -499,7 +530,7 @@ impl Evaluator {
             }
         }
         let f = to_float(&a, bits);
-        if f.is_negative() && k % 2 == 0 {
+        if f.is_negative() && k.is_multiple_of(2) {
             return Err(CalcError::msg("sqrt of a negative number is not real"));
         }
         check_approx(if k == 2 {
@@ -540,7 +571,7 @@ impl Evaluator {
             }
         }
         let fa = to_float(&a, bits);
-        let c = &mut self.prec.consts;
+        let c = self.prec.consts()?;
         let ln_a = fa.ln(bits, RM, c);
         match base {
             None => check_approx(ln_a),
@@ -570,14 +601,14 @@ impl Evaluator {
             )));
         }
         let r = match name {
-            "sin" => f.sin(bits, RM, &mut self.prec.consts),
-            "cos" => f.cos(bits, RM, &mut self.prec.consts),
+            "sin" => f.sin(bits, RM, self.prec.consts()?),
+            "cos" => f.cos(bits, RM, self.prec.consts()?),
             _ => {
-                let cos = f.cos(bits, RM, &mut self.prec.consts);
+                let cos = f.cos(bits, RM, self.prec.consts()?);
                 if self.is_noise(&cos, &[&f]) {
                     return Err(CalcError::msg("tan() is undefined where cos() is 0"));
                 }
-                f.tan(bits, RM, &mut self.prec.consts)
+                f.tan(bits, RM, self.prec.consts()?)
             }
         };
         self.approx(r, &[&f])
@@ -593,7 +624,7 @@ impl Evaluator {
         if fy.is_zero() && fx.is_positive() {
             return Ok(Num::Exact(BigRational::zero()));
         }
-        let c = &mut self.prec.consts;
+        let c = self.prec.consts()?;
         let pi = c.pi(bits, RM);
         let r = if fx.is_zero() {
             let half = pi.div(&BigFloat::from_word(2, 64), bits, RM);
@@ -645,7 +676,12 @@ fn int_pow(x: &BigRational, n: &BigInt) -> Result<Num, CalcError> {
         let odd = n.is_odd();
         return Ok(Num::Exact(if x.is_negative() && odd { -ax } else { ax }));
     }
-    let big = ax.numer().bits().max(ax.denom().bits()).saturating_sub(1).max(1);
+    let big = ax
+        .numer()
+        .bits()
+        .max(ax.denom().bits())
+        .saturating_sub(1)
+        .max(1);
     let e = n.magnitude().to_u64().unwrap_or(u64::MAX);
     if e.saturating_mul(big) > MAX_BITS {
         let digits = (e as f64) * (big as f64) * std::f64::consts::LOG10_2;
@@ -748,9 +784,7 @@ fn factorial(n: &Num) -> Result<Num, CalcError> {
 
 fn binomial(n: &BigInt, k: &BigInt) -> Result<Num, CalcError> {
     if n.is_negative() || k.is_negative() {
-        return Err(CalcError::msg(
-            "binomial(n, k) takes non-negative integers",
-        ));
+        return Err(CalcError::msg("binomial(n, k) takes non-negative integers"));
     }
     if k > n {
         return Ok(Num::Exact(BigRational::zero()));

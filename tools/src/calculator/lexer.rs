@@ -91,8 +91,11 @@ pub(crate) fn lex(input: &str) -> Result<Vec<Spanned>, CalcError> {
                     }
                     i = j;
                 } else {
-                    return Err(CalcError::at(i + 1, "expected digits after the exponent marker 'e'")
-                        .hint("write scientific notation as 6.02e23"));
+                    return Err(CalcError::at(
+                        i + 1,
+                        "expected digits after the exponent marker 'e'",
+                    )
+                    .hint("write scientific notation as 6.02e23"));
                 }
             }
             if i < chars.len() && chars[i] == '.' {

@@ -110,7 +110,7 @@ fn evaluate(expression: &str, precision: u32) -> Result<CalculatorOutput, CalcEr
     let tokens = lexer::lex(expression)?;
     let ast = parser::parse(&tokens, expression.chars().count())?;
     let mut ev = Evaluator {
-        prec: Precision::new(precision)?,
+        prec: Precision::new(precision),
     };
     let value = ev.eval(&ast)?;
     let base = CalculatorOutput {

@@ -25,22 +25,52 @@ pub(crate) enum Num {
     Approx(BigFloat),
 }
 
+thread_local! {
+    /// Constant caches (pi, e, ln 2, ...) outlive a call: building them costs more than
+    /// evaluating `2+2`, and later calls at the same precision reuse computed digits.
+    static CONSTS: std::cell::RefCell<Option<Consts>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Working precision and the cache of constants (pi, e, ln 2, ...).
 pub(crate) struct Precision {
-    /// Binary working precision: enough for `digits` plus guard bits.
+    /// Binary working precision: enough for the requested digits plus guard bits.
     pub bits: usize,
-    pub consts: Consts,
+    consts: Option<Consts>,
 }
 
 impl Precision {
-    pub(crate) fn new(digits: u32) -> Result<Self, CalcError> {
+    pub(crate) fn new(digits: u32) -> Self {
         let bits = ((f64::from(digits) * std::f64::consts::LOG2_10).ceil() as usize + 64)
             .next_multiple_of(64);
-        let consts =
-            Consts::new().map_err(|e| CalcError::msg(format!("internal error: {e:?}")))?;
-        Ok(Self { bits, consts })
+        Self { bits, consts: None }
     }
 
+    /// The constant cache, created on first use (exact arithmetic never needs it).
+    pub(crate) fn consts(&mut self) -> Result<&mut Consts, CalcError> {
+        if self.consts.is_none() {
+            let cached = CONSTS.with(|c| c.borrow_mut().take());
+            self.consts = Some(match cached {
+                Some(c) => c,
+                None => {
+                    Consts::new().map_err(|e| CalcError::msg(format!("internal error: {e:?}")))?
+                }
+            });
+        }
+        self.consts
+            .as_mut()
+            .ok_or_else(|| CalcError::msg("internal error: no constant cache"))
+    }
+}
+
+impl Drop for Precision {
+    fn drop(&mut self) {
+        if let Some(c) = self.consts.take() {
+            CONSTS.with(|slot| *slot.borrow_mut() = Some(c));
+        }
+    }
+}
+
+impl Precision {
     /// Magnitudes below this fraction of the operands are rounding noise: 2^-(bits-16).
     pub(crate) fn noise_exponent(&self) -> i64 {
         -(self.bits as i64 - 16)
@@ -85,7 +115,11 @@ pub(crate) fn int_to_float(i: &BigInt, bits: usize) -> BigFloat {
         return BigFloat::from_word(0, bits);
     }
     let words: Vec<Word> = i.magnitude().to_u64_digits();
-    let sign = if i.is_negative() { Sign::Neg } else { Sign::Pos };
+    let sign = if i.is_negative() {
+        Sign::Neg
+    } else {
+        Sign::Pos
+    };
     let e = (words.len() * 64) as i32;
     let f = BigFloat::from_words(&words, sign, e);
     let mut f = f;
@@ -304,9 +338,8 @@ pub(crate) fn parse_literal(lit: &str) -> Result<BigRational, CalcError> {
     let exp: i64 = if exp.is_empty() {
         0
     } else {
-        exp.parse::<i64>().map_err(|_| {
-            CalcError::limit(format!("exponent of '{lit}' is out of range"))
-        })?
+        exp.parse::<i64>()
+            .map_err(|_| CalcError::limit(format!("exponent of '{lit}' is out of range")))?
     };
     let (int_part, frac_part) = match mantissa.find('.') {
         Some(i) => (&mantissa[..i], &mantissa[i + 1..]),

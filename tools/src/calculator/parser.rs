@@ -44,14 +44,43 @@ pub(crate) enum CmpOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expr {
-    Number { literal: String, col: usize },
-    Name { name: String, col: usize },
-    Call { name: String, args: Vec<Expr>, col: usize },
-    Neg { operand: Box<Expr>, col: usize },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr>, col: usize },
-    Compare { op: CmpOp, lhs: Box<Expr>, rhs: Box<Expr>, col: usize },
-    Factorial { operand: Box<Expr>, col: usize },
-    Percent { operand: Box<Expr>, col: usize },
+    Number {
+        literal: String,
+        col: usize,
+    },
+    Name {
+        name: String,
+        col: usize,
+    },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+        col: usize,
+    },
+    Neg {
+        operand: Box<Expr>,
+        col: usize,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+        col: usize,
+    },
+    Compare {
+        op: CmpOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+        col: usize,
+    },
+    Factorial {
+        operand: Box<Expr>,
+        col: usize,
+    },
+    Percent {
+        operand: Box<Expr>,
+        col: usize,
+    },
 }
 
 impl Expr {
@@ -211,7 +240,10 @@ impl Parser<'_> {
 
     fn unary(&mut self) -> Result<Expr, CalcError> {
         match self.peek().cloned() {
-            Some(Spanned { tok: Tok::Minus, col }) => {
+            Some(Spanned {
+                tok: Tok::Minus,
+                col,
+            }) => {
                 self.pos += 1;
                 self.enter(col)?;
                 let operand = self.unary()?;
@@ -221,7 +253,10 @@ impl Parser<'_> {
                     col,
                 })
             }
-            Some(Spanned { tok: Tok::Plus, col }) => {
+            Some(Spanned {
+                tok: Tok::Plus,
+                col,
+            }) => {
                 self.pos += 1;
                 self.enter(col)?;
                 let operand = self.unary();
@@ -234,7 +269,11 @@ impl Parser<'_> {
 
     fn power(&mut self) -> Result<Expr, CalcError> {
         let base = self.postfix()?;
-        if let Some(Spanned { tok: Tok::Caret, col }) = self.peek().cloned() {
+        if let Some(Spanned {
+            tok: Tok::Caret,
+            col,
+        }) = self.peek().cloned()
+        {
             self.pos += 1;
             self.enter(col)?;
             let exponent = self.unary()?;
@@ -253,7 +292,10 @@ impl Parser<'_> {
         let mut e = self.primary()?;
         loop {
             match self.peek().cloned() {
-                Some(Spanned { tok: Tok::Bang, col }) => {
+                Some(Spanned {
+                    tok: Tok::Bang,
+                    col,
+                }) => {
                     self.pos += 1;
                     e = Expr::Factorial {
                         operand: Box::new(e),
@@ -315,14 +357,19 @@ impl Parser<'_> {
                 self.expect_close(t.col)?;
                 Ok(inner)
             }
-            other => Err(CalcError::at(t.col, format!("unexpected {}", other.describe()))
-                .hint("expected a number, a name or '('")),
+            other => Err(
+                CalcError::at(t.col, format!("unexpected {}", other.describe()))
+                    .hint("expected a number, a name or '('"),
+            ),
         }
     }
 
     /// Arguments after the opening parenthesis, through the closing one.
     fn args(&mut self) -> Result<Vec<Expr>, CalcError> {
-        let open_col = self.tokens.get(self.pos - 1).map_or(self.end_col, |t| t.col);
+        let open_col = self
+            .tokens
+            .get(self.pos - 1)
+            .map_or(self.end_col, |t| t.col);
         let mut args = Vec::new();
         if self.peek_tok() == Some(&Tok::RParen) {
             self.pos += 1;
@@ -331,7 +378,9 @@ impl Parser<'_> {
         loop {
             args.push(self.expr()?);
             match self.peek().cloned() {
-                Some(Spanned { tok: Tok::Comma, .. }) => {
+                Some(Spanned {
+                    tok: Tok::Comma, ..
+                }) => {
                     self.pos += 1;
                 }
                 _ => {
@@ -350,10 +399,16 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(())
             }
-            Some(t) => Err(CalcError::at(t.col, format!("unexpected {}", t.tok.describe()))
-                .hint(format!("expected ')' to close the '(' at column {open_col}"))),
-            None => Err(CalcError::at(self.end_col, "unexpected end of expression")
-                .hint(format!("expected ')' to close the '(' at column {open_col}"))),
+            Some(t) => Err(
+                CalcError::at(t.col, format!("unexpected {}", t.tok.describe())).hint(format!(
+                    "expected ')' to close the '(' at column {open_col}"
+                )),
+            ),
+            None => Err(
+                CalcError::at(self.end_col, "unexpected end of expression").hint(format!(
+                    "expected ')' to close the '(' at column {open_col}"
+                )),
+            ),
         }
     }
 }

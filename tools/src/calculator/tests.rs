@@ -110,7 +110,10 @@ fn functions() {
     assert_eq!(exact("round(2.5)"), "3");
     assert_eq!(exact("round(-2.5)"), "-3");
     assert_eq!(exact("round(3.14159, 2)"), "157/50");
-    assert_eq!(exact("round(pi, 4)"), "31416/10000".replace("31416/10000", "3927/1250"));
+    assert_eq!(
+        exact("round(pi, 4)"),
+        "31416/10000".replace("31416/10000", "3927/1250")
+    );
     assert_eq!(exact("min(3, 1/2, 2)"), "1/2");
     assert_eq!(exact("max(3, 1/2, 2)"), "3");
     assert_eq!(exact("gcd(12, 18, 27)"), "3");
@@ -148,17 +151,23 @@ fn functions() {
 
 #[test]
 fn precision_argument() {
-    let out = Calculator.evaluate("pi", Some(50)).unwrap_or_else(|e| panic!("{e}"));
+    let out = Calculator
+        .evaluate("pi", Some(50))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         out.decimal.as_deref(),
         Some("3.1415926535897932384626433832795028841971693993751")
     );
-    let out = Calculator.evaluate("sqrt(2)", Some(100)).unwrap_or_else(|e| panic!("{e}"));
+    let out = Calculator
+        .evaluate("sqrt(2)", Some(100))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         out.decimal.as_deref(),
         Some("1.414213562373095048801688724209698078569671875376948073176679737990732478462107038850387534327641573")
     );
-    let out = Calculator.evaluate("1/7", Some(3)).unwrap_or_else(|e| panic!("{e}"));
+    let out = Calculator
+        .evaluate("1/7", Some(3))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.decimal.as_deref(), Some("0.143"));
     assert!(Calculator.evaluate("1", Some(0)).is_err());
     assert!(Calculator.evaluate("1", Some(101)).is_err());
@@ -169,7 +178,10 @@ fn errors_name_the_column_and_the_fix() {
     assert_eq!(err("(1 + 2))"), "unexpected ')' at column 8");
     assert_eq!(err("1 + 2)"), "unexpected ')' at column 6");
     assert_eq!(err("1/0"), "division by zero at column 2");
-    assert_eq!(err("sqrt(-4)"), "sqrt of a negative number is not real at column 1");
+    assert_eq!(
+        err("sqrt(-4)"),
+        "sqrt of a negative number is not real at column 1"
+    );
     assert_eq!(
         err("sine(1)"),
         "unknown function 'sine' at column 1 — did you mean 'sin'?"

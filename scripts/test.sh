@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, from a fresh clone, offline except for the
+# package registries. This is the README's test command; CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/verity-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "third-party test clients (Python MCP SDK, MCP Inspector, conformance suite, Node 22)"
+scripts/install-test-deps.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "benchmark harnesses build"
+cargo build -p verity-bench --locked
+
+step "tests"
+cargo test --locked
