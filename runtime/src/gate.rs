@@ -177,6 +177,10 @@ impl ToolGate {
     }
 }
 
+/// Extra time the backstop gives a tool past its wall-clock limit, so a tool that enforces
+/// its own limit (and reports what it had so far) gets to answer first.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(1_000);
+
 /// Enforces the wall-clock limit and cancellation around any tool (the tool may enforce
 /// them more precisely itself; this is the backstop).
 async fn run_with_wall_limit(
@@ -186,13 +190,15 @@ async fn run_with_wall_limit(
     let cancelled = ctx.cancel.clone();
     let limited = async {
         match ctx.limits.wall_ms {
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
-                Ok(o) => o,
-                Err(_) => ToolOutcome::failed(ToolFailure::new(
-                    FailureKind::Timeout,
-                    format!("the call exceeded its wall-clock limit of {ms} ms"),
-                )),
-            },
+            Some(ms) => {
+                match tokio::time::timeout(Duration::from_millis(ms) + BACKSTOP_GRACE, fut).await {
+                    Ok(o) => o,
+                    Err(_) => ToolOutcome::failed(ToolFailure::new(
+                        FailureKind::Timeout,
+                        format!("the call exceeded its wall-clock limit of {ms} ms"),
+                    )),
+                }
+            }
             None => fut.await,
         }
     };

@@ -2,6 +2,7 @@
 
 pub mod policy;
 pub mod serve;
+pub mod setup;
 pub mod tools;
 
 use std::{path::PathBuf, sync::Arc};

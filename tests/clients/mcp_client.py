@@ -27,6 +27,7 @@ def parse_args():
     p.add_argument("--token")
     p.add_argument("--mode", default="auto")
     p.add_argument("--calls", default="[]")
+    p.add_argument("--calls-file", help="read the calls JSON from this file (large batches)")
     p.add_argument("--elicit", choices=["none", "accept", "decline"], default="none")
     p.add_argument("--client-name", default="python-sdk-test")
     p.add_argument("--cancel-after", type=float, default=None,
@@ -63,7 +64,8 @@ async def main():
     async with Client(server, **kwargs) as client:
         tools = await client.list_tools()
         out["tools"] = [json.loads(t.model_dump_json(by_alias=True, exclude_none=True)) for t in tools.tools]
-        for name, args in json.loads(a.calls):
+        batch = json.loads(open(a.calls_file).read() if a.calls_file else a.calls)
+        for name, args in batch:
             progress = []
 
             async def on_progress(p, total, message, progress=progress):

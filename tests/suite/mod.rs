@@ -1,5 +1,6 @@
 mod calculator_oracle;
 mod cli;
+mod code;
 mod common;
 mod conformance;
 mod http_security;

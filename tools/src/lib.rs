@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod calculator;
+pub mod code;
 mod error;
 mod registry;
 mod tool;

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::{
     calculator::Calculator,
+    code::Code,
     error::{FailureKind, ToolFailure},
     tool::{DynTool, Erased, Tool, ToolOutcome, ToolSpec},
     CallContext,
@@ -30,10 +31,12 @@ impl ToolRegistry {
         Self::default()
     }
 
-    /// A registry with every built-in tool that needs no setup.
+    /// A registry with every built-in tool (the code tool loads its interpreter on first
+    /// use and reports `verity setup` if it is missing).
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
         registry.register(Calculator);
+        registry.register(Code::default());
         registry
     }
 
