@@ -314,3 +314,55 @@ fn final_expression_value_and_deterministic_randomness() {
     );
     assert_eq!(c[4]["structured"]["value"], Value::Null);
 }
+
+#[test]
+fn sessions_keep_state_and_end_cleanly_without_touching_others() {
+    let report = serve_and_call(
+        &json!([
+            ["code", {"code": "import math\nx = 41\ndef inc(v): return v + 1", "session_id": "a"}],
+            ["code", {"code": "inc(x)", "session_id": "a"}],
+            ["code", {"code": "x = 'other'", "session_id": "b"}],
+            ["code", {"code": "print(x, math.pi > 3)", "session_id": "a"}],
+            ["code", {"code": "open('notes.txt', 'w').write('kept')\nx", "session_id": "b"}],
+            ["code", {"code": "1/0", "session_id": "a"}],
+            ["code", {"code": "x", "session_id": "a"}],
+            ["code", {"code": "while True: pass", "session_id": "a", "timeout_ms": 500}],
+            ["code", {"code": "x", "session_id": "a"}],
+            ["code", {"code": "open('notes.txt').read()", "session_id": "b"}],
+            ["code", {"code": "import sys\nsys.exit(3)", "session_id": "b"}],
+            ["code", {"code": "'x' in dir()", "session_id": "b"}],
+            ["code", {"code": "x", "session_id": "../etc"}]
+        ]),
+        &[],
+    );
+    let c = calls(&report);
+    let s = |i: usize| c[i]["structured"].clone();
+    assert_eq!(s(1)["value"], "42", "{report}");
+    assert_eq!(s(3)["stdout"], "41 True\n");
+    assert_eq!(s(4)["value"], "'other'");
+    assert_eq!(s(5)["exit_code"], 1);
+    assert!(s(5)["stderr"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ZeroDivisionError"));
+    assert_eq!(
+        s(5)["session_ended"],
+        false,
+        "an exception does not end a session"
+    );
+    assert_eq!(s(6)["value"], "41");
+    assert_eq!(s(7)["limit_hit"], "time");
+    assert_eq!(s(7)["session_ended"], true);
+    // The timed-out session is gone: a new one starts empty.
+    assert_eq!(s(8)["exit_code"], 1);
+    assert!(s(8)["stderr"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("NameError"));
+    // Session b was unaffected.
+    assert_eq!(s(9)["value"], "'kept'");
+    assert_eq!(s(10)["exit_code"], 3);
+    assert_eq!(s(10)["session_ended"], true);
+    assert_eq!(s(11)["value"], "False");
+    assert_eq!(c[12]["is_error"], true, "{}", c[12]);
+}

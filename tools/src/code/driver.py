@@ -1,45 +1,74 @@
-# Verity's in-sandbox driver: runs the user's code (read from stdin) as __main__, then
-# reports the value of a final expression, like a notebook cell. Runs inside CPython for
-# WASI under wasmtime; everything it can touch is the sandbox.
-import ast, os, sys, traceback
+# Verity's in-sandbox driver. Runs inside CPython for WASI under wasmtime; everything it
+# can touch is the sandbox. Two modes (env VERITY_MODE):
+#   once     the user's code arrives on stdin; run it as __main__ and exit.
+#   session  cells arrive on stdin as <8-byte little-endian length><utf-8 source>; each
+#            runs in one persistent namespace; after each, a marker line on stderr says
+#            how it ended. Variables, imports and functions persist across cells.
+# Like a notebook cell, a final expression's repr() is reported as the cell's value.
+import ast, json, os, sys, traceback
 
-def _verity_main():
-    src = sys.stdin.read()
-    try:
-        os.chdir("/scratch")
-    except OSError:
-        pass
+MARK_VALUE = "\x00verity-value\x00"
+MARK_END = "\x00verity-end\x00"
+
+def run_cell(src, ns):
+    """Returns (status, value_repr, exit_code)."""
     try:
         tree = ast.parse(src, "<code>", "exec")
     except SyntaxError:
         traceback.print_exc(limit=0)
-        return 1
+        return "error", None, None
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    ns = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
         exec(compile(tree, "<code>", "exec"), ns)
+        value = None
         if last is not None:
-            value = eval(compile(last, "<code>", "eval"), ns)
-            if value is not None:
-                sys.stdout.flush()
+            v = eval(compile(last, "<code>", "eval"), ns)
+            if v is not None:
                 try:
-                    text = repr(value)
+                    value = repr(v)[:65536]
                 except Exception as e:
-                    text = "<unrepresentable %s: %s>" % (type(value).__name__, e)
-                # One line on a private channel: fd 3 is not given to the guest, so the
-                # value goes to stderr after a marker the host strips.
-                sys.stderr.write("\x00verity-value\x00" + text[:65536] + "\n")
-    except SystemExit:
-        raise
+                    value = "<unrepresentable %s: %s>" % (type(v).__name__, e)
+        return "ok", value, None
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+        return "exit", None, code
     except BaseException as e:
         # Hide this driver's frame: the traceback starts at the user's code.
         tb = e.__traceback__
         if tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
             tb = tb.tb_next
         traceback.print_exception(type(e), e, tb)
-        return 1
-    return 0
+        return "error", None, None
 
-sys.exit(_verity_main())
+def main():
+    try:
+        os.chdir("/scratch")
+    except OSError:
+        pass
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    if os.environ.get("VERITY_MODE") != "session":
+        status, value, code = run_cell(sys.stdin.read(), ns)
+        sys.stdout.flush()
+        if value is not None:
+            sys.stderr.write(MARK_VALUE + value + "\n")
+        if status == "exit":
+            return code
+        return 0 if status == "ok" else 1
+    inp = sys.stdin.buffer
+    while True:
+        header = inp.read(8)
+        if len(header) < 8:
+            return 0
+        src = inp.read(int.from_bytes(header, "little")).decode("utf-8", "replace")
+        status, value, code = run_cell(src, ns)
+        sys.stdout.flush()
+        sys.stderr.write(MARK_END + json.dumps({"status": status, "value": value, "exit_code": code}) + "\n")
+        sys.stderr.flush()
+        if status == "exit":
+            return code
+
+sys.exit(main())

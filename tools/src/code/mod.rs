@@ -7,6 +7,7 @@ mod engine;
 pub mod install;
 mod pipe;
 mod run;
+mod session;
 
 use std::{
     path::{Path, PathBuf},
@@ -20,6 +21,7 @@ use tokio::sync::OnceCell;
 
 pub use engine::PythonEngine;
 pub use run::{run, FileEntry, LimitHit, RunLimits, RunOutput};
+pub use session::{SessionPolicy, Sessions};
 
 use crate::{
     error::{FailureKind, ToolFailure},
@@ -89,6 +91,12 @@ pub struct CodeParams {
     /// Seed for `random` and `os.urandom` inside the sandbox (default 0), so runs replay.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Keep interpreter state (variables, imports, functions, files in /scratch) across
+    /// calls with the same id, like notebook cells. Started on first use; ends after 10
+    /// minutes idle, on `sys.exit()`, or when a limit is hit.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub session_id: Option<String>,
 }
 
 /// The `code` tool. Loads the interpreter on first use.
@@ -96,6 +104,7 @@ pub struct CodeParams {
 pub struct Code {
     engine: OnceCell<Arc<PythonEngine>>,
     wasm: Option<PathBuf>,
+    sessions: Sessions,
 }
 
 impl Code {
@@ -104,6 +113,7 @@ impl Code {
         Self {
             engine: OnceCell::new(),
             wasm: Some(wasm),
+            sessions: Sessions::default(),
         }
     }
 
@@ -196,13 +206,27 @@ impl Tool for Code {
             total: None,
             message: Some("running".into()),
         });
-        let running = run(
-            engine,
-            &p.code,
-            limits,
-            p.seed.unwrap_or(0),
-            ctx.cancel.clone(),
-        );
+        let seed = p.seed.unwrap_or(0);
+        let running = async {
+            match &p.session_id {
+                Some(id) => {
+                    let valid = !id.is_empty()
+                        && id.len() <= 64
+                        && id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                    if !valid {
+                        return Err(CodeError::Engine(format!(
+                            "session_id {id:?} must be 1-64 characters of A-Z a-z 0-9 _ . -"
+                        )));
+                    }
+                    self.sessions
+                        .run(engine, id, &p.code, limits, seed, ctx.cancel.clone())
+                        .await
+                }
+                None => run(engine, &p.code, limits, seed, ctx.cancel.clone()).await,
+            }
+        };
         tokio::pin!(running);
         let started = std::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -256,6 +280,9 @@ impl Tool for Code {
         }
         if o.limit_hit == Some(LimitHit::Memory) {
             s.push_str("note: the memory limit was reached\n");
+        }
+        if let (Some(id), true) = (&o.session_id, o.session_ended) {
+            s.push_str(&format!("session '{id}' ended; its state is gone\n"));
         }
         if s.is_empty() {
             s.push_str("(no output)\n");

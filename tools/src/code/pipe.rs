@@ -19,41 +19,112 @@ use wasmtime_wasi_io::{
 struct Inner {
     buf: Vec<u8>,
     dropped: u64,
+    /// Marker lines seen (without the marker), oldest first.
+    marks: std::collections::VecDeque<String>,
+    /// A marker line still arriving.
+    collecting: Option<Vec<u8>>,
 }
 
 /// Shared handle: the store holds one clone, the host reads another afterwards.
+///
+/// With a marker, lines starting with it are taken out of the stream (never truncated)
+/// and queued: the session driver's "cell finished" signal.
 #[derive(Clone)]
 pub(crate) struct TruncatingPipe {
     capacity: usize,
+    marker: Option<&'static [u8]>,
     inner: Arc<Mutex<Inner>>,
+    notify: Arc<tokio::sync::Notify>,
 }
 
 impl TruncatingPipe {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
+            marker: None,
             inner: Arc::default(),
+            notify: Arc::default(),
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
-        let mut inner = match self.inner.lock() {
+    pub(crate) fn with_marker(capacity: usize, marker: &'static str) -> Self {
+        Self {
+            marker: Some(marker.as_bytes()),
+            ..Self::new(capacity)
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
             Ok(i) => i,
             Err(p) => p.into_inner(),
-        };
+        }
+    }
+
+    fn keep(&self, inner: &mut Inner, bytes: &[u8]) {
         let room = self.capacity.saturating_sub(inner.buf.len());
         let take = room.min(bytes.len());
         inner.buf.extend_from_slice(&bytes[..take]);
         inner.dropped += (bytes.len() - take) as u64;
     }
 
-    /// The kept bytes and how many were dropped.
+    fn push(&self, mut bytes: &[u8]) {
+        let mut inner = self.lock();
+        while !bytes.is_empty() {
+            if let Some(mut line) = inner.collecting.take() {
+                match bytes.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        line.extend_from_slice(&bytes[..i]);
+                        inner
+                            .marks
+                            .push_back(String::from_utf8_lossy(&line).into_owned());
+                        bytes = &bytes[i + 1..];
+                    }
+                    None => {
+                        line.extend_from_slice(bytes);
+                        inner.collecting = Some(line);
+                        bytes = &[];
+                    }
+                }
+                continue;
+            }
+            let found = self.marker.and_then(|m| {
+                bytes
+                    .windows(m.len())
+                    .position(|w| w == m)
+                    .map(|i| (i, m.len()))
+            });
+            match found {
+                Some((i, len)) => {
+                    self.keep(&mut inner, &bytes[..i]);
+                    inner.collecting = Some(Vec::new());
+                    bytes = &bytes[i + len..];
+                }
+                None => {
+                    self.keep(&mut inner, bytes);
+                    bytes = &[];
+                }
+            }
+        }
+        drop(inner);
+        self.notify.notify_waiters();
+    }
+
+    /// The kept bytes and how many were dropped since the last take; resets both.
     pub(crate) fn take(&self) -> (Vec<u8>, u64) {
-        let mut inner = match self.inner.lock() {
-            Ok(i) => i,
-            Err(p) => p.into_inner(),
-        };
-        (std::mem::take(&mut inner.buf), inner.dropped)
+        let mut inner = self.lock();
+        let dropped = std::mem::take(&mut inner.dropped);
+        (std::mem::take(&mut inner.buf), dropped)
+    }
+
+    /// The oldest complete marker line, if any.
+    pub(crate) fn next_mark(&self) -> Option<String> {
+        self.lock().marks.pop_front()
+    }
+
+    /// Resolves after the next write.
+    pub(crate) fn written(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 

@@ -113,8 +113,15 @@ pub struct RunOutput {
     pub cancelled: bool,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
-    /// Files left in the scratch directory (which is deleted afterwards).
+    /// Files in the scratch directory after the call (deleted when the call or session
+    /// ends).
     pub files: Vec<FileEntry>,
+    /// The session this call ran in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Whether the session ended with this call (exit, limit, crash); its state is gone.
+    #[serde(default)]
+    pub session_ended: bool,
 }
 
 fn seeded_bytes(seed: u64, n: usize) -> Vec<u8> {
@@ -139,6 +146,68 @@ enum Ended {
     DiskFull,
 }
 
+/// A store with a fresh WASI context: the driver as the program, `stdin`, the two output
+/// pipes, a fixed environment, seeded randomness, the scratch dir at `/scratch`, the
+/// memory cap, and an epoch deadline that yields to the executor every tick (so wall-clock
+/// limits and cancellation can stop a guest spinning in pure computation).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_store(
+    engine: &PythonEngine,
+    limits: &RunLimits,
+    seed: u64,
+    scratch: &Path,
+    stdin: impl wasmtime_wasi::cli::StdinStream + 'static,
+    stdout: &TruncatingPipe,
+    stderr: &TruncatingPipe,
+    extra_env: &[(&str, &str)],
+) -> Result<Store<State>, super::CodeError> {
+    let mut builder = WasiCtxBuilder::new();
+    let mut env = vec![
+        ("PYTHONHASHSEED", "0"),
+        ("PYTHONUTF8", "1"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("HOME", "/scratch"),
+    ];
+    env.extend_from_slice(extra_env);
+    builder
+        .stdin(stdin)
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&["python", "-c", DRIVER])
+        .envs(&env)
+        .secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
+            seed,
+            1 << 16,
+        )))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
+            seed ^ 1,
+            1 << 12,
+        )))
+        .insecure_random_seed(u128::from(seed));
+    builder
+        .preopened_dir(scratch, "/scratch", FsPerms::ReadWrite)
+        .map_err(|e| super::CodeError::Engine(format!("cannot open the scratch directory: {e}")))?;
+    let state = State {
+        wasi: builder.build_p1(),
+        limiter: MemoryCap {
+            max_bytes: limits.memory_bytes,
+            hit: false,
+        },
+    };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}
+
+impl State {
+    /// Whether the memory cap refused a growth.
+    pub(crate) fn memory_hit(&self) -> bool {
+        self.limiter.hit
+    }
+}
+
 /// Runs `code` in a fresh interpreter instance.
 pub async fn run(
     engine: &PythonEngine,
@@ -155,43 +224,16 @@ pub async fn run(
     let stdout = TruncatingPipe::new(limits.output_bytes);
     // stderr also carries the final value after a marker; leave room for it.
     let stderr = TruncatingPipe::new(limits.output_bytes + 70_000);
-    let mut builder = WasiCtxBuilder::new();
-    builder
-        .stdin(MemoryInputPipe::new(code.as_bytes().to_vec()))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&["python", "-c", DRIVER])
-        .envs(&[
-            ("PYTHONHASHSEED", "0"),
-            ("PYTHONUTF8", "1"),
-            ("PYTHONDONTWRITEBYTECODE", "1"),
-            ("HOME", "/scratch"),
-        ])
-        .secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
-            seed,
-            1 << 16,
-        )))
-        .insecure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(
-            seed ^ 1,
-            1 << 12,
-        )))
-        .insecure_random_seed(u128::from(seed));
-    builder
-        .preopened_dir(scratch.path(), "/scratch", FsPerms::ReadWrite)
-        .map_err(|e| super::CodeError::Engine(format!("cannot open the scratch directory: {e}")))?;
-    let state = State {
-        wasi: builder.build_p1(),
-        limiter: MemoryCap {
-            max_bytes: limits.memory_bytes,
-            hit: false,
-        },
-    };
-    let mut store = Store::new(&engine.engine, state);
-    store.limiter(|s| &mut s.limiter);
-    // Yield to the executor every tick so the wall-clock timeout and cancellation can
-    // stop a guest spinning in pure computation.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
+    let mut store = new_store(
+        engine,
+        &limits,
+        seed,
+        scratch.path(),
+        MemoryInputPipe::new(code.as_bytes().to_vec()),
+        &stdout,
+        &stderr,
+        &[],
+    )?;
 
     let ended = {
         let exec = async {
@@ -213,7 +255,7 @@ pub async fn run(
             () = quota => Ended::DiskFull,
         }
     };
-    let memory_hit = store.data().limiter.hit;
+    let memory_hit = store.data().memory_hit();
     drop(store);
 
     let (out, out_dropped) = stdout.take();
@@ -267,11 +309,13 @@ pub async fn run(
         cancelled,
         duration_ms: started.elapsed().as_millis() as u64,
         files,
+        session_id: None,
+        session_ended: false,
     })
 }
 
 /// One plain sentence for a trap; never a host backtrace or path.
-fn describe_trap(e: &wasmtime::Error) -> String {
+pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::StackOverflow) => {
             "the program ran out of stack space (runaway recursion?) and was stopped".into()
@@ -286,7 +330,7 @@ fn describe_trap(e: &wasmtime::Error) -> String {
 }
 
 /// Resolves when the scratch directory grows past `quota` bytes (checked every 20 ms).
-async fn watch_quota(dir: &Path, quota: u64) {
+pub(crate) async fn watch_quota(dir: &Path, quota: u64) {
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if dir_size(dir, 0) > quota {
@@ -312,7 +356,7 @@ fn dir_size(dir: &Path, depth: u32) -> u64 {
         .sum()
 }
 
-fn list_files(root: &Path) -> Vec<FileEntry> {
+pub(crate) fn list_files(root: &Path) -> Vec<FileEntry> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
