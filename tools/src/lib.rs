@@ -26,6 +26,7 @@ pub mod calculator;
 pub mod code;
 mod error;
 mod registry;
+pub mod search;
 mod tool;
 
 pub use error::{FailureKind, ToolFailure};

@@ -9,6 +9,7 @@ use crate::{
     calculator::Calculator,
     code::Code,
     error::{FailureKind, ToolFailure},
+    search::Search,
     tool::{DynTool, Erased, Tool, ToolOutcome, ToolSpec},
     CallContext,
 };
@@ -37,6 +38,7 @@ impl ToolRegistry {
         let mut registry = Self::new();
         registry.register(Calculator);
         registry.register(Code::default());
+        registry.register(Search::default());
         registry
     }
 
