@@ -162,7 +162,10 @@ impl ToolGate {
             .tighten(ctx.limits);
         let ctx = CallContext { limits, ..ctx };
         let started = Instant::now();
-        let outcome = run_with_wall_limit(tool.call_json(args, ctx.clone()), &ctx).await;
+        let backstop = (!tool.spec().enforces_wall_limit)
+            .then_some(limits.wall_ms)
+            .flatten();
+        let outcome = run_with_wall_limit(tool.call_json(args, ctx.clone()), &ctx, backstop).await;
         let duration = started.elapsed();
         if decision.tool == "code" {
             self.policy.record_code_time(caller, duration);
@@ -186,10 +189,11 @@ const BACKSTOP_GRACE: Duration = Duration::from_millis(1_000);
 async fn run_with_wall_limit(
     fut: futures::future::BoxFuture<'_, ToolOutcome>,
     ctx: &CallContext,
+    wall_ms: Option<u64>,
 ) -> ToolOutcome {
     let cancelled = ctx.cancel.clone();
     let limited = async {
-        match ctx.limits.wall_ms {
+        match wall_ms {
             Some(ms) => {
                 match tokio::time::timeout(Duration::from_millis(ms) + BACKSTOP_GRACE, fut).await {
                     Ok(o) => o,

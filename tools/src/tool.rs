@@ -132,6 +132,10 @@ pub struct ToolSpec {
     pub annotations: Annotations,
     /// The tool's own limits (defaults and caps); policies may only tighten them.
     pub limits: Limits,
+    /// Whether the tool enforces its wall-clock limit itself (around the work that the
+    /// limit is about, not around one-time setup such as compiling an interpreter).
+    /// Callers then apply only cancellation, no timeout of their own.
+    pub enforces_wall_limit: bool,
 }
 
 /// The result of a call, as a model and an MCP client see it.
@@ -183,6 +187,10 @@ pub trait Tool: Send + Sync + 'static {
     fn limits(&self) -> Limits {
         Limits::default()
     }
+    /// Whether [`Tool::call`] enforces `ctx.limits.wall_ms` itself.
+    fn enforces_wall_limit(&self) -> bool {
+        false
+    }
     /// Runs the tool. Failures are values ([`ToolFailure`]), never panics.
     fn call(
         &self,
@@ -217,6 +225,7 @@ impl<T: Tool> Erased<T> {
             output_schema: Some(schema_for::<T::Output>()),
             annotations: tool.annotations(),
             limits: tool.limits(),
+            enforces_wall_limit: tool.enforces_wall_limit(),
         };
         Self { tool, spec }
     }

@@ -5,7 +5,8 @@
 #            runs in one persistent namespace; after each, a marker line on stderr says
 #            how it ended. Variables, imports and functions persist across cells.
 # Like a notebook cell, a final expression's repr() is reported as the cell's value.
-import ast, json, os, sys, traceback
+# `_ast` (built in) rather than `ast`: importing `ast` costs more than most cells.
+import _ast, os, sys
 
 MARK_VALUE = "\x00verity-value\x00"
 MARK_END = "\x00verity-end\x00"
@@ -13,13 +14,14 @@ MARK_END = "\x00verity-end\x00"
 def run_cell(src, ns):
     """Returns (status, value_repr, exit_code)."""
     try:
-        tree = ast.parse(src, "<code>", "exec")
+        tree = compile(src, "<code>", "exec", _ast.PyCF_ONLY_AST)
     except SyntaxError:
+        import traceback
         traceback.print_exc(limit=0)
         return "error", None, None
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
     try:
         exec(compile(tree, "<code>", "exec"), ns)
         value = None
@@ -37,6 +39,7 @@ def run_cell(src, ns):
             print(e.code, file=sys.stderr)
         return "exit", None, code
     except BaseException as e:
+        import traceback
         # Hide this driver's frame: the traceback starts at the user's code.
         tb = e.__traceback__
         if tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
@@ -58,6 +61,7 @@ def main():
         if status == "exit":
             return code
         return 0 if status == "ok" else 1
+    import json
     inp = sys.stdin.buffer
     while True:
         header = inp.read(8)

@@ -173,6 +173,12 @@ impl Tool for Code {
         }
     }
 
+    fn enforces_wall_limit(&self) -> bool {
+        // The limit applies to the guest's run, not to loading (or, once, compiling) the
+        // interpreter before it.
+        true
+    }
+
     async fn call(&self, p: CodeParams, ctx: CallContext) -> Result<RunOutput, ToolFailure> {
         if p.code.len() > MAX_CODE_BYTES {
             return Err(ToolFailure::new(
