@@ -276,3 +276,34 @@ decision = "allow"
         "{bob}"
     );
 }
+
+#[test]
+fn policy_reloads_on_edit_or_sighup_and_a_broken_edit_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let allow = "default = \"deny\"\n[[rule]]\nid = \"calc\"\ntool = \"calculator\"\ndecision = \"allow\"\n";
+    let policy = write_file(dir.path(), "p.toml", allow);
+    let server = HttpServer::start(&["--policy", policy.to_str().unwrap_or_default()]);
+    let calls_json = json!([["calculator", {"expression": "1+1"}]]).to_string();
+    let call = || python_client(&["--url", &server.url, "--calls", &calls_json]);
+    assert_eq!(calls(&call())[0]["is_error"], false);
+
+    // A broken edit: reported, and the previous policy stays in force.
+    write_file(dir.path(), "p.toml", "default = \"perhaps\"\n");
+    server.signal("HUP");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(calls(&call())[0]["is_error"], false);
+
+    // A valid edit takes effect on SIGHUP.
+    write_file(dir.path(), "p.toml", "default = \"deny\"\n");
+    server.signal("HUP");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = call();
+    assert_eq!(calls(&after)[0]["is_error"], true, "{after}");
+    assert!(
+        calls(&after)[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rule 'default'"),
+        "{after}"
+    );
+}
