@@ -28,7 +28,9 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
         }
     };
     eprintln!("verity setup: interpreter at {}", wasm.display());
-    eprintln!("verity setup: compiling it for this machine (once; a few seconds)");
+    eprintln!(
+        "verity setup: preparing it for this machine (compiled once, a few seconds; cached after)"
+    );
     let engine = PythonEngine::load(&wasm)?;
     eprintln!(
         "verity setup: {} {} ({:.1} s)",
