@@ -53,7 +53,8 @@ impl GatedCall {
     }
 }
 
-fn to_policy_annotations(a: Annotations) -> verity_policies::Annotations {
+/// A tool's annotations as policies see them.
+pub fn to_policy_annotations(a: Annotations) -> verity_policies::Annotations {
     verity_policies::Annotations {
         read_only: a.read_only,
         destructive: a.destructive,

@@ -14,5 +14,5 @@ pub mod mcp;
 
 pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};
 pub use error::{Error, Result};
-pub use gate::{GatedCall, ToolGate};
+pub use gate::{to_policy_annotations, GatedCall, ToolGate};
 pub use verity_policies::{Caller, CallerKind};

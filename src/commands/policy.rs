@@ -146,12 +146,7 @@ fn explain(
     let annotations = verity_policies::normalize_tool_name(tool)
         .ok()
         .and_then(|n| registry.get(&n).map(|t| t.spec().annotations))
-        .map(|a| verity_policies::Annotations {
-            read_only: a.read_only,
-            destructive: a.destructive,
-            idempotent: a.idempotent,
-            open_world: a.open_world,
-        });
+        .map(verity_runtime::to_policy_annotations);
     let mut req = Request::new(&caller, tool, &args);
     req.annotations = annotations;
     let d = policy.decide(&req);
