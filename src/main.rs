@@ -30,6 +30,10 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Validate policies and explain decisions.
     Policy(commands::policy::PolicyArgs),
+    /// Run the agent on one prompt: model → policy-gated tools → answer.
+    Run(Box<commands::run::RunArgs>),
+    /// Manage models (generate the tiny test model).
+    Model(commands::model::ModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,8 @@ fn main() -> ExitCode {
         Command::Index(args) => commands::index::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Policy(args) => commands::policy::run(args),
+        Command::Run(args) => commands::run::run(*args),
+        Command::Model(args) => commands::model::run(args),
     };
     match result {
         Ok(code) => code,

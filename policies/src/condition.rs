@@ -13,6 +13,11 @@
 //! String tests (`regex`, `glob`, `contains`) on an object or array see every nested
 //! string, every key, and all nested strings joined — so a secret split across fields is
 //! still seen. Numeric tests accept numbers written as strings (`"5000"`).
+//!
+//! `domain` reads a string as a URL and tests its host against a list (`python.org`
+//! exactly, `*.python.org` any subdomain, `.python.org` both). The URL is parsed as a
+//! browser would (`https://python.org@evil.com` is evil.com). A value that is not a URL
+//! with a host satisfies a widening `domain` test and never a narrowing one.
 
 use globset::{Glob, GlobMatcher};
 use regex::Regex;
@@ -227,6 +232,72 @@ pub(crate) enum Test {
     MinLen(usize),
     MaxLen(usize),
     Exists(bool),
+    Domain(Vec<DomainPattern>),
+}
+
+/// One entry of a `domain` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DomainPattern {
+    /// `python.org`: that host only.
+    Exact(String),
+    /// `*.python.org`: any subdomain, not the apex.
+    Sub(String),
+    /// `.python.org`: the apex and any subdomain.
+    Both(String),
+}
+
+impl DomainPattern {
+    fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (make, rest): (fn(String) -> Self, &str) = if let Some(r) = lower.strip_prefix("*.") {
+            (DomainPattern::Sub, r)
+        } else if let Some(r) = lower.strip_prefix('.') {
+            (DomainPattern::Both, r)
+        } else {
+            (DomainPattern::Exact, lower.as_str())
+        };
+        let ok = !rest.is_empty()
+            && rest
+                .split('.')
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        if !ok {
+            return Err(format!(
+                "invalid domain {s:?}; write `example.com`, `*.example.com` or `.example.com`"
+            ));
+        }
+        Ok(make(rest.to_owned()))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        let under = |apex: &str| {
+            host.strip_suffix(apex)
+                .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1)
+        };
+        match self {
+            DomainPattern::Exact(d) => host == d,
+            DomainPattern::Sub(d) => under(d),
+            DomainPattern::Both(d) => host == d || under(d),
+        }
+    }
+}
+
+/// The host of a URL-ish string, lower-case, without a trailing dot. Bare hosts
+/// (`python.org/x`) are read as https URLs.
+pub(crate) fn url_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    let parsed = url::Url::parse(s)
+        .ok()
+        .filter(|u| u.has_host())
+        .or_else(|| {
+            (!s.contains("://"))
+                .then(|| url::Url::parse(&format!("https://{s}")).ok())
+                .flatten()
+        })?;
+    let host = parsed
+        .host_str()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// The operator names a condition table may use.
@@ -246,6 +317,7 @@ pub(crate) const OPERATORS: &[&str] = &[
     "min_len",
     "max_len",
     "exists",
+    "domain",
     "optional",
 ];
 
@@ -300,6 +372,24 @@ impl Test {
             "ge" => Test::Ge(num()?),
             "min_len" => Test::MinLen(uint()?),
             "max_len" => Test::MaxLen(uint()?),
+            "domain" => {
+                let items = match v {
+                    Value::String(one) => vec![Value::String(one.clone())],
+                    _ => list()?,
+                };
+                let patterns = items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .ok_or_else(|| format!("'domain' expects strings, got {i}"))
+                            .and_then(DomainPattern::parse)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if patterns.is_empty() {
+                    return Err("'domain' needs at least one domain".into());
+                }
+                Test::Domain(patterns)
+            }
             "exists" => Test::Exists(
                 v.as_bool()
                     .ok_or_else(|| format!("'exists' expects true or false, got {v}"))?,
@@ -353,6 +443,16 @@ impl Test {
             Test::MinLen(n) => length(v).is_some_and(|l| l >= *n),
             Test::MaxLen(n) => length(v).is_some_and(|l| l <= *n),
             Test::Exists(_) => true,
+            Test::Domain(patterns) => {
+                let host = v.as_str().and_then(|s| url_host(&text(s)));
+                match (host, polarity) {
+                    (Some(h), _) => patterns.iter().any(|p| p.matches(&h)),
+                    // Not a URL: a deny/ask rule about domains still applies (fail closed),
+                    // an allow rule never does.
+                    (None, Polarity::Widen) => v.is_string(),
+                    (None, Polarity::Narrow) => false,
+                }
+            }
         }
     }
 }
@@ -509,5 +609,42 @@ mod tests {
         let allow = cond("args.q", "regex", json!("^[a-z]+$"));
         assert!(!allow.matches(&sneaky, Polarity::Narrow));
         assert!(allow.matches(&json!({"q": "plain"}), Polarity::Narrow));
+    }
+
+    #[test]
+    fn domain_rules_read_urls_like_a_browser() {
+        let allow = cond(
+            "args.url",
+            "domain",
+            json!(["python.org", "*.rust-lang.org"]),
+        );
+        for (url, ok) in [
+            ("https://python.org/3/", true),
+            ("python.org/3/", true),
+            ("https://docs.python.org/", false),
+            ("https://doc.rust-lang.org/std", true),
+            ("https://rust-lang.org/", false),
+            ("https://python.org@evil.com/", false),
+            ("https://evil.com/?next=python.org", false),
+            ("https://python.org.evil.com/", false),
+            ("https://PYTHON.ORG./x", true),
+            ("not a url at all", false),
+        ] {
+            assert_eq!(
+                allow.matches(&json!({ "url": url }), Polarity::Narrow),
+                ok,
+                "{url}"
+            );
+        }
+        let deny = cond("args.url", "domain", json!(".evil.com"));
+        assert!(deny.matches(&json!({"url": "https://a.b.evil.com/x"}), Polarity::Widen));
+        assert!(deny.matches(&json!({"url": "http://evil.com"}), Polarity::Widen));
+        // Fullwidth look-alike host: normalised to evil.com, so the deny still applies.
+        assert!(deny.matches(&json!({"url": "https://ｅｖｉｌ.com/"}), Polarity::Widen));
+        // Unparseable: deny/ask rules fail closed.
+        assert!(deny.matches(&json!({"url": "http://[::1"}), Polarity::Widen));
+        assert!(!deny.matches(&json!({"url": "https://good.org"}), Polarity::Widen));
+        assert!(Test::build("domain", &json!(["bad domain"])).is_err());
+        assert!(Test::build("domain", &json!([])).is_err());
     }
 }

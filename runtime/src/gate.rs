@@ -161,7 +161,11 @@ impl ToolGate {
             .limits
             .tighten(to_tool_limits(decision.limits))
             .tighten(ctx.limits);
-        let ctx = CallContext { limits, ..ctx };
+        let ctx = CallContext {
+            limits,
+            caller: Some(caller_tag(caller).into()),
+            ..ctx
+        };
         let started = Instant::now();
         let backstop = (!tool.spec().enforces_wall_limit)
             .then_some(limits.wall_ms)
@@ -179,6 +183,20 @@ impl ToolGate {
             duration,
         }
     }
+}
+
+/// A caller as `kind:id` (what [`CallContext::caller`] carries).
+pub fn caller_tag(caller: &Caller) -> String {
+    format!("{}:{}", caller.kind.as_str(), caller.id)
+}
+
+/// The caller back from its tag; unknown tags read as the command line.
+pub fn caller_from_tag(tag: Option<&str>) -> Caller {
+    tag.and_then(|t| {
+        let (kind, id) = t.split_once(':')?;
+        Some(Caller::new(kind.parse().ok()?, id))
+    })
+    .unwrap_or_else(Caller::cli)
 }
 
 /// Extra time the backstop gives a tool past its wall-clock limit, so a tool that enforces

@@ -1,5 +1,6 @@
 //! Verity's runtime: joins tools and policies and puts them in front of callers — the
-//! command line, MCP clients (stdio and streamable HTTP), and (later) the agent loop.
+//! command line, MCP clients (stdio and streamable HTTP), and the agent loop, whose model
+//! backends (embedded mistral.rs, OpenAI-compatible HTTP) live in [`model`].
 //!
 //! The one path every tool call takes is [`ToolGate::call`]: normalise the name, ask the
 //! policy, ask an [`Approver`] when the policy says `ask`, run the tool with the policy's
@@ -7,12 +8,16 @@
 //! which approver answers.
 #![deny(missing_docs)]
 
+pub mod agent;
 mod approver;
 mod error;
 mod gate;
+pub mod hub;
 pub mod mcp;
+pub mod model;
+pub mod web;
 
 pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};
 pub use error::{Error, Result};
-pub use gate::{to_policy_annotations, GatedCall, ToolGate};
+pub use gate::{caller_from_tag, caller_tag, to_policy_annotations, GatedCall, ToolGate};
 pub use verity_policies::{Caller, CallerKind};

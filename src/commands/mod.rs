@@ -1,7 +1,10 @@
 //! One module per subcommand; each turns parsed flags into calls on the crates.
 
+pub mod agent_opts;
 pub mod index;
+pub mod model;
 pub mod policy;
+pub mod run;
 pub mod serve;
 pub mod setup;
 pub mod tools;
@@ -32,6 +35,23 @@ impl PolicyOpts {
         }
         Ok(Arc::new(engine))
     }
+}
+
+/// The web backend, when configured: `VERITY_SEARXNG_URL` (a SearxNG instance with JSON
+/// output enabled); `VERITY_WEB_ALLOW_PRIVATE=1` lets `fetch` reach loopback/LAN hosts.
+pub fn web_config() -> Option<verity_tools::web::WebConfig> {
+    let url = std::env::var("VERITY_SEARXNG_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())?;
+    let mut config = verity_tools::web::WebConfig::new(url);
+    config.allow_private_addresses =
+        std::env::var("VERITY_WEB_ALLOW_PRIVATE").is_ok_and(|v| v == "1" || v == "true");
+    Some(config)
+}
+
+/// Every built-in tool (plus the web tools when configured), judged by `engine`.
+pub fn builtin_tools(engine: &Arc<PolicyEngine>) -> anyhow::Result<verity_tools::ToolRegistry> {
+    verity_runtime::web::builtin_tools(engine, web_config()).map_err(anyhow::Error::msg)
 }
 
 /// A tokio runtime for one command.

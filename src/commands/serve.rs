@@ -9,7 +9,6 @@ use verity_runtime::{
     mcp::{serve_http, serve_stdio, HttpOptions, McpServer, Token},
     ToolGate,
 };
-use verity_tools::ToolRegistry;
 
 use super::PolicyOpts;
 
@@ -42,7 +41,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = args.policy.engine()?;
     let server = McpServer::new(ToolGate::new(
-        ToolRegistry::with_builtins(),
+        super::builtin_tools(&engine)?,
         Arc::clone(&engine),
     ));
     let http = args.http.map(|addr| HttpOptions {

@@ -42,6 +42,16 @@ pub fn run(args: SetupArgs) -> anyhow::Result<ExitCode> {
         engine.cwasm.display(),
         started.elapsed().as_secs_f64()
     );
+    let tiny = verity_runtime::model::tiny_model_dir();
+    verity_runtime::model::tiny::generate(
+        &tiny,
+        &verity_runtime::model::tiny::TinySpec::default(),
+    )?;
+    eprintln!(
+        "verity setup: generated the tiny test model (`--model tiny`) in {}",
+        tiny.display()
+    );
     eprintln!("verity setup: done — try: verity tools call code '{{\"code\": \"print(2+2)\"}}'");
+    eprintln!("verity setup:        or: verity run --model tiny --strict --tool-choice required 'What is 2+2?'");
     Ok(ExitCode::SUCCESS)
 }

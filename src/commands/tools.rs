@@ -60,7 +60,13 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn list(json: bool) -> anyhow::Result<ExitCode> {
-    let registry = ToolRegistry::with_builtins();
+    let registry = match super::web_config() {
+        Some(web) => {
+            let engine = std::sync::Arc::new(verity_policies::PolicyEngine::load("default")?);
+            verity_runtime::web::builtin_tools(&engine, Some(web)).map_err(anyhow::Error::msg)?
+        }
+        None => ToolRegistry::with_builtins(),
+    };
     let mut out = std::io::stdout().lock();
     if json {
         let specs: Vec<_> = registry.specs().collect();
@@ -133,7 +139,8 @@ fn call(
         args.is_object(),
         "arguments must be a JSON object, got {raw}"
     );
-    let gate = ToolGate::new(ToolRegistry::with_builtins(), policy.engine()?);
+    let engine = policy.engine()?;
+    let gate = ToolGate::new(super::builtin_tools(&engine)?, engine);
     let approver: Box<dyn Approver> = if yes {
         Box::new(AutoApprove)
     } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {

@@ -1,3 +1,4 @@
+mod agent;
 mod calculator_oracle;
 mod cli;
 mod code;
@@ -6,5 +7,7 @@ mod conformance;
 mod http_security;
 mod inspector;
 mod mcp_python;
+mod openai;
 mod policies;
 mod search;
+mod web;

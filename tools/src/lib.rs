@@ -28,6 +28,7 @@ mod error;
 mod registry;
 pub mod search;
 mod tool;
+pub mod web;
 
 pub use error::{FailureKind, ToolFailure};
 pub use registry::ToolRegistry;

@@ -94,6 +94,9 @@ pub struct CallContext {
     pub cancel: CancellationToken,
     /// Progress reports go here, if anyone listens.
     pub progress: Option<ProgressSink>,
+    /// Who is calling, as the front end names it (`kind:id`). Opaque to tools; they hand
+    /// it back to hooks such as a [`crate::web::UrlPolicy`].
+    pub caller: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -102,6 +105,7 @@ impl std::fmt::Debug for CallContext {
             .field("limits", &self.limits)
             .field("cancelled", &self.cancel.is_cancelled())
             .field("progress", &self.progress.is_some())
+            .field("caller", &self.caller)
             .finish()
     }
 }

@@ -301,6 +301,7 @@ impl ServerHandler for McpServer {
             limits: Default::default(),
             cancel: context.ct.child_token(),
             progress: progress_sink(&context),
+            caller: None,
         };
         // Handshake-era sessions get a server-to-client elicitation; the stateless protocol
         // (no `initialize`) gets an InputRequiredResult and the answer on the retry.

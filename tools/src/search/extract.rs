@@ -53,6 +53,24 @@ pub fn passages(rel: &str, bytes: &[u8]) -> Result<Vec<Passage>, String> {
     }
 }
 
+/// A whole document as readable text: its title and its sections in order, each headed
+/// by its heading path. `name` picks the format by extension, as for [`passages`].
+pub fn document_text(name: &str, bytes: &[u8]) -> Result<(String, String), String> {
+    let parts = passages(name, bytes)?;
+    let title = parts.first().map(|p| p.title.clone()).unwrap_or_default();
+    let mut text = String::new();
+    let mut last_heading = "";
+    for p in &parts {
+        if !p.heading.is_empty() && p.heading != last_heading {
+            text.push_str(&format!("\n## {}\n", p.heading));
+            last_heading = &p.heading;
+        }
+        text.push_str(&p.text);
+        text.push('\n');
+    }
+    Ok((title, text.trim().to_owned()))
+}
+
 struct Section {
     anchor: Option<String>,
     heading: Vec<String>,

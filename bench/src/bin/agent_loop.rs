@@ -1,0 +1,190 @@
+//! Agent-loop benchmark, side by side in one run:
+//!
+//! 1. per-step overhead of the loop itself (model time excluded): a scripted zero-latency
+//!    backend proposes one calculator call per turn; we time whole turns and subtract the
+//!    calculator's own run time;
+//! 2. decode throughput through the agent's embedded backend (streaming, token-id
+//!    recording, events) vs raw mistral.rs on the same generated tiny model.
+//!
+//! Usage: agent-loop [STEPS] [ROUNDS]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mistralrs::{RequestBuilder, TextMessageRole};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use verity_bench::fmt;
+use verity_policies::{Policy, PolicyEngine};
+use verity_runtime::{
+    agent::{Agent, AgentConfig, AgentEvent},
+    model::{
+        tiny, EmbeddedModel, Finish, LoadOptions, Message, ModelBackend, ModelOutput, ModelRequest,
+        ModelSource, Role, Sampling, ScriptedModel, ToolCall, ToolChoice, Usage,
+    },
+    AutoApprove, ToolGate,
+};
+use verity_tools::ToolRegistry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(2000);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
+    loop_overhead(steps).await?;
+    throughput(rounds).await?;
+    Ok(())
+}
+
+async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
+    let reply = ModelOutput {
+        tool_calls: vec![ToolCall {
+            id: "c".into(),
+            name: "calculator".into(),
+            arguments: json!({"expression": "17/3*3"}),
+        }],
+        finish: Some(Finish::ToolCalls),
+        usage: Usage {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        },
+        ..ModelOutput::default()
+    };
+    let model = Arc::new(ScriptedModel::new(vec![reply], true).without_recording());
+    let policy = Policy::load("default")?;
+    let gate = ToolGate::new(
+        ToolRegistry::with_builtins(),
+        Arc::new(PolicyEngine::new(policy, None)),
+    );
+    let config = AgentConfig {
+        max_turns: steps,
+        max_tokens: u64::MAX,
+        ..AgentConfig::default()
+    };
+    let agent = Agent::new(model, gate, Arc::new(AutoApprove), config);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let out = agent
+        .run(
+            vec![Message::new(Role::User, "go")],
+            tx,
+            CancellationToken::new(),
+        )
+        .await?;
+    let wall = started.elapsed();
+    let mut tool_time = Duration::ZERO;
+    while let Ok(e) = rx.try_recv() {
+        if let AgentEvent::ToolResult { result, .. } = e {
+            tool_time += result.duration;
+        }
+    }
+    let per_step = wall / out.turns as u32;
+    let overhead = wall.saturating_sub(tool_time) / out.turns as u32;
+    println!(
+        "## agent loop, zero-latency backend, {} steps (one calculator call each)",
+        out.turns
+    );
+    println!("| measure | per step |");
+    println!("|---|---|");
+    println!(
+        "| whole step (loop + policy + calculator) | {} |",
+        fmt(per_step)
+    );
+    println!(
+        "| calculator itself | {} |",
+        fmt(tool_time / out.turns as u32)
+    );
+    println!("| loop overhead (step − tool) | {} |", fmt(overhead));
+    println!(
+        "note: the conversation grows every step ({} messages at the end); the loop clones it per model call.\n",
+        out.messages.len()
+    );
+    Ok(())
+}
+
+async fn throughput(rounds: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    tiny::generate(dir.path(), &tiny::TinySpec::default())?;
+    let ours = EmbeddedModel::load(
+        ModelSource::Dir(dir.path().to_path_buf()),
+        LoadOptions::default(),
+    )
+    .await?;
+    let max_tokens = 256;
+    let prompt = "Write a long story about a lighthouse keeper.";
+    let request = ModelRequest {
+        messages: vec![Message::new(Role::User, prompt)],
+        tools: Vec::new(),
+        tool_choice: ToolChoice::Auto,
+        strict: false,
+        calls_per_turn: 1,
+        sampling: Sampling {
+            max_tokens,
+            ..Sampling::default()
+        },
+        grammar: None,
+    };
+    let raw = ours.engine();
+    let mut ours_tps = Vec::new();
+    let mut raw_tps = Vec::new();
+    let mut ours_tokens = 0;
+    let mut raw_tokens = 0;
+    // Warm both paths once.
+    for round in 0..=rounds {
+        // Alternate the order so neither side always runs on a warmer cache.
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            let n = if side == 0 {
+                let out = ours
+                    .generate(&request, Arc::new(|_: &str| {}), CancellationToken::new())
+                    .await?;
+                out.usage.completion_tokens as usize
+            } else {
+                let req = RequestBuilder::new()
+                    .add_message(TextMessageRole::User, prompt)
+                    .set_deterministic_sampler()
+                    .set_sampler_max_len(max_tokens);
+                let mut stream = raw.stream_chat_request(req).await?;
+                let mut n = 0;
+                while let Some(r) = stream.next().await {
+                    if let mistralrs::Response::Chunk(c) = r {
+                        if let Some(u) = c.usage {
+                            n = u.completion_tokens;
+                        }
+                        if c.choices.iter().any(|ch| ch.finish_reason.is_some()) && n > 0 {
+                            break;
+                        }
+                    }
+                }
+                n
+            };
+            let secs = t.elapsed().as_secs_f64();
+            if round == 0 {
+                continue;
+            }
+            if side == 0 {
+                ours_tps.push(n as f64 / secs);
+                ours_tokens += n;
+            } else {
+                raw_tps.push(n as f64 / secs);
+                raw_tokens += n;
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (o, r) = (median(&mut ours_tps), median(&mut raw_tps));
+    println!(
+        "## decode throughput, tiny model, CPU, {rounds} rounds × ≤{max_tokens} tokens, streamed"
+    );
+    println!("| path | median tokens/s | tokens total |");
+    println!("|---|---|---|");
+    println!("| raw mistral.rs (RequestBuilder, streaming) | {r:.0} | {raw_tokens} |");
+    println!("| verity embedded backend (ids + logprobs recorded) | {o:.0} | {ours_tokens} |");
+    println!("| ratio verity / raw | {:.3} | |", o / r);
+    Ok(())
+}

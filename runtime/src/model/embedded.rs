@@ -1,0 +1,692 @@
+//! The embedded backend: mistral.rs in-process (CPU, or CUDA with the `cuda` feature).
+//!
+//! Requests go to the engine as raw [`NormalRequest`]s rather than through
+//! `RequestBuilder`, for two reasons: assistant tool calls must reach the chat template as
+//! `message.tool_calls` (the builder files them under another key), and we attach a logits
+//! processor that records the exact token ids the engine fed itself — the chat response
+//! carries logprobs but not the sampled ids, and re-tokenising text is how RL pipelines
+//! get silent drift.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use futures::{future::BoxFuture, FutureExt};
+use mistralrs::core::{
+    Constraint, MessageContent, NormalRequest, Request, RequestMessage, Response, SamplingParams,
+    TokenizationRequest,
+};
+use mistralrs::{CustomLogitsProcessor, Function, Tensor, Tool, ToolType};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    grammar, tiny, toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput,
+    ModelRequest, TokenSink, Usage,
+};
+
+/// The mistral.rs version this backend is built against (recorded in trajectories).
+pub const MISTRALRS_VERSION: &str = "0.8.1";
+
+/// Where the weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The project's generated test model (created on first use).
+    Tiny(PathBuf),
+    /// A local directory with `config.json`, safetensors and a tokenizer.
+    Dir(PathBuf),
+    /// A local `.gguf` file.
+    Gguf(PathBuf),
+    /// A Hugging Face model id (`owner/name`), fetched into the normal HF cache.
+    HuggingFace(String),
+}
+
+impl ModelSource {
+    /// Reads `--model`: `tiny`, a directory, a `.gguf` file, or `owner/name`.
+    pub fn parse(spec: &str) -> Result<Self, ModelError> {
+        if spec == "tiny" {
+            return Ok(ModelSource::Tiny(tiny_model_dir()));
+        }
+        let path = Path::new(spec);
+        if path.is_file() {
+            return if spec.ends_with(".gguf") {
+                Ok(ModelSource::Gguf(path.to_path_buf()))
+            } else {
+                Err(ModelError::Load(format!(
+                    "{spec}: a model file must be .gguf; for safetensors give the directory"
+                )))
+            };
+        }
+        if path.is_dir() {
+            if !path.join("config.json").is_file() {
+                return Err(ModelError::Load(format!(
+                    "{spec}: no config.json in this directory (expected a Hugging Face-style \
+                     model folder: config.json, *.safetensors, tokenizer.json)"
+                )));
+            }
+            return Ok(ModelSource::Dir(path.to_path_buf()));
+        }
+        let looks_like_path = spec.starts_with('.')
+            || spec.starts_with('/')
+            || spec.starts_with('~')
+            || spec.ends_with(".gguf")
+            || spec.matches('/').count() != 1;
+        if looks_like_path {
+            return Err(ModelError::Load(format!(
+                "{spec}: no such file or directory (use `tiny`, a model folder, a .gguf file \
+                 or a Hugging Face id like Qwen/Qwen3-0.6B)"
+            )));
+        }
+        Ok(ModelSource::HuggingFace(spec.to_owned()))
+    }
+
+    /// Where its `tokenizer.json` is, when it has one we can read (the HF id's copy in
+    /// the Hugging Face cache once mistral.rs has fetched it).
+    fn tokenizer_json(&self) -> Option<PathBuf> {
+        match self {
+            ModelSource::Tiny(d) | ModelSource::Dir(d) => Some(d.join("tokenizer.json")),
+            ModelSource::Gguf(_) => None,
+            ModelSource::HuggingFace(id) => {
+                let hub = std::env::var_os("HF_HUB_CACHE")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+                    .or_else(|| dirs::home_dir().map(|h| h.join(".cache/huggingface/hub")))?;
+                let snapshots = hub
+                    .join(format!("models--{}", id.replace('/', "--")))
+                    .join("snapshots");
+                std::fs::read_dir(snapshots)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path().join("tokenizer.json"))
+                    .find(|p| p.is_file())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ModelSource::Tiny(p) => format!("verity-tiny ({})", p.display()),
+            ModelSource::Dir(p) | ModelSource::Gguf(p) => p.display().to_string(),
+            ModelSource::HuggingFace(id) => id.clone(),
+        }
+    }
+}
+
+/// Where `verity` keeps generated data: `$VERITY_DATA_DIR`, else the XDG data dir.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("VERITY_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("verity")
+        })
+}
+
+/// Where the generated tiny model lives.
+pub fn tiny_model_dir() -> PathBuf {
+    data_dir().join("models").join("verity-tiny")
+}
+
+/// How to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Stay on the CPU even when built with CUDA.
+    pub force_cpu: bool,
+}
+
+/// A model running inside this process.
+pub struct EmbeddedModel {
+    model: Arc<mistralrs::Model>,
+    info: ModelInfo,
+    /// The model's tokenizer, when we can read it ourselves (not for GGUF): streams text
+    /// from token ids and maps the final token's text back to its id.
+    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+}
+
+impl std::fmt::Debug for EmbeddedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedModel")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl EmbeddedModel {
+    /// Loads a model. mistral.rs can panic on inputs it does not expect; loading runs on
+    /// its own task so such a panic becomes an error here.
+    pub async fn load(source: ModelSource, options: LoadOptions) -> Result<Self, ModelError> {
+        let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
+        let described = source.describe();
+        let tokenizer_path = source.tokenizer_json();
+        let build = async move {
+            match &source {
+                ModelSource::Tiny(dir) => {
+                    if !tiny::is_complete(dir) {
+                        tiny::generate(dir, &tiny::TinySpec::default()).map_err(|e| {
+                            anyhow_like(format!("writing the tiny model to {}: {e}", dir.display()))
+                        })?;
+                    }
+                    text_builder(&dir.display().to_string(), force_cpu)
+                        .build()
+                        .await
+                }
+                ModelSource::Dir(dir) => {
+                    text_builder(&dir.display().to_string(), force_cpu)
+                        .build()
+                        .await
+                }
+                ModelSource::HuggingFace(id) => text_builder(id, force_cpu).build().await,
+                ModelSource::Gguf(file) => {
+                    super::gguf::check_architecture(file)
+                        .map_err(|e| anyhow_like(e.to_string()))?;
+                    let dir = file
+                        .parent()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| ".".into());
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let mut b = mistralrs::GgufModelBuilder::new(dir, vec![name]);
+                    if force_cpu {
+                        b = b.with_force_cpu();
+                    }
+                    b.build().await
+                }
+            }
+        };
+        let model = tokio::spawn(build)
+            .await
+            .map_err(|e| {
+                ModelError::Load(format!(
+                    "{described}: mistral.rs failed while loading ({e})"
+                ))
+            })?
+            .map_err(|e| ModelError::Load(format!("{described}: {e:#}")))?;
+        let context_window = model.max_sequence_length().ok().flatten();
+        let info = ModelInfo {
+            engine: "mistral.rs".into(),
+            engine_version: MISTRALRS_VERSION.into(),
+            model: described,
+            device: if force_cpu {
+                "cpu".into()
+            } else {
+                "cuda".into()
+            },
+            context_window,
+            dtype: Some("auto".into()),
+        };
+        let tokenizer = tokenizer_path
+            .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())
+            .map(Arc::new);
+        Ok(Self {
+            model: Arc::new(model),
+            info,
+            tokenizer,
+        })
+    }
+
+    /// The mistral.rs handle (for benchmarks comparing against raw engine use).
+    pub fn engine(&self) -> &mistralrs::Model {
+        &self.model
+    }
+
+    async fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let request = Request::Tokenize(TokenizationRequest {
+            text: either::Either::Right(text.to_owned()),
+            tools: None,
+            add_generation_prompt: false,
+            add_special_tokens: false,
+            enable_thinking: None,
+            reasoning_effort: None,
+            response: tx,
+        });
+        self.sender()?
+            .send(request)
+            .await
+            .map_err(|e| ModelError::Engine(e.to_string()))?;
+        rx.recv()
+            .await
+            .ok_or_else(|| ModelError::Engine("the engine dropped a tokenize request".into()))?
+            .map_err(|e| ModelError::Engine(e.to_string()))
+    }
+
+    async fn tokenize_messages(
+        &self,
+        messages: Vec<EngineMessage>,
+        tools: Option<Vec<Tool>>,
+    ) -> Result<Vec<u32>, ModelError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let request = Request::Tokenize(TokenizationRequest {
+            text: either::Either::Left(messages),
+            tools,
+            // What the engine uses for chat requests.
+            add_generation_prompt: true,
+            add_special_tokens: true,
+            enable_thinking: None,
+            reasoning_effort: None,
+            response: tx,
+        });
+        self.sender()?
+            .send(request)
+            .await
+            .map_err(|e| ModelError::Engine(e.to_string()))?;
+        rx.recv()
+            .await
+            .ok_or_else(|| ModelError::Engine("the engine dropped a tokenize request".into()))?
+            .map_err(|e| ModelError::Request(format!("rendering the prompt: {e:#}")))
+    }
+
+    fn sender(&self) -> Result<tokio::sync::mpsc::Sender<Request>, ModelError> {
+        self.model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| ModelError::Engine(e.to_string()))
+    }
+
+    async fn run(
+        &self,
+        req: &ModelRequest,
+        on_token: TokenSink,
+        cancel: CancellationToken,
+    ) -> Result<ModelOutput, ModelError> {
+        let messages = engine_messages(&req.messages);
+        let offer_tools = !req.tools.is_empty() && req.tool_choice != super::ToolChoice::None;
+        let tools: Option<Vec<Tool>> =
+            offer_tools.then(|| req.tools.iter().map(engine_tool).collect());
+        // The prompt exactly as the engine will build it (same template, same tokenizer,
+        // same flags); the recorder checks it against what the engine then conditions on.
+        let prompt_ids = Arc::new(
+            self.tokenize_messages(messages.clone(), tools.clone())
+                .await?,
+        );
+        let recorder = Arc::new(Recorder::new(
+            prompt_ids.clone(),
+            self.tokenizer.clone(),
+            on_token.clone(),
+        ));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let constraint = if let Some(g) = &req.grammar {
+            Constraint::Lark(g.clone())
+        } else if req.strict {
+            grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn)
+                .map(Constraint::Lark)
+                .unwrap_or(Constraint::None)
+        } else {
+            Constraint::None
+        };
+        // Not streamed by the engine: its streaming mode withholds the per-token logprobs
+        // of replies that contain tool calls. The text still streams — from the recorder,
+        // which decodes each token id as the engine produces it.
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages: RequestMessage::Chat {
+                messages,
+                enable_thinking: None,
+                reasoning_effort: None,
+            },
+            sampling_params: sampling(req),
+            response: tx,
+            return_logprobs: true,
+            is_streaming: false,
+            id: 0,
+            constraint,
+            suffix: None,
+            tools,
+            tool_choice: offer_tools.then_some(mistralrs::ToolChoice::Auto),
+            logits_processors: Some(vec![recorder.clone() as Arc<dyn CustomLogitsProcessor>]),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        self.sender()?
+            .send(request)
+            .await
+            .map_err(|e| ModelError::Engine(e.to_string()))?;
+        let response = tokio::select! {
+            () = cancel.cancelled() => return Err(ModelError::Cancelled),
+            r = rx.recv() => r,
+        };
+        let done = match response {
+            Some(Response::Done(done)) => done,
+            Some(Response::ModelError(msg, _)) | Some(Response::CompletionModelError(msg, _)) => {
+                return Err(ModelError::Engine(msg))
+            }
+            Some(Response::InternalError(e)) => return Err(ModelError::Engine(e.to_string())),
+            Some(Response::ValidationError(e)) => return Err(ModelError::Request(e.to_string())),
+            Some(_) => return Err(ModelError::Engine("unexpected response kind".into())),
+            None => return Err(ModelError::Engine("the engine dropped the request".into())),
+        };
+        let usage = Usage {
+            prompt_tokens: done.usage.prompt_tokens as u64,
+            completion_tokens: done.usage.completion_tokens as u64,
+        };
+        let Some(choice) = done.choices.into_iter().next() else {
+            return Err(ModelError::Engine("the engine returned no choice".into()));
+        };
+        let text = choice.message.content.unwrap_or_default();
+        let raw_calls = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|tc| toolcall::RawCall {
+                id: tc.id,
+                name: tc.function.name,
+                arguments: tc.function.arguments,
+            })
+            .collect();
+        let entries = choice.logprobs.and_then(|l| l.content).unwrap_or_default();
+        let logprobs: Vec<f32> = entries.iter().map(|e| e.logprob).collect();
+        let (tool_calls, parse_failures) = toolcall::check(&req.tools, raw_calls, &text);
+
+        let mut missing = Vec::new();
+        let (prompt_consistent, mut token_ids) = recorder.take();
+        let prompt_ok =
+            prompt_ids.len() as u64 == usage.prompt_tokens && prompt_consistent != Some(false);
+        // The processor runs before each sampling step, so it never sees the last sampled
+        // token; that one is recovered from its text through the tokenizer.
+        if let Some(last) = entries.last() {
+            let piece = last
+                .bytes
+                .clone()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| last.token.clone());
+            match self.token_id(&piece).await {
+                Ok(id) => {
+                    token_ids.push(id);
+                    recorder.finish(Some(id));
+                }
+                Err(e) => {
+                    missing.push(format!("token_ids: {e}"));
+                    recorder.finish(None);
+                }
+            }
+        }
+        let ids_ok = token_ids.len() as u64 == usage.completion_tokens;
+        if !ids_ok && missing.is_empty() {
+            missing.push(format!(
+                "token_ids: recovered {} ids for {} completion tokens",
+                token_ids.len(),
+                usage.completion_tokens
+            ));
+        }
+        if logprobs.len() as u64 != usage.completion_tokens {
+            missing.push(format!(
+                "logprobs: the engine returned {} for {} completion tokens",
+                logprobs.len(),
+                usage.completion_tokens
+            ));
+        }
+        if !prompt_ok {
+            missing.push(format!(
+                "prompt_ids: the rendered prompt ({} ids) differs from what the engine used \
+                 ({} prompt tokens{})",
+                prompt_ids.len(),
+                usage.prompt_tokens,
+                if prompt_consistent == Some(false) {
+                    ", different ids"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(ModelOutput {
+            text,
+            reasoning: choice.message.reasoning_content.filter(|r| !r.is_empty()),
+            tool_calls,
+            parse_failures,
+            prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
+            token_ids: ids_ok.then_some(token_ids),
+            logprobs: (logprobs.len() as u64 == usage.completion_tokens).then_some(logprobs),
+            finish: Some(Finish::from_engine(Some(&choice.finish_reason))),
+            usage,
+            missing,
+        })
+    }
+
+    /// The id of one token given its text (a special token's name, or its bytes).
+    async fn token_id(&self, piece: &str) -> Result<u32, String> {
+        let ids = match &self.tokenizer {
+            Some(t) => t
+                .encode(piece, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| e.to_string())?,
+            None => self.tokenize(piece).await.map_err(|e| e.to_string())?,
+        };
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            _ => Err(format!(
+                "the final token {piece:?} re-tokenises to {} ids",
+                ids.len()
+            )),
+        }
+    }
+}
+
+impl ModelBackend for EmbeddedModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn generate<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        on_token: TokenSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ModelOutput, ModelError>> {
+        self.run(request, on_token, cancel).boxed()
+    }
+}
+
+fn anyhow_like(msg: String) -> anyhow::Error {
+    anyhow::Error::msg(msg)
+}
+
+fn text_builder(id: &str, force_cpu: bool) -> mistralrs::TextModelBuilder {
+    let b = mistralrs::TextModelBuilder::new(id);
+    if force_cpu {
+        b.with_force_cpu()
+    } else {
+        b
+    }
+}
+
+fn sampling(req: &ModelRequest) -> SamplingParams {
+    let s = &req.sampling;
+    // `deterministic()` resets every field, `max_len` included: set limits after it.
+    let mut p = if s.greedy {
+        SamplingParams::deterministic()
+    } else {
+        let mut p = SamplingParams::neutral();
+        p.temperature = s.temperature;
+        p.top_p = s.top_p;
+        p.top_k = s.top_k;
+        p
+    };
+    p.max_len = Some(s.max_tokens.max(1));
+    p
+}
+
+fn engine_tool(t: &super::ToolDef) -> Tool {
+    let parameters = match &t.parameters {
+        Value::Object(m) => Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        _ => None,
+    };
+    Tool {
+        tp: ToolType::Function,
+        function: Function {
+            description: Some(t.description.clone()),
+            name: t.name.clone(),
+            parameters,
+        },
+    }
+}
+
+type EngineMessage = indexmap::IndexMap<String, MessageContent>;
+
+fn engine_messages(messages: &[Message]) -> Vec<EngineMessage> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut out = EngineMessage::new();
+            out.insert("role".into(), either::Either::Left(m.role.as_str().into()));
+            out.insert("content".into(), either::Either::Left(m.content.clone()));
+            if !m.tool_calls.is_empty() {
+                let calls = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        indexmap::IndexMap::from([
+                            ("id".to_owned(), Value::String(c.id.clone())),
+                            ("type".to_owned(), Value::String("function".into())),
+                            (
+                                "function".to_owned(),
+                                serde_json::json!({
+                                    "name": c.name,
+                                    // Templates print arguments verbatim, as JSON text.
+                                    "arguments": c.arguments.to_string(),
+                                }),
+                            ),
+                        ])
+                    })
+                    .collect();
+                out.insert("tool_calls".into(), either::Either::Right(calls));
+            }
+            if let Some(id) = &m.tool_call_id {
+                out.insert("tool_call_id".into(), either::Either::Left(id.clone()));
+            }
+            if let Some(name) = &m.name {
+                out.insert("name".into(), either::Either::Left(name.clone()));
+            }
+            out
+        })
+        .collect()
+}
+
+/// Observes the engine at every sampling step. The context it is handed is the prompt
+/// plus everything generated so far, so with the prompt length known up front each step
+/// contributes only its new ids: O(1) per token. (The first step of a prompt that hit the
+/// prefix cache can see a partial context; it is skipped, and the prompt is compared
+/// against the first full context instead.) Each id is also decoded, when the tokenizer is
+/// at hand, and streamed as text.
+struct Recorder {
+    prompt: Arc<Vec<u32>>,
+    state: Mutex<RecState>,
+}
+
+struct RecState {
+    generated: Vec<u32>,
+    prompt_consistent: Option<bool>,
+    stream: TextStream,
+}
+
+impl Recorder {
+    fn new(
+        prompt: Arc<Vec<u32>>,
+        tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+        sink: TokenSink,
+    ) -> Self {
+        Self {
+            prompt,
+            state: Mutex::new(RecState {
+                generated: Vec::new(),
+                prompt_consistent: None,
+                stream: TextStream {
+                    tokenizer,
+                    sink,
+                    ids: Vec::new(),
+                    prefix: 0,
+                    read: 0,
+                },
+            }),
+        }
+    }
+
+    /// Whether the engine's context began with the rendered prompt (None: never seen in
+    /// full), and the generated ids seen so far.
+    fn take(&self) -> (Option<bool>, Vec<u32>) {
+        match self.state.lock() {
+            Ok(mut s) => (s.prompt_consistent, std::mem::take(&mut s.generated)),
+            Err(_) => (None, Vec::new()),
+        }
+    }
+
+    /// Streams the last token (if known) and whatever text is still held back.
+    fn finish(&self, last: Option<u32>) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(id) = last {
+                s.stream.push(id);
+            }
+            s.stream.flush();
+        }
+    }
+}
+
+impl CustomLogitsProcessor for Recorder {
+    fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+        let p = self.prompt.len();
+        if let Ok(mut s) = self.state.lock() {
+            if context.len() >= p && s.prompt_consistent.is_none() {
+                s.prompt_consistent = Some(context[..p] == self.prompt[..]);
+            }
+            // Steps can repeat (a grammar re-sample) or add several ids (forced tokens).
+            let have = p + s.generated.len();
+            if context.len() > have && context.len() >= p {
+                for &id in &context[have..] {
+                    s.generated.push(id);
+                    s.stream.push(id);
+                }
+            }
+        }
+        Ok(logits.clone())
+    }
+}
+
+/// Incremental detokenisation: text is emitted only once it is stable (no half UTF-8
+/// character), decoding a small window rather than the whole reply each step.
+struct TextStream {
+    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+    sink: TokenSink,
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl TextStream {
+    fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer
+            .as_ref()
+            .and_then(|t| t.decode(ids, true).ok())
+            .unwrap_or_default()
+    }
+
+    fn push(&mut self, id: u32) {
+        if self.tokenizer.is_none() {
+            return;
+        }
+        self.ids.push(id);
+        let before = self.decode(&self.ids[self.prefix..self.read]);
+        let now = self.decode(&self.ids[self.prefix..]);
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
+            if let Some(new) = now.get(before.len()..) {
+                (self.sink)(new);
+            }
+            self.prefix = self.read;
+            self.read = self.ids.len();
+        }
+    }
+
+    fn flush(&mut self) {
+        let before = self.decode(&self.ids[self.prefix..self.read]);
+        let now = self.decode(&self.ids[self.prefix..]);
+        if let Some(rest) = now.get(before.len()..).filter(|r| !r.is_empty()) {
+            (self.sink)(rest);
+        }
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+    }
+}

@@ -1,0 +1,252 @@
+//! Reading a GGUF file's architecture before mistral.rs sees it: mistral.rs 0.8.1 panics
+//! on architectures it does not know (e.g. `gemma3`); we answer with a clear error.
+
+use std::{
+    io::{self, Read},
+    path::Path,
+};
+
+/// GGUF architectures mistral.rs 0.8.1 loads.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "llama",
+    "phi2",
+    "phi3",
+    "starcoder2",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "mistral3",
+];
+
+/// Why a GGUF file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// Reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not a GGUF file, or a damaged header.
+    #[error("{path}: not a GGUF file ({why})")]
+    Format {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        why: String,
+    },
+    /// A GGUF file of an architecture the engine does not support.
+    #[error(
+        "{path}: GGUF architecture '{arch}' is not supported by mistral.rs 0.8.1; supported: {}",
+        SUPPORTED_ARCHITECTURES.join(", ")
+    )]
+    Unsupported {
+        /// The file.
+        path: String,
+        /// Its `general.architecture`.
+        arch: String,
+    },
+}
+
+/// Returns the file's `general.architecture` if mistral.rs can load it.
+pub fn check_architecture(path: &Path) -> Result<String, GgufError> {
+    let p = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| GgufError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let arch = read_architecture(&mut io::BufReader::new(file)).map_err(|why| match why {
+        HeaderError::Io(source) => GgufError::Io {
+            path: p.clone(),
+            source,
+        },
+        HeaderError::Format(why) => GgufError::Format {
+            path: p.clone(),
+            why,
+        },
+    })?;
+    if SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        Ok(arch)
+    } else {
+        Err(GgufError::Unsupported { path: p, arch })
+    }
+}
+
+#[derive(Debug)]
+enum HeaderError {
+    Io(io::Error),
+    Format(String),
+}
+
+impl From<io::Error> for HeaderError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            HeaderError::Format("the header ends early".into())
+        } else {
+            HeaderError::Io(e)
+        }
+    }
+}
+
+/// Longest string we accept in the header (keys, and values we skip).
+const MAX_STRING: u64 = 16 << 20;
+
+fn read_architecture(r: &mut impl Read) -> Result<String, HeaderError> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    if &magic != b"GGUF" {
+        return Err(HeaderError::Format("the magic bytes are not 'GGUF'".into()));
+    }
+    let version = read_u32(r)?;
+    let (kv_count, wide) = match version {
+        1 => {
+            let _tensors = read_u32(r)?;
+            (u64::from(read_u32(r)?), false)
+        }
+        2 | 3 => {
+            let _tensors = read_u64(r)?;
+            (read_u64(r)?, true)
+        }
+        v => return Err(HeaderError::Format(format!("unknown GGUF version {v}"))),
+    };
+    for _ in 0..kv_count {
+        let key = read_string(r, wide)?;
+        let ty = read_u32(r)?;
+        if key == "general.architecture" {
+            if ty != 8 {
+                return Err(HeaderError::Format(
+                    "general.architecture is not a string".into(),
+                ));
+            }
+            return read_string(r, wide);
+        }
+        skip_value(r, ty, wide, 0)?;
+    }
+    Err(HeaderError::Format(
+        "the header has no general.architecture".into(),
+    ))
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_len(r: &mut impl Read, wide: bool) -> io::Result<u64> {
+    if wide {
+        read_u64(r)
+    } else {
+        read_u32(r).map(u64::from)
+    }
+}
+
+fn read_string(r: &mut impl Read, wide: bool) -> Result<String, HeaderError> {
+    let len = read_len(r, wide)?;
+    if len > MAX_STRING {
+        return Err(HeaderError::Format(format!(
+            "a {len}-byte string in the header"
+        )));
+    }
+    let mut buf = Vec::new();
+    r.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(HeaderError::Format("the header ends early".into()));
+    }
+    String::from_utf8(buf).map_err(|_| HeaderError::Format("a header string is not UTF-8".into()))
+}
+
+fn skip_value(r: &mut impl Read, ty: u32, wide: bool, depth: u32) -> Result<(), HeaderError> {
+    let fixed = match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        8 => {
+            read_string(r, wide)?;
+            return Ok(());
+        }
+        9 => {
+            if depth > 4 {
+                return Err(HeaderError::Format("arrays nested too deeply".into()));
+            }
+            let item = read_u32(r)?;
+            let count = read_len(r, wide)?;
+            for _ in 0..count {
+                skip_value(r, item, wide, depth + 1)?;
+            }
+            return Ok(());
+        }
+        t => return Err(HeaderError::Format(format!("unknown value type {t}"))),
+    };
+    io::copy(&mut r.take(fixed), &mut io::sink())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gguf(arch: &str) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        // An array of strings first, to exercise skipping.
+        let key = b"tokenizer.ggml.tokens";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(9u32.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        for s in ["a", "bc"] {
+            b.extend((s.len() as u64).to_le_bytes());
+            b.extend(s.as_bytes());
+        }
+        let key = b"general.architecture";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend((arch.len() as u64).to_le_bytes());
+        b.extend(arch.as_bytes());
+        b
+    }
+
+    #[test]
+    fn supported_unsupported_and_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("q.gguf");
+        std::fs::write(&ok, gguf("qwen3")).unwrap();
+        assert_eq!(check_architecture(&ok).unwrap(), "qwen3");
+
+        let bad = dir.path().join("g.gguf");
+        std::fs::write(&bad, gguf("gemma3")).unwrap();
+        let e = check_architecture(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("'gemma3' is not supported") && e.contains("qwen3"),
+            "{e}"
+        );
+
+        let torn = dir.path().join("t.gguf");
+        let mut bytes = gguf("qwen3");
+        bytes.truncate(40);
+        std::fs::write(&torn, bytes).unwrap();
+        let e = check_architecture(&torn).unwrap_err().to_string();
+        assert!(e.contains("ends early"), "{e}");
+
+        let not = dir.path().join("n.gguf");
+        std::fs::write(&not, b"PK\x03\x04").unwrap();
+        assert!(check_architecture(&not)
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Strict mode: a grammar (llguidance Lark) that only admits valid calls of offered tools,
+//! in the model's native `<tool_call>{"name":…,"arguments":…}</tool_call>` format.
+//!
+//! Two llguidance settings matter with small or undertrained models (measured, see
+//! FINDINGS.md): `whitespace_flexible: false` — otherwise a model can emit whitespace
+//! forever inside a JSON object — and `additionalProperties: false` at every object level,
+//! so the object can only grow by the keys the schema names. `<tool_call>` is written bare:
+//! it names the special token, not its bytes.
+
+use serde_json::{json, Map, Value};
+
+use super::{ToolChoice, ToolDef};
+
+/// The schema of one call of one of `tools`: `{"name": <const>, "arguments": <schema>}`.
+pub fn call_schema(tools: &[&ToolDef]) -> Value {
+    let variants: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"const": t.name},
+                    "arguments": closed(&t.parameters),
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let mut schema = if variants.len() == 1 {
+        variants.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        json!({ "anyOf": variants })
+    };
+    if let Value::Object(m) = &mut schema {
+        m.insert("x-guidance".into(), guidance());
+    }
+    schema
+}
+
+/// The Lark grammar for one reply, or `None` when decoding should not be constrained.
+///
+/// - `required` / a named tool: exactly `calls` calls (of that tool), nothing else;
+/// - `auto`: either plain text that does not start a call, or one call block;
+/// - `none` or no tools: unconstrained.
+///
+/// Several calls go in *one* `<tool_call>` block as a JSON array: mistral.rs 0.8.1 ends
+/// generation at the first complete block and reads an array inside it as parallel calls.
+pub fn strict_lark(tools: &[ToolDef], choice: &ToolChoice, calls: usize) -> Option<String> {
+    let offered: Vec<&ToolDef> = match choice {
+        ToolChoice::None => return None,
+        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
+        ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
+    };
+    if offered.is_empty() {
+        return None;
+    }
+    let one = call_schema(&offered);
+    let body = match (choice, calls.max(1)) {
+        (ToolChoice::Auto, _) => json!({
+            "anyOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL}],
+            "x-guidance": guidance(),
+        }),
+        (_, 1) => one,
+        (_, n) => json!({
+            "type": "array", "items": one, "minItems": n, "maxItems": n,
+            "x-guidance": guidance(),
+        }),
+    };
+    let call_rule = format!("call: <tool_call> %json {body} </tool_call>");
+    Some(match choice {
+        ToolChoice::Auto => format!("start: TEXT | call\n{call_rule}\nTEXT: /[^<](.|\\n)*/\n"),
+        _ => format!("start: call\n{call_rule}\n"),
+    })
+}
+
+/// Most calls one block may carry in `auto` strict mode.
+const MAX_PARALLEL: usize = 8;
+
+fn guidance() -> Value {
+    json!({"whitespace_flexible": false, "lenient": true})
+}
+
+/// A copy of `schema` in which every object forbids keys it does not name, and formats
+/// llguidance does not know are dropped.
+pub fn closed(schema: &Value) -> Value {
+    match schema {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                match k.as_str() {
+                    "$schema" | "title" | "examples" | "default" => {}
+                    "properties" | "$defs" | "definitions" | "patternProperties" => {
+                        let inner = v
+                            .as_object()
+                            .map(|props| {
+                                props
+                                    .iter()
+                                    .map(|(name, s)| (name.clone(), closed(s)))
+                                    .collect::<Map<_, _>>()
+                            })
+                            .map(Value::Object)
+                            .unwrap_or_else(|| v.clone());
+                        out.insert(k.clone(), inner);
+                    }
+                    _ => {
+                        out.insert(k.clone(), closed(v));
+                    }
+                }
+            }
+            let is_object = out.get("type").and_then(Value::as_str) == Some("object")
+                || out.contains_key("properties");
+            if is_object && !out.contains_key("additionalProperties") {
+                out.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(closed).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calc() -> ToolDef {
+        ToolDef {
+            name: "calculator".into(),
+            description: "math".into(),
+            parameters: json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": "Args",
+                "type": "object",
+                "properties": {"expression": {"type": "string", "title": "E"},
+                               "opts": {"type": "object", "properties": {"x": {"type": "integer"}}}},
+                "required": ["expression"],
+            }),
+        }
+    }
+
+    #[test]
+    fn every_object_level_is_closed_and_noise_is_dropped() {
+        let c = closed(&calc().parameters);
+        assert_eq!(c["additionalProperties"], json!(false));
+        assert_eq!(
+            c["properties"]["opts"]["additionalProperties"],
+            json!(false)
+        );
+        assert!(c.get("$schema").is_none() && c.get("title").is_none());
+        // A property *named* title survives; only the keyword goes.
+        let p = closed(&json!({"type": "object", "properties": {"title": {"type": "string"}}}));
+        assert!(p["properties"].get("title").is_some());
+    }
+
+    #[test]
+    fn required_choice_fixes_the_number_of_calls() {
+        let g = strict_lark(&[calc()], &ToolChoice::Required, 2).unwrap();
+        assert!(g.starts_with("start: call\n"), "{g}");
+        assert!(g.contains("<tool_call> %json {"));
+        assert!(
+            g.contains("\"minItems\":2") && g.contains("\"maxItems\":2"),
+            "{g}"
+        );
+        assert!(g.contains("\"whitespace_flexible\":false"));
+        assert!(strict_lark(&[calc()], &ToolChoice::None, 1).is_none());
+        assert!(strict_lark(&[calc()], &ToolChoice::Named("nope".into()), 1).is_none());
+        let auto = strict_lark(&[calc()], &ToolChoice::Auto, 1).unwrap();
+        assert!(auto.starts_with("start: TEXT | call"));
+    }
+}

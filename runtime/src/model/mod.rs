@@ -1,0 +1,322 @@
+//! Model backends: one trait over the embedded mistral.rs engine and OpenAI-compatible
+//! servers, returning not just text but what RL needs — the engine's own token ids and
+//! logprobs, prompt ids, finish reason, usage — and saying what it could not get.
+
+mod embedded;
+pub mod gguf;
+pub mod grammar;
+mod openai;
+mod scripted;
+pub mod tiny;
+mod toolcall;
+
+use std::{fmt, sync::Arc};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use embedded::{
+    data_dir, tiny_model_dir, EmbeddedModel, LoadOptions, ModelSource, MISTRALRS_VERSION,
+};
+pub use openai::{OpenAiConfig, OpenAiModel};
+pub use scripted::ScriptedModel;
+pub use toolcall::{check_calls, ParseFailure};
+
+/// Who speaks in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The person (or task).
+    User,
+    /// The model.
+    Assistant,
+    /// A tool's result.
+    Tool,
+}
+
+impl Role {
+    /// The role's name in chat templates and the OpenAI API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// A tool call the model made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call id (from the engine, or assigned by the loop).
+    pub id: String,
+    /// Tool name as the model wrote it.
+    pub name: String,
+    /// Arguments (a JSON object).
+    pub arguments: Value,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// Text content.
+    pub content: String,
+    /// Tool calls (assistant messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call this message answers (tool messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The tool's name (tool messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Message {
+    /// A message with text only.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+
+    /// A tool result answering `call`.
+    pub fn tool_result(call: &ToolCall, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call.id.clone()),
+            name: Some(call.name.clone()),
+        }
+    }
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDef {
+    /// Name the model must use.
+    pub name: String,
+    /// Description written for the model.
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: Value,
+}
+
+/// Whether (and which) tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    #[default]
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// A call of this tool.
+    Named(String),
+}
+
+impl std::str::FromStr for ToolChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            "" => {
+                return Err(
+                    "empty tool choice; expected auto, none, required or a tool name".into(),
+                )
+            }
+            name => ToolChoice::Named(name.to_owned()),
+        })
+    }
+}
+
+/// Sampling parameters. `None` leaves the engine's default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Temperature; 0 or `None` with `greedy` means argmax.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Top-k sampling.
+    pub top_k: Option<usize>,
+    /// Most tokens this one model call may generate.
+    pub max_tokens: usize,
+    /// Seed, for backends that accept one per request.
+    pub seed: Option<u64>,
+    /// Argmax decoding (overrides the other knobs).
+    pub greedy: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            max_tokens: 1024,
+            seed: None,
+            greedy: true,
+        }
+    }
+}
+
+/// One model call.
+#[derive(Debug, Clone)]
+pub struct ModelRequest {
+    /// The conversation so far.
+    pub messages: Vec<Message>,
+    /// Tools offered.
+    pub tools: Vec<ToolDef>,
+    /// Must the model call a tool?
+    pub tool_choice: ToolChoice,
+    /// Constrain decoding so every tool call is a valid call of an offered tool.
+    pub strict: bool,
+    /// In strict mode with a required call: exactly this many calls (default 1).
+    pub calls_per_turn: usize,
+    /// Sampling.
+    pub sampling: Sampling,
+    /// A Lark grammar the whole reply must follow (overrides `strict`; embedded engine
+    /// only). For format-constrained generation and for testing the parse-failure path.
+    pub grammar: Option<String>,
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// End of turn (EOS or a stop string).
+    Stop,
+    /// It called tools.
+    ToolCalls,
+    /// It hit `max_tokens` (the response is truncated).
+    Length,
+    /// The call was cancelled.
+    Cancelled,
+    /// Something the engine reported that we do not know.
+    Other(String),
+}
+
+impl Finish {
+    pub(crate) fn from_engine(s: Option<&str>) -> Self {
+        match s {
+            Some("stop") | Some("eos") => Finish::Stop,
+            Some("tool_calls") | Some("function_call") => Finish::ToolCalls,
+            Some("length") => Finish::Length,
+            Some("canceled") | Some("cancelled") => Finish::Cancelled,
+            Some(other) => Finish::Other(other.to_owned()),
+            None => Finish::Other("none".into()),
+        }
+    }
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+}
+
+/// What one model call produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelOutput {
+    /// Visible text (tool-call markup removed by the parser).
+    pub text: String,
+    /// Reasoning text (`<think>`), when the engine separates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Parsed tool calls, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// Tool calls that were attempted but could not be parsed or do not fit.
+    pub parse_failures: Vec<ParseFailure>,
+    /// Prompt token ids as the engine saw them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Generated token ids (the engine's, not re-tokenised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
+    /// Logprob of each generated token under the sampling distribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<f32>>,
+    /// Why generation stopped.
+    pub finish: Option<Finish>,
+    /// Token counts.
+    pub usage: Usage,
+    /// What this backend could not provide for this call (e.g. `token_ids`), and why.
+    pub missing: Vec<String>,
+}
+
+/// Identity of the model behind a backend (recorded in trajectories).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelInfo {
+    /// `mistral.rs` or `openai-http`.
+    pub engine: String,
+    /// Engine version.
+    pub engine_version: String,
+    /// What the user asked for (HF id, path, or server model name).
+    pub model: String,
+    /// Device in words (`cpu`, `cuda:0`, or the server URL).
+    pub device: String,
+    /// Context window, when known.
+    pub context_window: Option<usize>,
+    /// Weight dtype or quantisation, when known.
+    pub dtype: Option<String>,
+}
+
+/// A streamed piece of the reply.
+pub type TokenSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What went wrong talking to the model (not what the model said).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The model could not be loaded.
+    #[error("loading the model: {0}")]
+    Load(String),
+    /// The request was refused by the engine (bad parameters, prompt too long, ...).
+    #[error("the engine refused the request: {0}")]
+    Request(String),
+    /// The engine failed while generating.
+    #[error("the engine failed: {0}")]
+    Engine(String),
+    /// HTTP transport problem (after retries).
+    #[error("{0}")]
+    Http(String),
+    /// The server's reply did not follow the protocol.
+    #[error("malformed reply from the server: {0}")]
+    Protocol(String),
+    /// Cancelled by the caller.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// A model the agent can talk to.
+pub trait ModelBackend: Send + Sync + fmt::Debug {
+    /// Who this is.
+    fn info(&self) -> &ModelInfo;
+
+    /// Generates one reply. Text is streamed to `on_token` as it arrives.
+    fn generate<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        on_token: TokenSink,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ModelOutput, ModelError>>;
+}

@@ -1,0 +1,70 @@
+//! The web tools' URL policy, answered by the permission policy: opening a URL is judged
+//! exactly like a call of the `fetch` tool with that URL, so one set of domain rules (e.g.
+//! `when = { "args.url" = { domain = [".python.org"] } }`) governs both what `fetch` may
+//! read and which `web_search` results the model gets to see.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use verity_policies::{PolicyEngine, Request, Verdict};
+use verity_tools::{
+    web::{self, UrlPolicy, UrlVerdict, WebConfig},
+    Annotations, ToolRegistry,
+};
+
+use crate::gate::{caller_from_tag, to_policy_annotations};
+
+/// [`UrlPolicy`] over the live policy (reloads apply at once). Filtering uses the pure
+/// decision: it neither spends budgets nor writes audit records — the calls themselves do.
+pub struct PolicyUrls {
+    engine: Arc<PolicyEngine>,
+}
+
+impl PolicyUrls {
+    /// Judges URLs with `engine`.
+    pub fn new(engine: Arc<PolicyEngine>) -> Self {
+        Self { engine }
+    }
+}
+
+const FETCH_ANNOTATIONS: Annotations = Annotations {
+    read_only: true,
+    destructive: false,
+    idempotent: true,
+    open_world: true,
+};
+
+impl UrlPolicy for PolicyUrls {
+    fn check(&self, caller: Option<&str>, url: &str) -> UrlVerdict {
+        let caller = caller_from_tag(caller);
+        let args = json!({ "url": url });
+        let request = Request::new(&caller, "fetch", &args)
+            .with_annotations(to_policy_annotations(FETCH_ANNOTATIONS));
+        let d = self.engine.policy().decide(&request);
+        match d.verdict {
+            Verdict::Allow => UrlVerdict::Allow,
+            Verdict::Ask => UrlVerdict::Ask {
+                rule: d.rule_id,
+                reason: d.reason,
+            },
+            Verdict::Deny => UrlVerdict::Deny {
+                rule: d.rule_id,
+                reason: d.reason,
+            },
+        }
+    }
+}
+
+/// Every built-in tool, plus `web_search` and `fetch` when a web backend is configured.
+pub fn builtin_tools(
+    engine: &Arc<PolicyEngine>,
+    web: Option<WebConfig>,
+) -> Result<ToolRegistry, String> {
+    let mut registry = ToolRegistry::with_builtins();
+    if let Some(config) = web {
+        let (search, fetch) = web::tools(config, Arc::new(PolicyUrls::new(engine.clone())))?;
+        registry.register(search);
+        registry.register(fetch);
+    }
+    Ok(registry)
+}

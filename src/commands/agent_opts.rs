@@ -1,0 +1,323 @@
+//! Options shared by `verity run` (and later `chat` and `rollout`): which model, which
+//! policy, which external MCP servers, which budgets — from flags, else the config file
+//! (`~/.config/verity/config.toml` or `$VERITY_CONFIG`), else built-in defaults.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use verity_policies::{AuditSink, PolicyEngine};
+use verity_runtime::{
+    agent::AgentConfig,
+    hub::{HubConfig, McpHub, ServerConfig},
+    model::{
+        EmbeddedModel, LoadOptions, ModelBackend, ModelSource, OpenAiConfig, OpenAiModel, Sampling,
+        ToolChoice,
+    },
+    Caller, ToolGate,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentOpts {
+    /// Model: `tiny` (the generated test model), a model folder, a .gguf file, a Hugging
+    /// Face id (`Qwen/Qwen3-4B`), or — with --base-url — the server's model name.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Use an OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama) at this URL
+    /// (up to `/v1`) instead of the embedded engine.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the server's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Ask the server for vLLM's token-id extensions (exact token ids for RL).
+    #[arg(long)]
+    pub vllm: bool,
+    /// Seconds to wait for the server's first byte, and at most between two chunks.
+    #[arg(long)]
+    pub http_timeout: Option<f64>,
+    /// Retries of a request that failed before the reply started (connection, 429, 5xx).
+    #[arg(long)]
+    pub http_retries: Option<u32>,
+    /// Permission policy: a preset (default, strict, trusted) or a TOML file.
+    #[arg(long, env = "VERITY_POLICY")]
+    pub policy: Option<String>,
+    /// Append an audit record of every policy decision to this JSONL file.
+    #[arg(long, env = "VERITY_AUDIT")]
+    pub audit: Option<PathBuf>,
+    /// External MCP servers: a TOML file (`[servers.NAME]`) or an `mcpServers` JSON file.
+    #[arg(long)]
+    pub mcp: Option<PathBuf>,
+    /// Most model calls.
+    #[arg(long)]
+    pub max_turns: Option<usize>,
+    /// Most generated tokens in the whole run.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Most tokens one model call may generate.
+    #[arg(long)]
+    pub max_tokens_per_call: Option<usize>,
+    /// Wall-clock budget in seconds.
+    #[arg(long)]
+    pub max_time: Option<f64>,
+    /// Constrain decoding so every tool call is a valid call of an offered tool.
+    #[arg(long)]
+    pub strict: bool,
+    /// First call's tool choice: auto, none, required, or a tool name.
+    #[arg(long)]
+    pub tool_choice: Option<ToolChoice>,
+    /// With --strict and a required/named first call: exactly this many calls.
+    #[arg(long)]
+    pub calls_per_turn: Option<usize>,
+    /// A Lark grammar file every reply must follow (embedded engine; overrides --strict).
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
+    /// Offer only these tools (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub tools: Option<Vec<String>>,
+    /// Sampling temperature (omit for greedy decoding).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Seed (OpenAI backends; the embedded engine samples from a fixed seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Approve every call the policy would ask about.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Config file (default: $VERITY_CONFIG or ~/.config/verity/config.toml).
+    #[arg(long, env = "VERITY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `config.toml`: defaults for every option above.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub vllm: bool,
+    pub http_timeout: Option<f64>,
+    pub http_retries: Option<u32>,
+    pub policy: Option<String>,
+    pub audit: Option<PathBuf>,
+    pub mcp: Option<PathBuf>,
+    pub max_turns: Option<usize>,
+    pub max_tokens: Option<u64>,
+    pub max_tokens_per_call: Option<usize>,
+    pub max_time: Option<f64>,
+    #[serde(default)]
+    pub strict: bool,
+    pub tool_choice: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub system: Option<String>,
+    #[serde(default)]
+    pub yes: bool,
+    /// Servers inline: `[mcp_servers.NAME]`.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, ServerConfig>,
+}
+
+impl ConfigFile {
+    fn load(explicit: Option<&Path>) -> anyhow::Result<(Self, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match dirs::config_dir() {
+                Some(d) => d.join("verity").join("config.toml"),
+                None => return Ok((Self::default(), None)),
+            },
+        };
+        if !path.exists() {
+            anyhow::ensure!(
+                explicit.is_none(),
+                "config file {} does not exist",
+                path.display()
+            );
+            return Ok((Self::default(), None));
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let cfg = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok((cfg, Some(path)))
+    }
+}
+
+/// Everything resolved: flags over config over defaults.
+pub struct Resolved {
+    pub model: String,
+    pub base_url: Option<String>,
+    pub api_key_env: String,
+    pub vllm: bool,
+    pub http_timeout: Option<f64>,
+    pub http_retries: Option<u32>,
+    pub policy: String,
+    pub audit: Option<PathBuf>,
+    pub hub: HubConfig,
+    pub agent: AgentConfig,
+    pub system: Option<String>,
+    pub yes: bool,
+}
+
+impl AgentOpts {
+    pub fn resolve(self, caller: Caller) -> anyhow::Result<Resolved> {
+        let (cfg, cfg_path) = ConfigFile::load(self.config.as_deref())?;
+        let from = cfg_path
+            .as_ref()
+            .map(|p| format!(" (or `model` in {})", p.display()))
+            .unwrap_or_default();
+        let model = self.model.or(cfg.model).with_context(|| {
+            format!(
+                "no model given: pass --model (e.g. `--model tiny` for the generated test \
+                 model, or a Hugging Face id like Qwen/Qwen3-4B){from}"
+            )
+        })?;
+        let mut hub = match self.mcp.or(cfg.mcp) {
+            Some(p) => HubConfig::load(&p)?,
+            None => HubConfig::default(),
+        };
+        let inline = HubConfig::from_map(cfg.mcp_servers)
+            .map_err(|e| anyhow::anyhow!("config mcp_servers: {e}"))?;
+        hub.servers.extend(inline.servers);
+        let tool_choice = match self.tool_choice {
+            Some(c) => c,
+            None => match cfg.tool_choice {
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("config tool_choice: {e}"))?,
+                None => ToolChoice::Auto,
+            },
+        };
+        let temperature = self.temperature.or(cfg.temperature);
+        let mut sampling = Sampling {
+            temperature,
+            top_p: self.top_p.or(cfg.top_p),
+            top_k: None,
+            seed: self.seed.or(cfg.seed),
+            greedy: temperature.is_none_or(|t| t <= 0.0),
+            ..Sampling::default()
+        };
+        if let Some(n) = self.max_tokens_per_call.or(cfg.max_tokens_per_call) {
+            sampling.max_tokens = n;
+        }
+        let defaults = AgentConfig::default();
+        let wall = self.max_time.or(cfg.max_time);
+        if let Some(w) = wall {
+            anyhow::ensure!(
+                w > 0.0 && w.is_finite(),
+                "--max-time must be a positive number of seconds"
+            );
+        }
+        let agent = AgentConfig {
+            max_turns: self
+                .max_turns
+                .or(cfg.max_turns)
+                .unwrap_or(defaults.max_turns),
+            max_tokens: self
+                .max_tokens
+                .or(cfg.max_tokens)
+                .unwrap_or(defaults.max_tokens),
+            wall_time: wall.map(Duration::from_secs_f64),
+            strict: self.strict || cfg.strict,
+            tool_choice,
+            calls_per_turn: self.calls_per_turn.unwrap_or(1).max(1),
+            parallel_tools: defaults.parallel_tools,
+            sampling,
+            caller,
+            tool_allow_list: self.tools.or(cfg.tools),
+            grammar: match &self.grammar {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading --grammar {}", p.display()))?,
+                ),
+                None => None,
+            },
+        };
+        Ok(Resolved {
+            model,
+            base_url: self.base_url.or(cfg.base_url),
+            api_key_env: cfg.api_key_env.unwrap_or(self.api_key_env),
+            vllm: self.vllm || cfg.vllm,
+            http_timeout: self.http_timeout.or(cfg.http_timeout),
+            http_retries: self.http_retries.or(cfg.http_retries),
+            policy: self
+                .policy
+                .or(cfg.policy)
+                .unwrap_or_else(|| "default".into()),
+            audit: self.audit.or(cfg.audit),
+            hub,
+            agent,
+            system: self.system.or(cfg.system),
+            yes: self.yes || cfg.yes,
+        })
+    }
+}
+
+impl Resolved {
+    pub fn policy_engine(&self) -> anyhow::Result<Arc<PolicyEngine>> {
+        let mut engine = PolicyEngine::load(&self.policy)?;
+        if let Some(path) = &self.audit {
+            let sink = AuditSink::file(path)
+                .with_context(|| format!("cannot open audit log {}", path.display()))?;
+            engine = engine.with_audit(sink);
+        }
+        Ok(Arc::new(engine))
+    }
+
+    /// Loads (or connects to) the model.
+    pub async fn backend(&self) -> anyhow::Result<Arc<dyn ModelBackend>> {
+        if let Some(url) = &self.base_url {
+            let mut cfg = OpenAiConfig::new(url.clone(), self.model.clone());
+            cfg.api_key = std::env::var(&self.api_key_env).ok();
+            cfg.vllm_extensions = self.vllm;
+            if let Some(t) = self.http_timeout {
+                anyhow::ensure!(t > 0.0 && t.is_finite(), "--http-timeout must be positive");
+                cfg.first_byte_timeout = Duration::from_secs_f64(t);
+                cfg.idle_timeout = Duration::from_secs_f64(t);
+            }
+            if let Some(r) = self.http_retries {
+                cfg.max_retries = r;
+            }
+            return Ok(Arc::new(OpenAiModel::new(cfg)?));
+        }
+        let source = ModelSource::parse(&self.model)?;
+        let spinner =
+            indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", self.model));
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let model = EmbeddedModel::load(source, LoadOptions::default()).await;
+        spinner.finish_and_clear();
+        let model = model?;
+        tracing::info!(
+            "loaded {} in {:.2} s",
+            self.model,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Arc::new(model))
+    }
+
+    /// Built-in tools plus those of the external servers that started.
+    pub async fn gate(&self) -> anyhow::Result<(ToolGate, McpHub)> {
+        let hub = McpHub::start(&self.hub).await;
+        let engine = self.policy_engine()?;
+        let mut registry = super::builtin_tools(&engine)?;
+        for t in hub.tools() {
+            registry.register_dyn(t.clone());
+        }
+        Ok((ToolGate::new(registry, engine), hub))
+    }
+}

@@ -1,0 +1,204 @@
+//! `verity run "prompt"`: one agent run, headless. The answer goes to stdout; what the
+//! agent does goes to stderr (or, with `--json`, every event as JSONL on stdout).
+
+use std::{
+    io::{IsTerminal, Read, Write},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use verity_runtime::{
+    agent::{Agent, AgentEvent, StopReason},
+    model::{Message, Role},
+    Approver, AutoApprove, Caller, DenyAsk,
+};
+
+use super::agent_opts::AgentOpts;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task. `-` reads it from stdin.
+    prompt: String,
+    /// Print every event as a JSON line on stdout (the answer is in the last one).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    opts: AgentOpts,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        args.prompt
+    };
+    anyhow::ensure!(!prompt.trim().is_empty(), "the prompt is empty");
+    let resolved = args.opts.resolve(Caller::cli())?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let model = resolved.backend().await?;
+        let (gate, hub) = resolved.gate().await?;
+        for s in hub.statuses() {
+            match &s.error {
+                None => eprintln!("verity: MCP server '{}': {} tools", s.name, s.tools.len()),
+                Some(e) => eprintln!("verity: MCP server '{}' unavailable (skipped): {e}", s.name),
+            }
+        }
+        let approver: Arc<dyn Approver> = if resolved.yes {
+            Arc::new(AutoApprove)
+        } else {
+            Arc::new(DenyAsk)
+        };
+        let agent = Agent::new(model, gate, approver, resolved.agent.clone());
+        let mut messages = Vec::new();
+        if let Some(system) = &resolved.system {
+            messages.push(Message::new(Role::System, system.clone()));
+        }
+        messages.push(Message::new(Role::User, prompt));
+
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let json = args.json;
+        let printer = tokio::spawn(async move {
+            let mut printer = EventPrinter::new(json);
+            while let Some(event) = rx.recv().await {
+                printer.print(&event);
+            }
+        });
+        let outcome = agent.run(messages, tx, cancel).await;
+        let _ = printer.await;
+        let outcome = outcome?;
+        Ok(match outcome.stop {
+            StopReason::Answer | StopReason::Truncated => {
+                if outcome.stop == StopReason::Truncated {
+                    eprintln!(
+                        "verity: the answer was cut at the per-call token limit (--max-tokens-per-call)"
+                    );
+                }
+                if !json {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", outcome.answer.unwrap_or_default())?;
+                }
+                ExitCode::SUCCESS
+            }
+            StopReason::Cancelled => {
+                eprintln!("verity: cancelled");
+                ExitCode::from(130)
+            }
+            stop => {
+                eprintln!(
+                    "verity: no answer: {} after {} turns ({} tokens generated)",
+                    match stop {
+                        StopReason::MaxTurns => "the turn budget (--max-turns) ran out",
+                        StopReason::MaxTokens => "the token budget (--max-tokens) ran out",
+                        _ => "the time budget (--max-time) ran out",
+                    },
+                    outcome.turns,
+                    outcome.usage.completion_tokens
+                );
+                ExitCode::from(3)
+            }
+        })
+    })
+}
+
+/// Renders events: JSONL, or short human lines on stderr.
+struct EventPrinter {
+    json: bool,
+    color: bool,
+}
+
+impl EventPrinter {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            color: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn print(&mut self, event: &AgentEvent) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(out, "{line}");
+            }
+            return;
+        }
+        let dim = |s: String| {
+            if self.color {
+                format!("\x1b[2m{s}\x1b[0m")
+            } else {
+                s
+            }
+        };
+        let line = match event {
+            AgentEvent::TurnStarted { turn } => Some(dim(format!("── turn {turn}"))),
+            AgentEvent::ToolCallProposed { call, .. } => Some(format!(
+                "→ {} {}",
+                call.name,
+                truncate(&call.arguments.to_string(), 200)
+            )),
+            AgentEvent::PolicyDecision {
+                verdict,
+                rule_id,
+                reason,
+                ..
+            } => Some(dim(format!("  policy: {verdict:?} ({rule_id}: {reason})"))),
+            AgentEvent::ApprovalResolved { approval, .. } => {
+                Some(dim(format!("  approval: {approval:?}")))
+            }
+            AgentEvent::ToolResult { result, tool, .. } => {
+                let status = match result.outcome.failure {
+                    None => "ok".to_owned(),
+                    Some(k) => format!("{k:?}").to_lowercase(),
+                };
+                Some(format!(
+                    "← {tool} {status} ({} ms): {}",
+                    result.duration.as_millis(),
+                    truncate(&result.outcome.text, 300)
+                ))
+            }
+            AgentEvent::ParseFailure { failure, .. } => Some(format!(
+                "✗ unusable tool call: {}",
+                truncate(&failure.error, 300)
+            )),
+            AgentEvent::ModelOutput {
+                output,
+                duration_ms,
+                ..
+            } => Some(dim(format!(
+                "  model: {} tokens in {duration_ms} ms, finish {:?}",
+                output.usage.completion_tokens,
+                output
+                    .finish
+                    .clone()
+                    .unwrap_or(verity_runtime::model::Finish::Other("?".into()))
+            ))),
+            AgentEvent::Error { message } => Some(format!("verity: error: {message}")),
+            _ => None,
+        };
+        if let Some(line) = line {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let one_line = s.replace('\n', "⏎");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
