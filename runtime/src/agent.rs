@@ -264,12 +264,15 @@ impl Agent {
     /// Runs until an answer or a budget. Events go to `events` (a closed receiver is fine).
     pub async fn run(
         &self,
-        mut messages: Vec<Message>,
+        messages: Vec<Message>,
         events: UnboundedSender<AgentEvent>,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, ModelError> {
         let started = Instant::now();
-        let tools = self.tool_defs();
+        let tools = Arc::new(self.tool_defs());
+        // Shared with each model request, appended to in place once the request is done:
+        // no per-turn copy of a growing conversation.
+        let mut messages = Arc::new(messages);
         let mut usage = Usage::default();
         let emit = |e: AgentEvent| {
             let _ = events.send(e);
@@ -309,8 +312,8 @@ impl Agent {
                 .max_tokens
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let request = ModelRequest {
-                messages: messages.clone(),
-                tools: tools.clone(),
+                messages: Arc::clone(&messages),
+                tools: Arc::clone(&tools),
                 tool_choice: choice,
                 strict: self.config.strict,
                 calls_per_turn: self.config.calls_per_turn,
@@ -339,6 +342,9 @@ impl Agent {
                 },
                 None => generate.await,
             };
+            // Release the request's share of the conversation so appending below does not
+            // copy it.
+            drop(request);
             let output = match output {
                 Ok(o) => o,
                 Err(ModelError::Cancelled) => break StopReason::Cancelled,
@@ -366,13 +372,13 @@ impl Agent {
                 }
                 let mut assistant = Message::new(Role::Assistant, raw_reply(&output));
                 assistant.tool_calls = Vec::new();
-                messages.push(assistant);
+                Arc::make_mut(&mut messages).push(assistant);
                 let errors: Vec<String> = output
                     .parse_failures
                     .iter()
                     .map(|f| format!("- {}", f.error))
                     .collect();
-                messages.push(Message::new(
+                Arc::make_mut(&mut messages).push(Message::new(
                     Role::User,
                     format!(
                         "Your tool call could not be used:\n{}\nNo tool was run. Try again or answer directly.",
@@ -392,7 +398,7 @@ impl Agent {
                 } else {
                     StopReason::Answer
                 };
-                messages.push(Message::new(Role::Assistant, output.text.clone()));
+                Arc::make_mut(&mut messages).push(Message::new(Role::Assistant, output.text.clone()));
                 emit(AgentEvent::Finished {
                     stop,
                     answer: Some(output.text.clone()),
@@ -402,7 +408,7 @@ impl Agent {
                 return Ok(RunOutcome {
                     stop,
                     answer: Some(output.text),
-                    messages,
+                    messages: Arc::unwrap_or_clone(messages),
                     turns: turn,
                     usage,
                 });
@@ -410,7 +416,7 @@ impl Agent {
 
             let mut assistant = Message::new(Role::Assistant, output.text.clone());
             assistant.tool_calls = output.tool_calls.clone();
-            messages.push(assistant);
+            Arc::make_mut(&mut messages).push(assistant);
             for call in &output.tool_calls {
                 emit(AgentEvent::ToolCallProposed {
                     turn,
@@ -421,7 +427,7 @@ impl Agent {
                 .run_calls(&output.tool_calls, &events, cancel.child_token())
                 .await;
             for (call, result) in output.tool_calls.iter().zip(results) {
-                messages.push(Message::tool_result(call, render_result(&result)));
+                Arc::make_mut(&mut messages).push(Message::tool_result(call, render_result(&result)));
                 emit(AgentEvent::ToolResult {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),
@@ -439,7 +445,7 @@ impl Agent {
         Ok(RunOutcome {
             stop,
             answer: None,
-            messages,
+            messages: Arc::unwrap_or_clone(messages),
             turns: turn,
             usage,
         })

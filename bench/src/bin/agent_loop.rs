@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
+/// One run of `steps` scripted turns: (wall, time inside the tool, turns).
+async fn scripted_run(steps: usize) -> anyhow::Result<(Duration, Duration, usize)> {
     let reply = ModelOutput {
         tool_calls: vec![ToolCall {
             id: "c".into(),
@@ -53,7 +54,12 @@ async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
         ..ModelOutput::default()
     };
     let model = Arc::new(ScriptedModel::new(vec![reply], true).without_recording());
-    let policy = Policy::load("default")?;
+    // A policy with a rule to match but no budget: the default preset's 600 calls/minute
+    // would start denying calls partway through the long run.
+    let policy = Policy::from_toml_str(
+        "default = \"ask\"\n[[rule]]\nid = \"calc\"\ntool = \"calculator\"\ndecision = \"allow\"\n",
+        "bench.toml",
+    )?;
     let gate = ToolGate::new(
         ToolRegistry::with_builtins(),
         Arc::new(PolicyEngine::new(policy, None)),
@@ -67,11 +73,7 @@ async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
     let out = agent
-        .run(
-            vec![Message::new(Role::User, "go")],
-            tx,
-            CancellationToken::new(),
-        )
+        .run(vec![Message::new(Role::User, "go")], tx, CancellationToken::new())
         .await?;
     let wall = started.elapsed();
     let mut tool_time = Duration::ZERO;
@@ -80,27 +82,30 @@ async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
             tool_time += result.duration;
         }
     }
-    let per_step = wall / out.turns as u32;
-    let overhead = wall.saturating_sub(tool_time) / out.turns as u32;
-    println!(
-        "## agent loop, zero-latency backend, {} steps (one calculator call each)",
-        out.turns
-    );
-    println!("| measure | per step |");
-    println!("|---|---|");
-    println!(
-        "| whole step (loop + policy + calculator) | {} |",
-        fmt(per_step)
-    );
-    println!(
-        "| calculator itself | {} |",
-        fmt(tool_time / out.turns as u32)
-    );
-    println!("| loop overhead (step − tool) | {} |", fmt(overhead));
-    println!(
-        "note: the conversation grows every step ({} messages at the end); the loop clones it per model call.\n",
-        out.messages.len()
-    );
+    Ok((wall, tool_time, out.turns))
+}
+
+async fn loop_overhead(steps: usize) -> anyhow::Result<()> {
+    println!("## agent loop, zero-latency backend (one calculator call per step)");
+    println!("| run shape | whole step | calculator itself | loop overhead (step − tool) |");
+    println!("|---|---|---|---|");
+    for (runs, len) in [(200, 10), (1, steps)] {
+        let (mut wall, mut tool, mut turns) = (Duration::ZERO, Duration::ZERO, 0);
+        for _ in 0..runs {
+            let (w, t, n) = scripted_run(len).await?;
+            wall += w;
+            tool += t;
+            turns += n;
+        }
+        let n = turns as u32;
+        println!(
+            "| {runs} run(s) × {len} steps | {} | {} | {} |",
+            fmt(wall / n),
+            fmt(tool / n),
+            fmt(wall.saturating_sub(tool) / n)
+        );
+    }
+    println!();
     Ok(())
 }
 
@@ -115,8 +120,8 @@ async fn throughput(rounds: usize) -> anyhow::Result<()> {
     let max_tokens = 256;
     let prompt = "Write a long story about a lighthouse keeper.";
     let request = ModelRequest {
-        messages: vec![Message::new(Role::User, prompt)],
-        tools: Vec::new(),
+        messages: Arc::new(vec![Message::new(Role::User, prompt)]),
+        tools: Arc::new(Vec::new()),
         tool_choice: ToolChoice::Auto,
         strict: false,
         calls_per_turn: 1,

@@ -179,10 +179,10 @@ impl Default for Sampling {
 /// One model call.
 #[derive(Debug, Clone)]
 pub struct ModelRequest {
-    /// The conversation so far.
-    pub messages: Vec<Message>,
+    /// The conversation so far (shared: the loop appends to it after the call).
+    pub messages: Arc<Vec<Message>>,
     /// Tools offered.
-    pub tools: Vec<ToolDef>,
+    pub tools: Arc<Vec<ToolDef>>,
     /// Must the model call a tool?
     pub tool_choice: ToolChoice,
     /// Constrain decoding so every tool call is a valid call of an offered tool.
