@@ -398,7 +398,8 @@ impl Agent {
                 } else {
                     StopReason::Answer
                 };
-                Arc::make_mut(&mut messages).push(Message::new(Role::Assistant, output.text.clone()));
+                Arc::make_mut(&mut messages)
+                    .push(Message::new(Role::Assistant, output.text.clone()));
                 emit(AgentEvent::Finished {
                     stop,
                     answer: Some(output.text.clone()),
@@ -427,7 +428,8 @@ impl Agent {
                 .run_calls(&output.tool_calls, &events, cancel.child_token())
                 .await;
             for (call, result) in output.tool_calls.iter().zip(results) {
-                Arc::make_mut(&mut messages).push(Message::tool_result(call, render_result(&result)));
+                Arc::make_mut(&mut messages)
+                    .push(Message::tool_result(call, render_result(&result)));
                 emit(AgentEvent::ToolResult {
                     call_id: call.id.clone(),
                     tool: call.name.clone(),

@@ -73,7 +73,11 @@ async fn scripted_run(steps: usize) -> anyhow::Result<(Duration, Duration, usize
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
     let out = agent
-        .run(vec![Message::new(Role::User, "go")], tx, CancellationToken::new())
+        .run(
+            vec![Message::new(Role::User, "go")],
+            tx,
+            CancellationToken::new(),
+        )
         .await?;
     let wall = started.elapsed();
     let mut tool_time = Duration::ZERO;

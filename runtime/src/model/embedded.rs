@@ -381,7 +381,9 @@ impl EmbeddedModel {
             .collect();
         let entries = choice.logprobs.and_then(|l| l.content).unwrap_or_default();
         let logprobs: Vec<f32> = entries.iter().map(|e| e.logprob).collect();
-        let (tool_calls, parse_failures) = toolcall::check(&req.tools, raw_calls, &text);
+        let finish = Finish::from_engine(Some(&choice.finish_reason));
+        let (tool_calls, parse_failures) =
+            toolcall::check(&req.tools, raw_calls, &text, finish == Finish::Length);
 
         let mut missing = Vec::new();
         let (prompt_consistent, mut token_ids) = recorder.take();
@@ -442,7 +444,7 @@ impl EmbeddedModel {
             prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
             token_ids: ids_ok.then_some(token_ids),
             logprobs: (logprobs.len() as u64 == usage.completion_tokens).then_some(logprobs),
-            finish: Some(Finish::from_engine(Some(&choice.finish_reason))),
+            finish: Some(finish),
             usage,
             missing,
         })

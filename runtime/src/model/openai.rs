@@ -477,7 +477,8 @@ impl Accumulator {
 
     fn finish_output(self, req: &ModelRequest, mut missing: Vec<String>) -> ModelOutput {
         let raw: Vec<toolcall::RawCall> = self.calls.into_values().collect();
-        let (tool_calls, parse_failures) = toolcall::check(&req.tools, raw, &self.text);
+        let truncated = self.finish == Some(Finish::Length);
+        let (tool_calls, parse_failures) = toolcall::check(&req.tools, raw, &self.text, truncated);
         let token_ids = if !self.token_ids.is_empty() {
             Some(self.token_ids)
         } else if !self.ids_from_logprobs.is_empty()

@@ -37,6 +37,7 @@ pub fn check_calls(
     tools: &[ToolDef],
     raw: Vec<(String, String, String)>,
     text: &str,
+    truncated: bool,
 ) -> (Vec<ToolCall>, Vec<ParseFailure>) {
     let raw = raw
         .into_iter()
@@ -46,13 +47,15 @@ pub fn check_calls(
             arguments,
         })
         .collect();
-    check(tools, raw, text)
+    check(tools, raw, text, truncated)
 }
 
+/// `truncated`: the reply hit its token limit (an unfinished call is then reported as such).
 pub(crate) fn check(
     tools: &[ToolDef],
     raw: Vec<RawCall>,
     text: &str,
+    truncated: bool,
 ) -> (Vec<ToolCall>, Vec<ParseFailure>) {
     let mut calls = Vec::new();
     let mut failures = Vec::new();
@@ -100,12 +103,20 @@ pub(crate) fn check(
         }
     }
     if let Some(marker) = CALL_MARKERS.iter().find(|m| text.contains(*m)) {
-        failures.push(ParseFailure {
-            raw: text.to_owned(),
-            error: format!(
+        let error = if truncated {
+            format!(
+                "the reply reached its token limit inside a tool call starting with {marker}; \
+                 the call is incomplete (raise --max-tokens-per-call, or write a shorter call)"
+            )
+        } else {
+            format!(
                 "a tool call starting with {marker} could not be parsed; write exactly \
                  <tool_call>{{\"name\": \"TOOL\", \"arguments\": {{...}}}}</tool_call>"
-            ),
+            )
+        };
+        failures.push(ParseFailure {
+            raw: text.to_owned(),
+            error,
         });
     }
     (calls, failures)
@@ -142,8 +153,12 @@ mod tests {
 
     #[test]
     fn good_call_passes_with_an_id() {
-        let (calls, failures) =
-            check_calls(&tools(), raw("calculator", r#"{"expression":"1+1"}"#), "");
+        let (calls, failures) = check_calls(
+            &tools(),
+            raw("calculator", r#"{"expression":"1+1"}"#),
+            "",
+            false,
+        );
         assert!(failures.is_empty());
         assert_eq!(calls[0].id, "call_0");
         assert_eq!(calls[0].arguments, json!({"expression": "1+1"}));
@@ -156,11 +171,13 @@ mod tests {
             ("calculator", "{\"expression\":", "not valid JSON"),
             ("calculator", "[1]", "must be a JSON object, not an array"),
         ] {
-            let (calls, failures) = check_calls(&tools(), raw(name, args), "");
+            let (calls, failures) = check_calls(&tools(), raw(name, args), "", false);
             assert!(calls.is_empty());
             assert!(failures[0].error.contains(needle), "{failures:?}");
         }
-        let (_, failures) = check_calls(&tools(), vec![], "sure <tool_call>{oops");
+        let (_, failures) = check_calls(&tools(), vec![], "sure <tool_call>{oops", false);
         assert!(failures[0].error.contains("<tool_call>"));
+        let (_, failures) = check_calls(&tools(), vec![], "<tool_call>{\"na", true);
+        assert!(failures[0].error.contains("token limit"), "{failures:?}");
     }
 }
