@@ -34,6 +34,8 @@ enum Command {
     Run(Box<commands::run::RunArgs>),
     /// Manage models (generate the tiny test model).
     Model(commands::model::ModelArgs),
+    /// Check trajectory files: hash chain intact, first bad record named.
+    Verify(commands::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => commands::policy::run(args),
         Command::Run(args) => commands::run::run(*args),
         Command::Model(args) => commands::model::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ mod gate;
 pub mod hub;
 pub mod mcp;
 pub mod model;
+pub mod trajectory;
 pub mod web;
 
 pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};

@@ -8,6 +8,7 @@ pub mod run;
 pub mod serve;
 pub mod setup;
 pub mod tools;
+pub mod verify;
 
 use std::{path::PathBuf, sync::Arc};
 

@@ -3,6 +3,7 @@
 
 use std::{
     io::{IsTerminal, Read, Write},
+    path::PathBuf,
     process::ExitCode,
     sync::Arc,
 };
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use verity_runtime::{
     agent::{Agent, AgentEvent, StopReason},
     model::{Message, Role},
+    trajectory::{chain::ChainWriter, TrajectoryBuilder},
     Approver, AutoApprove, Caller, DenyAsk,
 };
 
@@ -24,6 +26,9 @@ pub struct RunArgs {
     /// Print every event as a JSON line on stdout (the answer is in the last one).
     #[arg(long)]
     json: bool,
+    /// Append the run as a `verity.traj/1` record to this JSONL file (hash-chained).
+    #[arg(long)]
+    record: Option<PathBuf>,
     #[command(flatten)]
     opts: AgentOpts,
 }
@@ -40,6 +45,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let resolved = args.opts.resolve(Caller::cli())?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        // Open the record file first: a damaged file is refused before any model time.
+        let mut writer = match &args.record {
+            Some(p) => Some(ChainWriter::open(p)?),
+            None => None,
+        };
         let model = resolved.backend().await?;
         let (gate, hub) = resolved.gate().await?;
         for s in hub.statuses() {
@@ -53,12 +63,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             Arc::new(DenyAsk)
         };
+        let model_info = model.info().clone();
         let agent = Agent::new(model, gate, approver, resolved.agent.clone());
+        let tools = agent.tool_defs();
         let mut messages = Vec::new();
         if let Some(system) = &resolved.system {
             messages.push(Message::new(Role::System, system.clone()));
         }
-        messages.push(Message::new(Role::User, prompt));
+        messages.push(Message::new(Role::User, prompt.clone()));
 
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
@@ -69,15 +81,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let json = args.json;
+        let recording = writer.is_some();
         let printer = tokio::spawn(async move {
             let mut printer = EventPrinter::new(json);
+            let mut builder = TrajectoryBuilder::new();
             while let Some(event) = rx.recv().await {
                 printer.print(&event);
+                if recording {
+                    builder.observe(&event);
+                }
             }
+            builder
         });
         let outcome = agent.run(messages, tx, cancel).await;
-        let _ = printer.await;
+        let builder = printer.await.unwrap_or_default();
         let outcome = outcome?;
+        if let (Some(w), Some(path)) = (writer.as_mut(), &args.record) {
+            let task = serde_json::json!({"prompt": prompt});
+            let mut record = builder.finish(&model_info, agent.config(), &tools, &outcome, task);
+            let digest = w.append(&mut record)?;
+            eprintln!("verity: recorded to {} ({digest})", path.display());
+        }
         Ok(match outcome.stop {
             StopReason::Answer | StopReason::Truncated => {
                 if outcome.stop == StopReason::Truncated {

@@ -10,4 +10,5 @@ mod mcp_python;
 mod openai;
 mod policies;
 mod search;
+mod trajectory;
 mod web;

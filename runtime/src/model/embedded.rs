@@ -160,6 +160,12 @@ impl EmbeddedModel {
         let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
         let described = source.describe();
         let tokenizer_path = source.tokenizer_json();
+        let files = match &source {
+            ModelSource::Tiny(d) | ModelSource::Dir(d) | ModelSource::Gguf(d) => Some(d.clone()),
+            ModelSource::HuggingFace(_) => tokenizer_path
+                .as_ref()
+                .and_then(|t| t.parent().map(Path::to_path_buf)),
+        };
         let build = async move {
             match &source {
                 ModelSource::Tiny(dir) => {
@@ -217,6 +223,7 @@ impl EmbeddedModel {
             },
             context_window,
             dtype: Some("auto".into()),
+            files,
         };
         let tokenizer = tokenizer_path
             .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())

@@ -278,6 +278,10 @@ pub struct ModelInfo {
     pub context_window: Option<usize>,
     /// Weight dtype or quantisation, when known.
     pub dtype: Option<String>,
+    /// Local files of the model (folder or .gguf), when it has them: what trajectory
+    /// records digest to identify the exact weights, tokenizer and chat template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::path::PathBuf>,
 }
 
 /// A streamed piece of the reply.

@@ -82,6 +82,7 @@ impl OpenAiModel {
             device: config.base_url.clone(),
             context_window: None,
             dtype: None,
+            files: None,
         };
         Ok(Self {
             client,

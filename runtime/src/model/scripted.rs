@@ -39,6 +39,7 @@ impl ScriptedModel {
                 device: "none".into(),
                 context_window: None,
                 dtype: None,
+                files: None,
             },
             seen: Arc::default(),
             record: true,

@@ -73,6 +73,9 @@ pub const IM_END_ID: u32 = 258;
 
 /// The chat template: Qwen3's tool format (tools listed in the system turn as JSON, calls
 /// as `<tool_call>{"name":…,"arguments":…}</tool_call>`, results as `<tool_response>`).
+/// Past calls are rendered exactly as strict mode generates them (compact JSON, several
+/// calls as one array in one block), so a recorded run's prompts continue each other
+/// token for token and trajectories get a flat token view.
 pub const CHAT_TEMPLATE: &str = r#"{%- if tools %}<|im_start|>system
 {% if messages[0].role == 'system' %}{{ messages[0].content }}
 
@@ -97,10 +100,7 @@ For each function call, return a json object with function name and arguments wi
 {{ message.content }}<|im_end|>
 {% elif message.role == 'assistant' %}<|im_start|>assistant
 {{ message.content }}
-{%- if message.tool_calls %}{% for tc in message.tool_calls %}
-<tool_call>
-{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments }}}
-</tool_call>{% endfor %}{% endif %}<|im_end|>
+{%- if message.tool_calls %}<tool_call>{% if message.tool_calls | length > 1 %}[{% endif %}{% for tc in message.tool_calls %}{% if not loop.first %},{% endif %}{"name":"{{ tc.function.name }}","arguments":{{ tc.function.arguments }}}{% endfor %}{% if message.tool_calls | length > 1 %}]{% endif %}</tool_call>{% endif %}<|im_end|>
 {% elif message.role == 'tool' %}<|im_start|>user
 <tool_response>
 {{ message.content }}

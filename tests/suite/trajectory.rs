@@ -1,0 +1,211 @@
+//! `verity run --record` and `verity verify`: records of real runs with the tiny model,
+//! checked end to end, then damaged in the ways files get damaged.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::common::{python, repo, stderr, stdout, verity, write_file};
+
+fn record(dir: &std::path::Path, file: &std::path::Path, prompt: &str) {
+    let model = dir.join("tiny");
+    if !model.exists() {
+        let out = Command::new(verity())
+            .args(["model", "tiny", "--out"])
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let config = write_file(dir, "config.toml", "");
+    let out = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--strict",
+            "--tool-choice",
+            "required",
+            "--calls-per-turn",
+            "2",
+            "--tools",
+            "calculator",
+            "--max-tokens-per-call",
+            "200",
+            "--max-turns",
+            "2",
+            "--record",
+        ])
+        .arg(file)
+        .arg(prompt)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("verity: recorded to"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn verify(file: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(verity())
+        .arg("verify")
+        .arg(file)
+        .output()
+        .unwrap();
+    (out.status.code(), stdout(&out))
+}
+
+#[test]
+fn recorded_runs_carry_exact_tokens_and_a_verifiable_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs.jsonl");
+    for p in ["first", "second", "third"] {
+        record(dir.path(), &file, p);
+    }
+    let (code, out) = verify(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 records, hash chain intact"), "{out}");
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let r: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(r["schema"], "verity.traj/1");
+    assert_eq!(r["policy"]["engine"], "mistral.rs");
+    assert!(r["policy"]["digests"]["weights"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert!(
+        r["policy"]["digests"]["tokenizer_config"].is_string(),
+        "chat template digest"
+    );
+    // Two parallel calls, each with its decision and an io digest.
+    let calls = r["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    for c in calls {
+        assert_eq!(c["decision"]["rule_id"], "calculator");
+        assert!(c["io_digest"].as_str().unwrap().starts_with("sha256:"));
+    }
+    // The turns join token for token, so the flat trainer view exists, and its loss mask
+    // covers exactly the sampled tokens (each turn's, stop token included).
+    let t0 = &r["turns"][0];
+    assert_eq!(t0["next"]["prefix_consistent"], true, "{t0:#}");
+    let tokens = &r["tokens"];
+    assert_eq!(tokens["available"], true, "{tokens:#}");
+    let sampled: usize = r["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["gen_ids"].as_array().unwrap().len())
+        .sum();
+    let mask = tokens["loss_mask"].as_array().unwrap();
+    assert_eq!(
+        mask.iter().filter(|m| m.as_u64() == Some(1)).count(),
+        sampled
+    );
+    assert_eq!(mask.len(), tokens["response_ids"].as_array().unwrap().len());
+    assert_eq!(
+        mask.len(),
+        tokens["rollout_logprobs"].as_array().unwrap().len()
+    );
+    for (m, lp) in mask
+        .iter()
+        .zip(tokens["rollout_logprobs"].as_array().unwrap())
+    {
+        if m.as_u64() == Some(0) {
+            assert_eq!(lp.as_f64(), Some(0.0));
+        }
+    }
+    let completion = r["outcome"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(sampled, completion);
+
+    // Every record, and the documented example, validate against the published schema
+    // (checked by the `jsonschema` package, not by us).
+    let check = "import json, sys, jsonschema\n\
+                 schema = json.load(open(sys.argv[1]))\n\
+                 docs = [json.load(open(sys.argv[2]))] + [json.loads(l) for l in open(sys.argv[3])]\n\
+                 [jsonschema.validate(d, schema) for d in docs]\n\
+                 print('valid', len(docs))";
+    let out = Command::new(python())
+        .args(["-c", check])
+        .arg(repo().join("docs/trajectory.schema.json"))
+        .arg(repo().join("docs/trajectory.example.json"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("valid 4"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_names_the_first_damaged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs.jsonl");
+    for p in ["a", "b", "c"] {
+        record(dir.path(), &file, p);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let damaged = dir.path().join("damaged.jsonl");
+    let edited = lines[1].replacen("\"stop\":", "\"stop\" :", 1).replacen(
+        "\"calculator\"",
+        "\"calculatorX\"",
+        1,
+    );
+    for (content, line, needle) in [
+        (
+            format!("{}\n{edited}\n{}\n", lines[0], lines[2]),
+            2,
+            "edited",
+        ),
+        (format!("{}\n{}\n", lines[0], lines[2]), 2, "dropped"),
+        (
+            format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1]),
+            2,
+            "reordered",
+        ),
+        (
+            format!(
+                "{}\n{}\n{}",
+                lines[0],
+                lines[1],
+                &lines[2][..lines[2].len() / 2]
+            ),
+            3,
+            "torn",
+        ),
+    ] {
+        std::fs::write(&damaged, content).unwrap();
+        let (code, out) = verify(&damaged);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains(&format!("FAILED at line {line}")) && out.contains(needle),
+            "{needle}: {out}"
+        );
+    }
+    // A torn file is not appended to: the damage would be buried under a valid record.
+    let out = Command::new(verity())
+        .args(["run", "--model", "tiny", "--record"])
+        .arg(&damaged)
+        .arg("x")
+        .env("VERITY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("line 3 is not a complete record"),
+        "{}",
+        stderr(&out)
+    );
+}
