@@ -34,6 +34,10 @@ enum Command {
     Run(Box<commands::run::RunArgs>),
     /// Manage models (generate the tiny test model).
     Model(commands::model::ModelArgs),
+    /// Sample G runs per task, verify them, record trajectories and group statistics.
+    Rollout(Box<commands::rollout::RolloutArgs>),
+    /// Export trajectories for trainers (OpenAI messages, TRL conversational or token level).
+    Export(commands::export::ExportArgs),
     /// Check trajectory files: hash chain intact, first bad record named.
     Verify(commands::verify::VerifyArgs),
 }
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(*args),
         Command::Model(args) => commands::model::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Rollout(args) => commands::rollout::run(*args),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(code) => code,

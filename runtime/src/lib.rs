@@ -15,6 +15,7 @@ mod gate;
 pub mod hub;
 pub mod mcp;
 pub mod model;
+pub mod reward;
 pub mod trajectory;
 pub mod web;
 

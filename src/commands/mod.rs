@@ -1,9 +1,11 @@
 //! One module per subcommand; each turns parsed flags into calls on the crates.
 
 pub mod agent_opts;
+pub mod export;
 pub mod index;
 pub mod model;
 pub mod policy;
+pub mod rollout;
 pub mod run;
 pub mod serve;
 pub mod setup;

@@ -9,6 +9,7 @@ mod inspector;
 mod mcp_python;
 mod openai;
 mod policies;
+mod rollout;
 mod search;
 mod trajectory;
 mod web;

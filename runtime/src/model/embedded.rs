@@ -496,7 +496,7 @@ fn anyhow_like(msg: String) -> anyhow::Error {
 }
 
 fn text_builder(id: &str, force_cpu: bool) -> mistralrs::TextModelBuilder {
-    let b = mistralrs::TextModelBuilder::new(id);
+    let b = mistralrs::TextModelBuilder::new(id).with_prefix_cache_n(None);
     if force_cpu {
         b.with_force_cpu()
     } else {

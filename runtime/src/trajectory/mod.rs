@@ -11,6 +11,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod group;
 
 use std::{
     collections::BTreeMap,

@@ -1,0 +1,196 @@
+//! `verity rollout` → `verity verify` → `verity export`, with the tiny model: group
+//! records, resume after an interruption (no sample twice, none lost), shards, bad tasks.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use serde_json::Value;
+
+use super::common::{stderr, stdout, verity, write_file};
+
+const TASKS: &str = concat!(
+    r#"{"id": "add", "prompt": "What is 2+2?", "ground_truth": "4", "verifier": {"type": "math"}, "tools": ["calculator"]}"#,
+    "\n",
+    r#"{"id": "call", "prompt": "Compute 17/3*3.", "ground_truth": [{"name": "calculator", "arguments": {"expression": ["17/3*3"], "precision": ["", 15]}}], "verifier": {"type": "tool_call"}, "tools": ["calculator"]}"#,
+    "\n",
+);
+
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("tiny");
+    let out = Command::new(verity())
+        .args(["model", "tiny", "--out"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (model, write_file(dir, "tasks.jsonl", TASKS))
+}
+
+fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -> Output {
+    let config = write_file(dir, "config.toml", "");
+    Command::new(verity())
+        .arg("rollout")
+        .arg(tasks)
+        .args(if extra.contains(&"--samples") {
+            &[][..]
+        } else {
+            &["--samples", "2"][..]
+        })
+        .arg("--out")
+        .arg(out)
+        .arg("--config")
+        .arg(&config)
+        .arg("--model")
+        .arg(model)
+        .args([
+            "--strict",
+            "--tool-choice",
+            "required",
+            "--max-turns",
+            "1",
+            "--max-tokens-per-call",
+            "96",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn samples(rs: &[Value]) -> BTreeMap<(String, u64), usize> {
+    let mut m = BTreeMap::new();
+    for r in rs.iter().filter(|r| r["kind"] == "traj") {
+        *m.entry((
+            r["task"]["id"].as_str().unwrap().to_owned(),
+            r["sample_index"].as_u64().unwrap(),
+        ))
+        .or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn rollout_groups_resume_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, tasks) = setup(dir.path());
+    let out = dir.path().join("ro.jsonl");
+    let o = rollout(dir.path(), &model, &tasks, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["samples_this_run"], 4);
+    assert!(
+        dir.path().join("ro.summary.json").exists() && dir.path().join("ro.rewards.svg").exists()
+    );
+
+    let rs = records(&out);
+    assert_eq!(samples(&rs).len(), 4);
+    let groups: Vec<&Value> = rs.iter().filter(|r| r["kind"] == "group").collect();
+    assert_eq!(groups.len(), 2);
+    for g in &groups {
+        let s = &g["stats"];
+        assert_eq!(s["n"], 2);
+        assert_eq!(s["rewards"].as_array().unwrap().len(), 2);
+        assert!(s["merkle_root"].as_str().unwrap().starts_with("sha256:"));
+        assert!(s["advantages"]["grpo"].is_array() && s["advantages"]["grpo_eps"].is_number());
+    }
+    // Rewards are the verifiers' own, with name and version.
+    let t = rs
+        .iter()
+        .find(|r| r["kind"] == "traj" && r["task"]["id"] == "call")
+        .unwrap();
+    assert_eq!(t["reward"]["components"][0]["name"], "tool_call");
+    assert_eq!(t["reward"]["components"][0]["version"], 1);
+    assert!(t["task"]["hash"].as_str().unwrap().starts_with("sha256:"));
+
+    // Interrupted after the first record: the rerun does exactly what is missing.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let first = text.lines().next().unwrap();
+    std::fs::write(&out, format!("{first}\n")).unwrap();
+    let o = rollout(dir.path(), &model, &tasks, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+    let rs = records(&out);
+    let counts = samples(&rs);
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no sample twice: {counts:?}"
+    );
+    assert_eq!(rs.iter().filter(|r| r["kind"] == "group").count(), 2);
+    let v = Command::new(verity())
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", stdout(&v));
+    // Nothing left: a third run adds nothing.
+    let o = rollout(dir.path(), &model, &tasks, &out, &[]);
+    assert!(o.status.success());
+    assert_eq!(records(&out).len(), rs.len());
+
+    // Export: one row per run, in the trainers' shapes.
+    for (format, key) in [
+        ("openai", "messages"),
+        ("trl", "completion"),
+        ("trl-tokens", "env_mask"),
+    ] {
+        let e = Command::new(verity())
+            .arg("export")
+            .arg(&out)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", stderr(&e));
+        let rows: Vec<Value> = stdout(&e)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 4, "{format}: {}", stderr(&e));
+        assert!(rows[0].get(key).is_some(), "{format}: {}", rows[0]);
+    }
+}
+
+#[test]
+fn shards_split_tasks_and_bad_task_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, tasks) = setup(dir.path());
+    for (shard, id) in [("0/2", "add"), ("1/2", "call")] {
+        let out = dir.path().join(format!("s{}.jsonl", &shard[..1]));
+        let o = rollout(
+            dir.path(),
+            &model,
+            &tasks,
+            &out,
+            &["--shard", shard, "--samples", "1"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ids: Vec<String> = records(&out)
+            .iter()
+            .map(|r| r["task"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(ids.iter().all(|i| i == id), "{shard}: {ids:?}");
+    }
+    let bad = write_file(
+        dir.path(),
+        "bad.jsonl",
+        &format!("{TASKS}{{\"id\": \"x\", \"prompt\": \"p\"}}\n"),
+    );
+    let o = rollout(dir.path(), &model, &bad, &dir.path().join("b.jsonl"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 3") && stderr(&o).contains("verifier"),
+        "{}",
+        stderr(&o)
+    );
+}
