@@ -134,6 +134,42 @@ fn rollout_groups_resume_and_export() {
         .output()
         .unwrap();
     assert!(v.status.success(), "{}", stdout(&v));
+    // Replay: the calculator calls, rewards and group statistics all recompute.
+    let v = Command::new(verity())
+        .args(["verify", "--replay"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("identical") && !stdout(&v).contains("MISMATCH"),
+        "{}",
+        stdout(&v)
+    );
+
+    // A re-sealed file (valid chain) whose recorded results are wrong fails the replay.
+    let forged = dir.path().join("forged.jsonl");
+    {
+        let mut w = verity_runtime::trajectory::chain::ChainWriter::open(&forged).unwrap();
+        for mut r in records(&out) {
+            if r["kind"] == "traj" && r["task"]["id"] == "call" {
+                r["reward"]["total"] = serde_json::json!(1.0);
+            }
+            w.append(&mut r).unwrap();
+        }
+    }
+    let v = Command::new(verity())
+        .args(["verify", "--replay"])
+        .arg(&forged)
+        .output()
+        .unwrap();
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("MISMATCH") && stdout(&v).contains("reward recomputes"),
+        "{}",
+        stdout(&v)
+    );
+
     // Nothing left: a third run adds nothing.
     let o = rollout(dir.path(), &model, &tasks, &out, &[]);
     assert!(o.status.success());

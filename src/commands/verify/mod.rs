@@ -5,6 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::Args;
 use verity_runtime::trajectory::chain;
 
+mod replay;
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Trajectory files (JSONL, `verity.traj/1`); each is its own chain (shards included).
@@ -13,6 +15,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also re-execute every deterministic tool call (calculator, code, local search) and
+    /// compare its io_digest, recompute every reward with the recorded verifier, and
+    /// recompute group statistics.
+    #[arg(long)]
+    replay: bool,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -47,7 +54,30 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        reports.push(serde_json::json!({"file": f, "report": report}));
+        let mut replay_report = serde_json::Value::Null;
+        if args.replay && report.first_error.is_none() {
+            let r = replay::run(f)?;
+            if !r.problems.is_empty() {
+                ok = false;
+            }
+            if !args.json {
+                println!(
+                    "{}: replay — {} tool calls re-executed ({} identical), {} rewards recomputed ({} identical), {} groups recomputed ({} identical)",
+                    f.display(),
+                    r.calls,
+                    r.calls_ok,
+                    r.rewards,
+                    r.rewards_ok,
+                    r.groups,
+                    r.groups_ok
+                );
+                for p in r.problems.iter().take(20) {
+                    println!("  MISMATCH {p}");
+                }
+            }
+            replay_report = serde_json::to_value(&r)?;
+        }
+        reports.push(serde_json::json!({"file": f, "report": report, "replay": replay_report}));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
