@@ -278,8 +278,8 @@ impl Resolved {
         Ok(Arc::new(engine))
     }
 
-    /// Loads (or connects to) the model.
-    pub async fn backend(&self) -> anyhow::Result<Arc<dyn ModelBackend>> {
+    /// Loads (or connects to) the model. `concurrent`: several requests will run at once.
+    pub async fn backend(&self, concurrent: bool) -> anyhow::Result<Arc<dyn ModelBackend>> {
         if let Some(url) = &self.base_url {
             let mut cfg = OpenAiConfig::new(url.clone(), self.model.clone());
             cfg.api_key = std::env::var(&self.api_key_env).ok();
@@ -299,7 +299,11 @@ impl Resolved {
             indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", self.model));
         spinner.enable_steady_tick(Duration::from_millis(100));
         let started = std::time::Instant::now();
-        let model = EmbeddedModel::load(source, LoadOptions::default()).await;
+        let options = LoadOptions {
+            no_prefix_cache: concurrent,
+            ..LoadOptions::default()
+        };
+        let model = EmbeddedModel::load(source, options).await;
         spinner.finish_and_clear();
         let model = model?;
         tracing::info!(

@@ -231,7 +231,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async move {
         let writer = ChainWriter::open(&args.out)?;
-        let model = resolved.backend().await?;
+        let model = resolved.backend(args.concurrency > 1).await?;
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {
             Arc::new(AutoApprove)

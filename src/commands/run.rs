@@ -50,7 +50,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(p) => Some(ChainWriter::open(p)?),
             None => None,
         };
-        let model = resolved.backend().await?;
+        let model = resolved.backend(false).await?;
         let (gate, hub) = resolved.gate().await?;
         for s in hub.statuses() {
             match &s.error {

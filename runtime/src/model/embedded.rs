@@ -134,6 +134,10 @@ pub fn tiny_model_dir() -> PathBuf {
 pub struct LoadOptions {
     /// Stay on the CPU even when built with CUDA.
     pub force_cpu: bool,
+    /// Turn off mistral.rs's prefix cache. Needed when several requests run at once:
+    /// with it, mistral.rs 0.8.1 can mis-position a cached prompt in a batch ("narrow
+    /// invalid args … dim_len" and wrong positions). One request at a time is fine.
+    pub no_prefix_cache: bool,
 }
 
 /// A model running inside this process.
@@ -158,6 +162,7 @@ impl EmbeddedModel {
     /// its own task so such a panic becomes an error here.
     pub async fn load(source: ModelSource, options: LoadOptions) -> Result<Self, ModelError> {
         let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
+        let prefix_cache = !options.no_prefix_cache;
         let described = source.describe();
         let tokenizer_path = source.tokenizer_json();
         let files = match &source {
@@ -169,21 +174,23 @@ impl EmbeddedModel {
         let build = async move {
             match &source {
                 ModelSource::Tiny(dir) => {
-                    if !tiny::is_complete(dir) {
+                    if !tiny::is_current(dir) {
                         tiny::generate(dir, &tiny::TinySpec::default()).map_err(|e| {
                             anyhow_like(format!("writing the tiny model to {}: {e}", dir.display()))
                         })?;
                     }
-                    text_builder(&dir.display().to_string(), force_cpu)
+                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache)
                         .build()
                         .await
                 }
                 ModelSource::Dir(dir) => {
-                    text_builder(&dir.display().to_string(), force_cpu)
+                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache)
                         .build()
                         .await
                 }
-                ModelSource::HuggingFace(id) => text_builder(id, force_cpu).build().await,
+                ModelSource::HuggingFace(id) => {
+                    text_builder(id, force_cpu, prefix_cache).build().await
+                }
                 ModelSource::Gguf(file) => {
                     super::gguf::check_architecture(file)
                         .map_err(|e| anyhow_like(e.to_string()))?;
@@ -495,8 +502,12 @@ fn anyhow_like(msg: String) -> anyhow::Error {
     anyhow::Error::msg(msg)
 }
 
-fn text_builder(id: &str, force_cpu: bool) -> mistralrs::TextModelBuilder {
-    let b = mistralrs::TextModelBuilder::new(id).with_prefix_cache_n(None);
+fn text_builder(id: &str, force_cpu: bool, prefix_cache: bool) -> mistralrs::TextModelBuilder {
+    let b = mistralrs::TextModelBuilder::new(id).with_prefix_cache_n(if prefix_cache {
+        Some(16)
+    } else {
+        None
+    });
     if force_cpu {
         b.with_force_cpu()
     } else {

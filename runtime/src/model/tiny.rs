@@ -130,6 +130,17 @@ pub fn generate(dir: &Path, spec: &TinySpec) -> io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Bumped whenever the generator's output changes (weights, tokenizer, template).
+const GENERATOR_VERSION: &str = "verity-tiny/2";
+
+/// Whether `dir` holds a complete model written by *this* generator (an older one, e.g.
+/// after an upgrade, is regenerated).
+pub fn is_current(dir: &Path) -> bool {
+    is_complete(dir)
+        && std::fs::read_to_string(dir.join("GENERATOR"))
+            .is_ok_and(|v| v.trim() == GENERATOR_VERSION)
+}
+
 /// Whether `dir` already holds a complete generated model.
 pub fn is_complete(dir: &Path) -> bool {
     [
@@ -402,7 +413,9 @@ mod tests {
                 "{f} differs"
             );
         }
-        assert!(is_complete(a.path()));
+        assert!(is_complete(a.path()) && is_current(a.path()));
+        std::fs::write(a.path().join("GENERATOR"), "verity-tiny/1\n").unwrap();
+        assert!(!is_current(a.path()), "an older generation is regenerated");
         let size = std::fs::metadata(a.path().join("model.safetensors"))
             .unwrap()
             .len();
