@@ -127,6 +127,11 @@ pub fn generate(dir: &Path, spec: &TinySpec) -> io::Result<Vec<PathBuf>> {
         &dir.join("model.safetensors"),
         &weights(spec)?,
     )?);
+    // Last: a model is only "current" once every file is in place.
+    written.push(write_atomic(
+        &dir.join("GENERATOR"),
+        format!("{GENERATOR_VERSION}\n").as_bytes(),
+    )?);
     Ok(written)
 }
 
