@@ -9,7 +9,7 @@ use serde_json::json;
 use verity_policies::{PolicyEngine, Request, Verdict};
 use verity_tools::{
     web::{self, UrlPolicy, UrlVerdict, WebConfig},
-    Annotations, ToolRegistry,
+    ToolRegistry,
 };
 
 use crate::gate::{caller_from_tag, to_policy_annotations};
@@ -27,19 +27,12 @@ impl PolicyUrls {
     }
 }
 
-const FETCH_ANNOTATIONS: Annotations = Annotations {
-    read_only: true,
-    destructive: false,
-    idempotent: true,
-    open_world: true,
-};
-
 impl UrlPolicy for PolicyUrls {
     fn check(&self, caller: Option<&str>, url: &str) -> UrlVerdict {
         let caller = caller_from_tag(caller);
         let args = json!({ "url": url });
         let request = Request::new(&caller, "fetch", &args)
-            .with_annotations(to_policy_annotations(FETCH_ANNOTATIONS));
+            .with_annotations(to_policy_annotations(web::WEB_ANNOTATIONS));
         let d = self.engine.policy().decide(&request);
         match d.verdict {
             Verdict::Allow => UrlVerdict::Allow,

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use verity_policies::{AuditSink, PolicyEngine};
+use verity_policies::PolicyEngine;
 use verity_runtime::{
     agent::AgentConfig,
     hub::{HubConfig, McpHub, ServerConfig},
@@ -269,13 +269,11 @@ impl AgentOpts {
 
 impl Resolved {
     pub fn policy_engine(&self) -> anyhow::Result<Arc<PolicyEngine>> {
-        let mut engine = PolicyEngine::load(&self.policy)?;
-        if let Some(path) = &self.audit {
-            let sink = AuditSink::file(path)
-                .with_context(|| format!("cannot open audit log {}", path.display()))?;
-            engine = engine.with_audit(sink);
+        super::PolicyOpts {
+            policy: self.policy.clone(),
+            audit: self.audit.clone(),
         }
-        Ok(Arc::new(engine))
+        .engine()
     }
 
     /// Loads (or connects to) the model. `concurrent`: several requests will run at once.

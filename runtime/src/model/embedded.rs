@@ -247,39 +247,36 @@ impl EmbeddedModel {
         &self.model
     }
 
+    /// Plain text → ids with the model's tokenizer (no special tokens added).
     async fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let request = Request::Tokenize(TokenizationRequest {
-            text: either::Either::Right(text.to_owned()),
-            tools: None,
-            add_generation_prompt: false,
-            add_special_tokens: false,
-            enable_thinking: None,
-            reasoning_effort: None,
-            response: tx,
-        });
-        self.sender()?
-            .send(request)
+        self.tokenize_request(either::Either::Right(text.to_owned()), None, false)
             .await
-            .map_err(|e| ModelError::Engine(e.to_string()))?;
-        rx.recv()
-            .await
-            .ok_or_else(|| ModelError::Engine("the engine dropped a tokenize request".into()))?
-            .map_err(|e| ModelError::Engine(e.to_string()))
     }
 
+    /// Messages → the prompt ids the engine will use for them.
     async fn tokenize_messages(
         &self,
         messages: Vec<EngineMessage>,
         tools: Option<Vec<Tool>>,
     ) -> Result<Vec<u32>, ModelError> {
+        // What the engine uses for chat requests: generation prompt and special tokens.
+        self.tokenize_request(either::Either::Left(messages), tools, true)
+            .await
+            .map_err(|e| ModelError::Request(format!("rendering the prompt: {e}")))
+    }
+
+    async fn tokenize_request(
+        &self,
+        text: either::Either<Vec<EngineMessage>, String>,
+        tools: Option<Vec<Tool>>,
+        chat: bool,
+    ) -> Result<Vec<u32>, ModelError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let request = Request::Tokenize(TokenizationRequest {
-            text: either::Either::Left(messages),
+            text,
             tools,
-            // What the engine uses for chat requests.
-            add_generation_prompt: true,
-            add_special_tokens: true,
+            add_generation_prompt: chat,
+            add_special_tokens: chat,
             enable_thinking: None,
             reasoning_effort: None,
             response: tx,
@@ -291,7 +288,7 @@ impl EmbeddedModel {
         rx.recv()
             .await
             .ok_or_else(|| ModelError::Engine("the engine dropped a tokenize request".into()))?
-            .map_err(|e| ModelError::Request(format!("rendering the prompt: {e:#}")))
+            .map_err(|e| ModelError::Engine(format!("{e:#}")))
     }
 
     fn sender(&self) -> Result<tokio::sync::mpsc::Sender<Request>, ModelError> {

@@ -213,12 +213,7 @@ impl Tool for Fetch {
     }
 
     fn annotations(&self) -> Annotations {
-        Annotations {
-            read_only: true,
-            destructive: false,
-            idempotent: true,
-            open_world: true,
-        }
+        super::WEB_ANNOTATIONS
     }
 
     async fn call(&self, p: FetchParams, ctx: CallContext) -> Result<FetchOutput, ToolFailure> {

@@ -14,6 +14,14 @@ use std::{sync::Arc, time::Duration};
 pub use fetch::{Fetch, FetchOutput, FetchParams};
 pub use searxng::{WebHit, WebSearch, WebSearchOutput, WebSearchParams};
 
+/// Both web tools read the world and change nothing.
+pub const WEB_ANNOTATIONS: crate::Annotations = crate::Annotations {
+    read_only: true,
+    destructive: false,
+    idempotent: true,
+    open_world: true,
+};
+
 /// The policy's answer about one URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlVerdict {

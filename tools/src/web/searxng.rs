@@ -107,12 +107,7 @@ impl Tool for WebSearch {
     }
 
     fn annotations(&self) -> Annotations {
-        Annotations {
-            read_only: true,
-            destructive: false,
-            idempotent: true,
-            open_world: true,
-        }
+        super::WEB_ANNOTATIONS
     }
 
     async fn call(
