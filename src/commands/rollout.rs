@@ -47,6 +47,10 @@ pub struct RolloutArgs {
     /// Samples in flight at once (HTTP backends: parallel requests; embedded: batched).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// DAPO-style dynamic sampling: when a group's rewards are all equal (no learning
+    /// signal), draw a fresh group, up to this many extra rounds (0: off).
+    #[arg(long, default_value_t = 0)]
+    dynamic_sampling: usize,
     #[command(flatten)]
     opts: AgentOpts,
 }
@@ -291,47 +295,66 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let mut members = done.samples.get(&task.id).cloned().unwrap_or_default();
-            let missing: Vec<usize> = (0..args.samples)
-                .filter(|i| !members.contains_key(i))
-                .collect();
-            let results = futures::stream::iter(missing.into_iter().map(|i| {
-                let shared = shared.clone();
-                let cancel = cancel.clone();
-                async move { (i, sample(&shared, task, raw, i, cancel).await) }
-            }))
-            .buffer_unordered(args.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
-            for (i, r) in results {
-                match r {
-                    Ok(Some(m)) => {
+            let g = args.samples;
+            // Round r holds sample indices r·G … r·G+G−1; with --dynamic-sampling a
+            // zero-variance round is followed by a fresh one, up to the cap.
+            let mut round = 0usize;
+            let batch = loop {
+                let range = round * g..(round + 1) * g;
+                let missing: Vec<usize> =
+                    range.clone().filter(|i| !members.contains_key(i)).collect();
+                let results = futures::stream::iter(missing.into_iter().map(|i| {
+                    let shared = shared.clone();
+                    let cancel = cancel.clone();
+                    async move { (i, sample(&shared, task, raw, i, cancel).await) }
+                }))
+                .buffer_unordered(args.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
+                for (i, r) in results {
+                    if let Some(m) = r? {
                         members.insert(i, m);
                     }
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
                 }
-            }
-            if members.len() < args.samples {
-                break; // cancelled mid-task: the group is written on resume
-            }
-            let rewards: Vec<f64> = members.values().map(|m| m.reward).collect();
-            let digests: Vec<String> = members.values().map(|m| m.digest.clone()).collect();
+                let batch: Vec<Member> = range.filter_map(|i| members.get(&i).cloned()).collect();
+                if batch.len() < g {
+                    break None; // cancelled mid-task: the group is written on resume
+                }
+                let zero_variance = batch.windows(2).all(|w| w[0].reward == w[1].reward);
+                if zero_variance && g > 1 && round < args.dynamic_sampling {
+                    round += 1;
+                    if !members.contains_key(&(round * g)) {
+                        shared.progress.inc_length(g as u64);
+                    }
+                    continue;
+                }
+                break Some(batch);
+            };
+            let Some(batch) = batch else {
+                break;
+            };
+            let rewards: Vec<f64> = batch.iter().map(|m| m.reward).collect();
+            let digests: Vec<String> = batch.iter().map(|m| m.digest.clone()).collect();
             let mut stats = group::stats(&rewards);
             if let Value::Object(o) = &mut stats {
                 o.insert(
                     "generated_tokens".into(),
-                    json!(members.values().map(|m| m.tokens).sum::<u64>()),
+                    json!(batch.iter().map(|m| m.tokens).sum::<u64>()),
                 );
                 o.insert(
                     "max_length".into(),
-                    json!(members.values().map(|m| m.tokens).max().unwrap_or(0)),
+                    json!(batch.iter().map(|m| m.tokens).max().unwrap_or(0)),
                 );
                 o.insert(
                     "truncated".into(),
-                    json!(members.values().filter(|m| m.truncated).count()),
+                    json!(batch.iter().filter(|m| m.truncated).count()),
                 );
                 o.insert("members".into(), json!(digests));
                 o.insert("merkle_root".into(), json!(group::merkle_root(&digests)));
+                // DAPO-style dynamic sampling: earlier zero-variance rounds stay in the
+                // file (as traj records) but are not members of the group.
+                o.insert("round".into(), json!(round));
+                o.insert("discarded_zero_variance_rounds".into(), json!(round));
             }
             let mut record = json!({
                 "schema": verity_runtime::trajectory::SCHEMA,

@@ -267,3 +267,57 @@ async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
         assert!(!r.passed, "{}: a broken solution passed", t["id"]);
     }
 }
+
+/// DAPO-style dynamic sampling: the tiny model scores 0 everywhere, so every group has zero
+/// variance and is redrawn up to the cap; the group is the last round, earlier rounds stay
+/// in the file, and a rerun adds nothing.
+#[test]
+fn zero_variance_groups_are_resampled_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, tasks) = setup(dir.path());
+    let out = dir.path().join("dapo.jsonl");
+    let args = [
+        "--shard",
+        "0/2",
+        "--samples",
+        "2",
+        "--dynamic-sampling",
+        "1",
+    ];
+    let o = rollout(dir.path(), &model, &tasks, &out, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rs = records(&out);
+    let indices: Vec<u64> = rs
+        .iter()
+        .filter(|r| r["kind"] == "traj")
+        .map(|r| r["sample_index"].as_u64().unwrap())
+        .collect();
+    let mut sorted = indices.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [0, 1, 2, 3], "two rounds of two");
+    let g = rs.iter().find(|r| r["kind"] == "group").unwrap();
+    assert_eq!(g["stats"]["round"], 1);
+    assert_eq!(g["stats"]["zero_variance"], true, "the cap was reached");
+    let members: Vec<&str> = g["stats"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let round1: Vec<&str> = rs
+        .iter()
+        .filter(|r| r["kind"] == "traj" && r["sample_index"].as_u64().unwrap() >= 2)
+        .map(|r| r["integrity"]["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| round1.contains(m)));
+    let o = rollout(dir.path(), &model, &tasks, &out, &args);
+    assert!(o.status.success());
+    assert_eq!(records(&out).len(), rs.len());
+    let v = Command::new(verity())
+        .args(["verify", "--replay"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", stdout(&v));
+}
