@@ -41,8 +41,13 @@ pub struct GatedCall {
     pub outcome: ToolOutcome,
     /// Limits the tool ran under (tool defaults tightened by policy).
     pub limits: Limits,
-    /// Wall time of the tool itself (zero when it did not run).
+    /// Wall time of the tool itself (zero when it did not run); `duration_ms` in JSON.
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_micros() as f64 / 1000.0)
 }
 
 impl GatedCall {

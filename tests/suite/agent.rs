@@ -203,7 +203,7 @@ fn a_policy_denial_is_reported_to_the_model_and_nothing_runs() {
     let result = of_type(&events, "tool_result")[0];
     assert_eq!(result["result"]["outcome"]["failure"], "denied");
     assert_eq!(
-        result["result"]["duration"]["nanos"], 0,
+        result["result"]["duration_ms"], 0.0,
         "a denied call does not run"
     );
     let second_prompt = decode(&of_type(&events, "model_output")[1]["output"]["prompt_ids"]);
