@@ -118,3 +118,16 @@ fn audit_log_records_every_decision() {
         "audit log must not contain raw arguments"
     );
 }
+
+/// Every subcommand's help renders (clap checks its argument definitions only when a
+/// command is built, so a clash would otherwise surface as a panic for a user).
+#[test]
+fn every_subcommand_has_working_help() {
+    for cmd in [
+        "setup", "tools", "index", "serve", "policy", "run", "model", "rollout", "verify", "export",
+    ] {
+        let out = run(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        assert!(stdout(&out).contains("Usage"), "{cmd}");
+    }
+}
