@@ -24,13 +24,15 @@ if [ ! -s .test-data/HumanEval.jsonl.gz ]; then
   rm -rf "$tmp"
 fi
 
-# Real corpus for the search tests: the Python 3.11 documentation (Debian python3.11-doc).
-if [ ! -d /usr/share/doc/python3.11/html/library ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq python3.11-doc >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq python3.11-doc >/dev/null
-  fi
+# Debian packages: the Python 3.11 documentation (real corpus for the search tests) and
+# tmux (the terminal the `verity chat` end-to-end test drives).
+apt_packages=()
+[ -d /usr/share/doc/python3.11/html/library ] || apt_packages+=(python3.11-doc)
+command -v tmux >/dev/null || apt_packages+=(tmux)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 echo "test dependencies ready: .venv ($(.venv/bin/python -c 'import mcp, importlib.metadata as m; print("mcp", m.version("mcp"))')), node_modules"

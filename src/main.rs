@@ -30,6 +30,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Validate policies and explain decisions.
     Policy(commands::policy::PolicyArgs),
+    /// Chat with the agent in a terminal UI: tool cards, inline approvals, recording.
+    Chat(Box<commands::chat::ChatArgs>),
     /// Run the agent on one prompt: model → policy-gated tools → answer.
     Run(Box<commands::run::RunArgs>),
     /// Manage models (generate the tiny test model).
@@ -44,13 +46,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    // Under the TUI, stderr is the screen: logs go to a file instead.
+    let log_file = matches!(cli.command, Command::Chat(_)).then(chat_log_path);
+    init_logging(&cli.log, log_file.as_deref());
     let result = match cli.command {
         Command::Setup(args) => commands::setup::run(args),
         Command::Tools(args) => commands::tools::run(args),
         Command::Index(args) => commands::index::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Policy(args) => commands::policy::run(args),
+        Command::Chat(args) => commands::chat::run(*args),
         Command::Run(args) => commands::run::run(*args),
         Command::Model(args) => commands::model::run(args),
         Command::Verify(args) => commands::verify::run(args),
@@ -66,12 +71,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, file: Option<&std::path::Path>) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
-    // stderr only: in `serve --stdio`, stdout is the protocol.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let opened = file.and_then(|p| {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let _ = match opened {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        // stderr only: in `serve --stdio`, stdout is the protocol.
+        None if file.is_some() => builder.with_writer(std::io::sink).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// Where `verity chat` logs (`$VERITY_DATA_DIR/logs/chat.log`).
+fn chat_log_path() -> std::path::PathBuf {
+    verity_runtime::model::data_dir()
+        .join("logs")
+        .join("chat.log")
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
@@ -460,34 +460,40 @@ impl Agent {
         events: &UnboundedSender<AgentEvent>,
         cancel: CancellationToken,
     ) -> Vec<GatedCall> {
-        let futures = calls.iter().map(|call| {
-            let approver = EventingApprover {
-                inner: self.approver.clone(),
-                events: events.clone(),
-                call_id: call.id.clone(),
-            };
-            let ctx = CallContext {
-                limits: Limits::default(),
-                cancel: cancel.child_token(),
-                ..CallContext::default()
-            };
-            let caller = self.config.caller.clone();
-            async move {
-                let result = self
-                    .gate
-                    .call(&caller, &call.name, call.arguments.clone(), &approver, ctx)
-                    .await;
-                if result.decision.verdict != Verdict::Ask {
-                    let _ = events.send(AgentEvent::PolicyDecision {
-                        call_id: call.id.clone(),
-                        verdict: result.decision.verdict,
-                        rule_id: result.decision.rule_id.clone(),
-                        reason: result.decision.reason.clone(),
-                    });
+        // Collected (and boxed) first: a lazy `map` adaptor inside the returned future
+        // makes it not `Send` for every lifetime, so it could not be spawned.
+        let futures: Vec<futures::future::BoxFuture<'_, GatedCall>> = calls
+            .iter()
+            .map(|call| {
+                let approver = EventingApprover {
+                    inner: self.approver.clone(),
+                    events: events.clone(),
+                    call_id: call.id.clone(),
+                };
+                let ctx = CallContext {
+                    limits: Limits::default(),
+                    cancel: cancel.child_token(),
+                    ..CallContext::default()
+                };
+                let caller = self.config.caller.clone();
+                async move {
+                    let result = self
+                        .gate
+                        .call(&caller, &call.name, call.arguments.clone(), &approver, ctx)
+                        .await;
+                    if result.decision.verdict != Verdict::Ask {
+                        let _ = events.send(AgentEvent::PolicyDecision {
+                            call_id: call.id.clone(),
+                            verdict: result.decision.verdict,
+                            rule_id: result.decision.rule_id.clone(),
+                            reason: result.decision.reason.clone(),
+                        });
+                    }
+                    result
                 }
-                result
-            }
-        });
+                .boxed()
+            })
+            .collect();
         futures::stream::iter(futures)
             .buffered(self.config.parallel_tools.max(1))
             .collect()

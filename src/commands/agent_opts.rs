@@ -278,6 +278,16 @@ impl Resolved {
 
     /// Loads (or connects to) the model. `concurrent`: several requests will run at once.
     pub async fn backend(&self, concurrent: bool) -> anyhow::Result<Arc<dyn ModelBackend>> {
+        self.load_backend(concurrent, true).await
+    }
+
+    /// [`Self::backend`]; `spinner` draws a progress spinner on stderr (not under the TUI,
+    /// which shows its own).
+    pub async fn load_backend(
+        &self,
+        concurrent: bool,
+        spinner: bool,
+    ) -> anyhow::Result<Arc<dyn ModelBackend>> {
         if let Some(url) = &self.base_url {
             let mut cfg = OpenAiConfig::new(url.clone(), self.model.clone());
             cfg.api_key = std::env::var(&self.api_key_env).ok();
@@ -293,9 +303,14 @@ impl Resolved {
             return Ok(Arc::new(OpenAiModel::new(cfg)?));
         }
         let source = ModelSource::parse(&self.model)?;
-        let spinner =
-            indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", self.model));
-        spinner.enable_steady_tick(Duration::from_millis(100));
+        let spinner = if spinner {
+            let s = indicatif::ProgressBar::new_spinner()
+                .with_message(format!("loading {}", self.model));
+            s.enable_steady_tick(Duration::from_millis(100));
+            s
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let started = std::time::Instant::now();
         let options = LoadOptions {
             no_prefix_cache: concurrent,

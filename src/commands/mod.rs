@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed flags into calls on the crates.
 
 pub mod agent_opts;
+pub mod chat;
 pub mod export;
 pub mod index;
 pub mod model;

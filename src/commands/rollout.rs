@@ -58,15 +58,15 @@ pub struct RolloutArgs {
 /// One task line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Task {
-    id: String,
+pub(crate) struct Task {
+    pub(crate) id: String,
     #[serde(default)]
-    prompt: Option<String>,
+    pub(crate) prompt: Option<String>,
     #[serde(default)]
-    messages: Option<Vec<Message>>,
+    pub(crate) messages: Option<Vec<Message>>,
     #[serde(default)]
-    ground_truth: Value,
-    verifier: VerifierSpec,
+    pub(crate) ground_truth: Value,
+    pub(crate) verifier: VerifierSpec,
     #[serde(default)]
     tools: Option<Vec<String>>,
     #[serde(default)]
@@ -76,7 +76,7 @@ struct Task {
 }
 
 impl Task {
-    fn messages(&self, system: Option<&str>) -> Vec<Message> {
+    pub(crate) fn messages(&self, system: Option<&str>) -> Vec<Message> {
         let mut out = Vec::new();
         if let Some(s) = system {
             out.push(Message::new(Role::System, s));
@@ -90,7 +90,7 @@ impl Task {
     }
 }
 
-fn read_tasks(path: &Path) -> anyhow::Result<Vec<(Task, Value)>> {
+pub(crate) fn read_tasks(path: &Path) -> anyhow::Result<Vec<(Task, Value)>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut tasks = Vec::new();
     let mut ids = HashSet::new();

@@ -1,5 +1,6 @@
 mod agent;
 mod calculator_oracle;
+mod chat;
 mod cli;
 mod code;
 mod common;

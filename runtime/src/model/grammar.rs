@@ -108,6 +108,22 @@ pub fn closed(schema: &Value) -> Value {
                     }
                 }
             }
+            // An integer without bounds lets a small model write digits until the token
+            // limit (measured with the tiny model: `"seed":7777…`). JSON integers past 64
+            // bits lose precision in most parsers anyway.
+            let is_integer = match out.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if is_integer {
+                if !out.contains_key("maximum") && !out.contains_key("exclusiveMaximum") {
+                    out.insert("maximum".into(), json!(i64::MAX));
+                }
+                if !out.contains_key("minimum") && !out.contains_key("exclusiveMinimum") {
+                    out.insert("minimum".into(), json!(i64::MIN));
+                }
+            }
             let is_object = out.get("type").and_then(Value::as_str) == Some("object")
                 || out.contains_key("properties");
             if is_object && !out.contains_key("additionalProperties") {
@@ -151,6 +167,16 @@ mod tests {
         // A property *named* title survives; only the keyword goes.
         let p = closed(&json!({"type": "object", "properties": {"title": {"type": "string"}}}));
         assert!(p["properties"].get("title").is_some());
+        // Unbounded integers get 64-bit bounds; given bounds are kept.
+        assert_eq!(
+            c["properties"]["opts"]["properties"]["x"]["maximum"],
+            json!(i64::MAX)
+        );
+        let b = closed(&json!({"type": ["integer", "null"], "minimum": 0}));
+        assert_eq!(
+            (b["minimum"].clone(), b["maximum"].clone()),
+            (json!(0), json!(i64::MAX))
+        );
     }
 
     #[test]
