@@ -40,7 +40,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(&resolved.policy)
         .map_err(|e| anyhow::anyhow!("--policy {}: {e}", resolved.policy))?;
     let policy_text = format!(
-        "Policy `{}`{} — from `{}`, {} rules, unmatched calls: {:?} (digest {}).\n\n`verity policy explain --policy {} TOOL 'ARGS'` shows why a call gets its decision.",
+        "Policy `{}`{} — from `{}`, {} rules, unmatched calls: {} (digest {}).\n\n`verity policy explain {} --tool TOOL --args 'JSON' --caller tui` shows why a call gets its decision.",
         policy.name,
         policy
             .description
@@ -49,7 +49,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         policy.source,
         policy.rule_count(),
-        policy.default_verdict(),
+        format!("{:?}", policy.default_verdict()).to_lowercase(),
         &policy.digest[..12.min(policy.digest.len())],
         resolved.policy,
     );

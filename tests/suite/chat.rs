@@ -143,18 +143,28 @@ fn chat_command(dir: &Path, model: &Path, extra: &str) -> String {
 const IDLE: &str = "Enter send";
 const TURN_ENDED: [&str; 2] = ["cut at the per-call token limit", "turn budget ran out"];
 
-/// Calculator: allowed by the strict preset's `calculator` rule, shown as a card with the
-/// rule; the turn finishes and is recorded; `/tools` lists the tools; `/quit` restores the
-/// terminal and exits 0.
+/// Calculator, chatting on a task: the task's prompt is pre-filled; the call is allowed by
+/// the strict preset's `calculator` rule and shown as a card with the rule; the turn
+/// finishes and is recorded; `/reward` scores it with the task's verifier; `/tools` lists
+/// the tools; `/quit` restores the terminal and exits 0.
 #[test]
 fn chat_calculator_card_tools_and_quit() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let record = dir.path().join("chat.jsonl");
+    let tasks = write_file(
+        dir.path(),
+        "tasks.jsonl",
+        r#"{"id": "t1", "prompt": "What is 12*(3+4)?", "ground_truth": "84", "verifier": {"type": "math"}}"#,
+    );
     let cmd = chat_command(
         dir.path(),
         &model,
-        &format!("--tool-choice calculator --record {}", record.display()),
+        &format!(
+            "--tool-choice calculator --record {} --task {}",
+            record.display(),
+            tasks.display()
+        ),
     );
     let tmux = Tmux::start(dir.path(), &cmd);
     let screen = tmux.wait_for(&[IDLE, "policy strict", "● rec"], 120);
@@ -163,7 +173,8 @@ fn chat_calculator_card_tools_and_quit() {
         "{screen}"
     );
 
-    tmux.type_text("What is 12*(3+4)?");
+    // The task's prompt waits in the input box.
+    tmux.wait_for(&["What is 12*(3+4)?"], 10);
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for(
         &["› What is 12*(3+4)?", "╭─ calculator", "rule calculator"],
@@ -173,6 +184,10 @@ fn chat_calculator_card_tools_and_quit() {
     // Finished and recorded.
     tmux.wait_for(&[".jsonl (1)", IDLE], 180);
     tmux.wait_for_any(&TURN_ENDED, 5);
+
+    tmux.type_text("/reward");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Reward for task t1: 0", "failed", "verifier math"], 30);
 
     tmux.type_text("/tools");
     tmux.keys(&["Enter"]);
@@ -198,6 +213,7 @@ fn chat_calculator_card_tools_and_quit() {
     let rec: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(rec["tool_calls"][0]["name"], "calculator", "{rec}");
     assert!(rec["task"]["chat"]["session"].is_string(), "{rec}");
+    assert_eq!(rec["task"]["task"]["id"], "t1", "{rec}");
 }
 
 /// Code under the strict preset asks: the approval card shows the arguments and rule; `y`
