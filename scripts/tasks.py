@@ -10,14 +10,25 @@
         Procedurally generated problems from the `reasoning-gym` package (installed on
         first use into .venv-tasks from PyPI), verified by math equivalence against the
         generator's answer (e.g. DATASET = basic_arithmetic, chain_sum, gsm_symbolic).
+
+    scripts/tasks.py bfcl CATEGORY [--limit N] > bfcl.jsonl
+        Berkeley Function Calling Leaderboard single-turn tasks (Apache-2.0) read from the
+        data files of the `bfcl-eval` PyPI package (its wheel is downloaded once into
+        .test-data with `pip download --no-deps`; its torch dependencies are never
+        installed). CATEGORY = simple | multiple | parallel | parallel_multiple |
+        irrelevance. The task's functions are offered as call-only tools (never run); the
+        tool_call verifier compares the calls with BFCL's possible answers (irrelevance:
+        no call).
 """
 
 import argparse
+import glob
 import gzip
 import json
 import os
 import subprocess
 import sys
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +76,92 @@ def reasoning_gym(args):
     subprocess.run([py, "-c", code, args.dataset, str(args.limit or 100), str(args.seed)], check=True)
 
 
+BFCL_VERSION = "2026.3.23"
+BFCL_FILES = {
+    "simple": "BFCL_v4_simple_python.json",
+    "multiple": "BFCL_v4_multiple.json",
+    "parallel": "BFCL_v4_parallel.json",
+    "parallel_multiple": "BFCL_v4_parallel_multiple.json",
+    "irrelevance": "BFCL_v4_irrelevance.json",
+}
+# BFCL's Python-flavoured type names → JSON Schema.
+BFCL_TYPES = {"dict": "object", "float": "number", "tuple": "array"}
+
+
+def bfcl_schema(s):
+    """A BFCL parameter schema as JSON Schema (dict → object, float → number, ...)."""
+    if isinstance(s, list):
+        return [bfcl_schema(x) for x in s]
+    if not isinstance(s, dict):
+        return s
+    out = {}
+    for k, v in s.items():
+        if k == "type" and isinstance(v, str):
+            if v == "any":
+                continue
+            out[k] = BFCL_TYPES.get(v, v)
+        elif k == "properties" and isinstance(v, dict):
+            out[k] = {name: bfcl_schema(p) for name, p in v.items()}
+        else:
+            out[k] = bfcl_schema(v)
+    return out
+
+
+def bfcl_wheel():
+    cache = os.path.join(ROOT, ".test-data")
+    found = glob.glob(os.path.join(cache, f"bfcl_eval-{BFCL_VERSION}-*.whl"))
+    if not found:
+        os.makedirs(cache, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", cache,
+             f"bfcl-eval=={BFCL_VERSION}"],
+            check=True,
+        )
+        found = glob.glob(os.path.join(cache, f"bfcl_eval-{BFCL_VERSION}-*.whl"))
+    if not found:
+        sys.exit("pip download bfcl-eval produced no wheel")
+    return zipfile.ZipFile(found[0])
+
+
+def bfcl(args):
+    name = BFCL_FILES[args.category]
+    wheel = bfcl_wheel()
+    questions = wheel.read(f"bfcl_eval/data/{name}").decode("utf-8").splitlines()
+    answers = {}
+    if args.category != "irrelevance":
+        for line in wheel.read(f"bfcl_eval/data/possible_answer/{name}").decode("utf-8").splitlines():
+            a = json.loads(line)
+            answers[a["id"]] = a["ground_truth"]
+    for i, line in enumerate(questions):
+        if args.limit is not None and i >= args.limit:
+            break
+        q = json.loads(line)
+        if args.category == "irrelevance":
+            gold = []
+        else:
+            # [{"func": {"param": [allowed values; "" = may be omitted]}}] → [{name, arguments}]
+            gold = [
+                {"name": fname, "arguments": params}
+                for call in answers[q["id"]]
+                for fname, params in call.items()
+            ]
+        print(json.dumps({
+            "id": q["id"],
+            "messages": q["question"][0],
+            "ground_truth": gold,
+            "verifier": {"type": "tool_call"},
+            # Only the task's functions are offered, and none of them is run.
+            "tools": [],
+            "functions": [
+                {"name": f["name"], "description": f.get("description", ""),
+                 "parameters": bfcl_schema(f["parameters"])}
+                for f in q["function"]
+            ],
+            "data_source": f"bfcl/{args.category}",
+            "meta": {"bfcl_version": BFCL_VERSION, "file": name},
+        }))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="suite", required=True)
@@ -74,8 +171,11 @@ def main():
     r.add_argument("dataset")
     r.add_argument("--limit", type=int)
     r.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bfcl")
+    b.add_argument("category", choices=sorted(BFCL_FILES))
+    b.add_argument("--limit", type=int)
     args = ap.parse_args()
-    {"humaneval": humaneval, "reasoning-gym": reasoning_gym}[args.suite](args)
+    {"humaneval": humaneval, "reasoning-gym": reasoning_gym, "bfcl": bfcl}[args.suite](args)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ pub struct AgentConfig {
     pub tool_allow_list: Option<Vec<String>>,
     /// A Lark grammar every reply must follow (see [`ModelRequest::grammar`]).
     pub grammar: Option<String>,
+    /// Functions offered to the model that are never run: a reply calling any of them
+    /// ends the run ([`StopReason::Calls`]) with the calls as its result. This is how
+    /// function-calling benchmarks (BFCL) are posed: the calls *are* the answer.
+    pub call_only: Vec<ToolDef>,
 }
 
 impl Default for AgentConfig {
@@ -66,6 +70,7 @@ impl Default for AgentConfig {
             caller: Caller::cli(),
             tool_allow_list: None,
             grammar: None,
+            call_only: Vec::new(),
         }
     }
 }
@@ -86,6 +91,9 @@ pub enum StopReason {
     WallTime,
     /// The caller cancelled.
     Cancelled,
+    /// The model called call-only functions (see [`AgentConfig::call_only`]); the calls
+    /// are the last assistant message.
+    Calls,
 }
 
 /// One thing that happened in a run.
@@ -242,9 +250,11 @@ impl Agent {
         &self.config
     }
 
-    /// Tools offered to the model.
+    /// Tools offered to the model: the gate's (filtered by the allow-list), then the
+    /// call-only functions (which shadow a gate tool of the same name).
     pub fn tool_defs(&self) -> Vec<ToolDef> {
-        self.gate
+        let mut defs: Vec<ToolDef> = self
+            .gate
             .specs()
             .into_iter()
             .filter(|s| {
@@ -252,13 +262,20 @@ impl Agent {
                     .tool_allow_list
                     .as_ref()
                     .is_none_or(|allow| allow.iter().any(|a| a == &s.name))
+                    && !self.is_call_only(&s.name)
             })
             .map(|s| ToolDef {
                 name: s.name,
                 description: s.description,
                 parameters: s.input_schema,
             })
-            .collect()
+            .collect();
+        defs.extend(self.config.call_only.iter().cloned());
+        defs
+    }
+
+    fn is_call_only(&self, name: &str) -> bool {
+        self.config.call_only.iter().any(|t| t.name == name)
     }
 
     /// Runs until an answer or a budget. Events go to `events` (a closed receiver is fine).
@@ -418,6 +435,23 @@ impl Agent {
             let mut assistant = Message::new(Role::Assistant, output.text.clone());
             assistant.tool_calls = output.tool_calls.clone();
             Arc::make_mut(&mut messages).push(assistant);
+            if output.tool_calls.iter().any(|c| self.is_call_only(&c.name)) {
+                // The calls are the result; none of them is run.
+                emit(AgentEvent::TurnFinished { turn, usage });
+                emit(AgentEvent::Finished {
+                    stop: StopReason::Calls,
+                    answer: None,
+                    turns: turn,
+                    usage,
+                });
+                return Ok(RunOutcome {
+                    stop: StopReason::Calls,
+                    answer: None,
+                    messages: Arc::unwrap_or_clone(messages),
+                    turns: turn,
+                    usage,
+                });
+            }
             for call in &output.tool_calls {
                 emit(AgentEvent::ToolCallProposed {
                     turn,

@@ -283,3 +283,52 @@ async fn cancellation_stops_before_the_next_model_call() {
         .unwrap();
     assert_eq!(out.stop, StopReason::Cancelled);
 }
+
+#[tokio::test]
+async fn call_only_functions_end_the_run_with_the_calls_and_run_nothing() {
+    let model = Arc::new(ScriptedModel::new(
+        vec![
+            calls(vec![
+                call(
+                    "a",
+                    "spotify.play",
+                    json!({"artist": "Taylor Swift", "duration": 20}),
+                ),
+                call(
+                    "b",
+                    "spotify.play",
+                    json!({"artist": "Maroon 5", "duration": 15}),
+                ),
+            ]),
+            answer("never reached"),
+        ],
+        false,
+    ));
+    let config = AgentConfig {
+        tool_allow_list: Some(Vec::new()),
+        call_only: vec![ToolDef {
+            name: "spotify.play".into(),
+            description: "Play tracks".into(),
+            parameters: json!({"type": "object", "properties": {"artist": {"type": "string"}, "duration": {"type": "integer"}}}),
+        }],
+        ..AgentConfig::default()
+    };
+    let agent = Agent::new(
+        model.clone(),
+        gate("default = \"allow\"\n"),
+        Arc::new(DenyAsk),
+        config.clone(),
+    );
+    // Offered: only the call-only function (the allow-list hides the built-ins).
+    let names: Vec<String> = agent.tool_defs().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["spotify.play"]);
+    let (out, events) = run(model, "default = \"allow\"\n", config).await;
+    assert_eq!(out.stop, StopReason::Calls);
+    assert_eq!(out.turns, 1);
+    assert_eq!(out.messages.last().unwrap().tool_calls.len(), 2);
+    assert!(!out.messages.iter().any(|m| m.role == Role::Tool));
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        AgentEvent::ToolCallProposed { .. } | AgentEvent::ToolResult { .. }
+    )));
+}

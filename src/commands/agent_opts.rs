@@ -246,6 +246,7 @@ impl AgentOpts {
                 ),
                 None => None,
             },
+            call_only: Vec::new(),
         };
         Ok(Resolved {
             model,

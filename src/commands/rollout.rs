@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use verity_policies::CallerKind;
 use verity_runtime::{
     agent::{Agent, AgentConfig},
-    model::{Message, ModelBackend, Role},
+    model::{Message, ModelBackend, Role, ToolDef},
     reward::{self, Attempt, VerifierSpec},
     trajectory::{
         chain::{self, ChainWriter},
@@ -69,10 +69,54 @@ pub(crate) struct Task {
     pub(crate) verifier: VerifierSpec,
     #[serde(default)]
     tools: Option<Vec<String>>,
+    /// Call-only functions offered to the model (OpenAI `{name, description, parameters}`,
+    /// optionally wrapped as `{type: function, function: …}`): a reply calling one ends the
+    /// run with the calls as the answer (BFCL-style tasks).
+    #[serde(default)]
+    functions: Vec<FunctionDef>,
     #[serde(default)]
     meta: Value,
     #[serde(default)]
     data_source: Option<String>,
+}
+
+/// A call-only function as a task file gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FunctionDef {
+    Wrapped { function: PlainFunction },
+    Plain(PlainFunction),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainFunction {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "empty_object_schema")]
+    parameters: Value,
+    /// Accepted because OpenAI function definitions carry it; strictness is the run's.
+    #[serde(default, rename = "strict")]
+    _strict: Option<bool>,
+}
+
+fn empty_object_schema() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+impl FunctionDef {
+    fn to_tool_def(&self) -> ToolDef {
+        let f = match self {
+            FunctionDef::Wrapped { function } => function,
+            FunctionDef::Plain(f) => f,
+        };
+        ToolDef {
+            name: f.name.clone(),
+            description: f.description.clone(),
+            parameters: f.parameters.clone(),
+        }
+    }
 }
 
 impl Task {
@@ -103,7 +147,7 @@ pub(crate) fn read_tasks(path: &Path) -> anyhow::Result<Vec<(Task, Value)>> {
             .map_err(|e| anyhow::anyhow!("{}: line {}: not JSON: {e}", path.display(), i + 1))?;
         let task: Task = serde_json::from_value(raw.clone()).map_err(|e| {
             anyhow::anyhow!(
-                "{}: line {}: {e} (expected {{id, prompt or messages, ground_truth, verifier: {{type: math|exact|normalized|regex|json_field|code|tool_call|format, ...}}, tools?, meta?}})",
+                "{}: line {}: {e} (expected {{id, prompt or messages, ground_truth, verifier: {{type: math|exact|normalized|regex|json_field|code|tool_call|format, ...}}, tools?, functions?, meta?}})",
                 path.display(),
                 i + 1
             )
@@ -409,6 +453,11 @@ async fn sample(
     if let Some(t) = &task.tools {
         config.tool_allow_list = Some(t.clone());
     }
+    config.call_only = task
+        .functions
+        .iter()
+        .map(FunctionDef::to_tool_def)
+        .collect();
     let agent = Agent::new(
         shared.model.clone(),
         shared.gate.clone(),

@@ -115,6 +115,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
                 ExitCode::SUCCESS
             }
+            StopReason::Calls => {
+                // Call-only functions: the calls are the answer.
+                if !json {
+                    let calls = outcome
+                        .messages
+                        .last()
+                        .map(|m| serde_json::to_string(&m.tool_calls))
+                        .transpose()?
+                        .unwrap_or_default();
+                    writeln!(std::io::stdout().lock(), "{calls}")?;
+                }
+                ExitCode::SUCCESS
+            }
             StopReason::Cancelled => {
                 eprintln!("verity: cancelled");
                 ExitCode::from(130)

@@ -321,3 +321,220 @@ fn zero_variance_groups_are_resampled_up_to_the_cap() {
         .unwrap();
     assert!(v.status.success(), "{}", stdout(&v));
 }
+
+/// BFCL tasks (`scripts/tasks.py bfcl`, from the `bfcl-eval` package's data files): the
+/// calls BFCL accepts pass the tool_call verifier, altered ones do not; irrelevance tasks
+/// pass only without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bfcl_possible_answers_pass_the_tool_call_verifier() {
+    use verity_runtime::{
+        model::ToolCall,
+        reward::{score, Attempt, VerifierSpec},
+    };
+    for (category, n) in [
+        ("simple", 15),
+        ("multiple", 10),
+        ("parallel", 10),
+        ("irrelevance", 5),
+    ] {
+        let tasks = bfcl_tasks(category, n);
+        assert_eq!(tasks.len(), n, "{category}");
+        for t in &tasks {
+            let spec: VerifierSpec = serde_json::from_value(t["verifier"].clone()).unwrap();
+            assert!(!t["functions"].as_array().unwrap().is_empty(), "{t}");
+            // One accepted call per expected call: the first allowed value of each
+            // parameter ("" = may be omitted).
+            let gold = t["ground_truth"].as_array().unwrap();
+            let calls: Vec<ToolCall> = gold
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let args: serde_json::Map<String, Value> = g["arguments"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|(k, opts)| {
+                            let first = opts.as_array().unwrap().first()?;
+                            (first != "").then(|| (k.clone(), first.clone()))
+                        })
+                        .collect();
+                    ToolCall {
+                        id: format!("c{i}"),
+                        name: g["name"].as_str().unwrap().into(),
+                        arguments: Value::Object(args),
+                    }
+                })
+                .collect();
+            let ok = score(
+                &spec,
+                &t["ground_truth"],
+                &Attempt {
+                    answer: None,
+                    calls: calls.clone(),
+                },
+            )
+            .await;
+            assert!(ok.passed, "{}: {}", t["id"], ok.detail);
+            let wrong: Vec<ToolCall> = if calls.is_empty() {
+                vec![ToolCall {
+                    id: "x".into(),
+                    name: t["functions"][0]["name"].as_str().unwrap().into(),
+                    arguments: serde_json::json!({}),
+                }]
+            } else {
+                calls[1..].to_vec()
+            };
+            let bad = score(
+                &spec,
+                &t["ground_truth"],
+                &Attempt {
+                    answer: None,
+                    calls: wrong,
+                },
+            )
+            .await;
+            assert!(!bad.passed, "{}: {}", t["id"], bad.detail);
+        }
+    }
+}
+
+fn bfcl_tasks(category: &str, limit: usize) -> Vec<Value> {
+    let out = Command::new(super::common::python())
+        .arg(super::common::repo().join("scripts/tasks.py"))
+        .args(["bfcl", category, "--limit", &limit.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The issue's whole path on BFCL tasks with the tiny model: build the suite, roll it out
+/// (call-only functions: the run ends at the calls, nothing is executed), `verify
+/// --replay`, export in every format, and load the exports the way trainers do (pyarrow and
+/// Hugging Face `datasets`).
+#[test]
+fn bfcl_rollout_verify_replay_and_export_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, _) = setup(dir.path());
+    let mut lines = String::new();
+    for (category, n) in [("parallel", 2), ("irrelevance", 1)] {
+        for t in bfcl_tasks(category, n) {
+            lines.push_str(&t.to_string());
+            lines.push('\n');
+        }
+    }
+    let tasks = write_file(dir.path(), "bfcl.jsonl", &lines);
+    let out = dir.path().join("bfcl-out.jsonl");
+    let o = rollout(dir.path(), &model, &tasks, &out, &["--samples", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rs = records(&out);
+    let trajs: Vec<&Value> = rs.iter().filter(|r| r["kind"] == "traj").collect();
+    assert_eq!(trajs.len(), 6);
+    for r in &trajs {
+        // Only the task's functions were offered, and none ran.
+        let offered: Vec<&str> = r["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(!offered.contains(&"calculator"), "{offered:?}");
+        assert!(
+            r["tool_calls"].as_array().unwrap().is_empty(),
+            "{}",
+            r["tool_calls"]
+        );
+        assert!(r["reward"]["total"].is_number());
+        assert_eq!(r["reward"]["components"][0]["name"], "tool_call");
+        if r["outcome"]["stop"] == "calls" {
+            assert!(r["reward"]["components"][0]["extracted"].is_string());
+        }
+    }
+    assert!(
+        trajs.iter().any(|r| r["outcome"]["stop"] == "calls"),
+        "the forced first call ends some run: {:?}",
+        trajs
+            .iter()
+            .map(|r| &r["outcome"]["stop"])
+            .collect::<Vec<_>>()
+    );
+
+    let v = Command::new(verity())
+        .args(["verify", "--replay"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+
+    let mut files = Vec::new();
+    for (format, ext) in [
+        ("verl", "parquet"),
+        ("trl", "jsonl"),
+        ("trl-tokens", "jsonl"),
+        ("verifiers", "jsonl"),
+        ("openai", "jsonl"),
+    ] {
+        let path = dir.path().join(format!("export-{format}.{ext}"));
+        let e = Command::new(verity())
+            .arg("export")
+            .arg(&out)
+            .args(["--format", format, "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{format}: {}", stderr(&e));
+        files.push(path);
+    }
+    let check = r#"
+import json, os, sys
+import pyarrow.parquet as pq
+import datasets
+verl, trl, trl_tokens, verifiers, openai = sys.argv[1:6]
+t = pq.read_table(verl)
+need = {"data_source", "prompt", "ability", "reward_model", "extra_info",
+        "prompt_ids", "response_ids", "response_mask", "rollout_log_probs"}
+assert need <= set(t.column_names), t.column_names
+rows = t.to_pylist()
+r = rows[0]
+assert r["data_source"].startswith("bfcl/"), r["data_source"]
+assert r["prompt"][0]["role"] == "user" and r["prompt"][0]["content"]
+assert json.loads(r["reward_model"]["ground_truth"]) is not None
+assert r["reward_model"]["style"] == "rule"
+assert r["extra_info"]["task_id"] and r["extra_info"]["trajectory_id"]
+with_tokens = [x for x in rows if x["response_ids"] is not None]
+for x in with_tokens:
+    assert len(x["response_ids"]) == len(x["response_mask"]) == len(x["rollout_log_probs"])
+ds = datasets.load_dataset("parquet", data_files=verl, split="train")
+assert len(ds) == len(rows)
+trl_ds = datasets.load_dataset("json", data_files=trl, split="train")
+assert {"prompt", "completion", "tools", "reward"} <= set(trl_ds.column_names), trl_ds.column_names
+tok = datasets.load_dataset("json", data_files=trl_tokens, split="train")
+assert {"prompt_ids", "completion_ids", "logprobs", "env_mask"} <= set(tok.column_names)
+ver = datasets.load_dataset("json", data_files=verifiers, split="train")
+assert {"prompt", "completion", "answer", "task", "info", "reward", "state"} <= set(ver.column_names)
+oa = datasets.load_dataset("json", data_files=openai, split="train")
+assert {"messages", "tools"} <= set(oa.column_names)
+print(json.dumps({"verl": len(rows), "with_tokens": len(with_tokens), "trl": len(trl_ds),
+                  "trl_tokens": len(tok), "verifiers": len(ver), "openai": len(oa)}))
+"#;
+    let cache = dir.path().join("hf-cache");
+    let py = Command::new(super::common::python())
+        .arg("-c")
+        .arg(check)
+        .args(&files)
+        .env("HF_HOME", &cache)
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}{}", stdout(&py), stderr(&py));
+    let counts: Value = serde_json::from_str(stdout(&py).trim()).unwrap();
+    assert_eq!(counts["verl"], 6, "{counts}");
+    assert_eq!(counts["trl"], 6, "{counts}");
+    assert_eq!(counts["verifiers"], 6, "{counts}");
+    assert_eq!(counts["openai"], 6, "{counts}");
+    assert_eq!(counts["trl_tokens"], counts["with_tokens"], "{counts}");
+}

@@ -284,6 +284,9 @@ impl Transcript {
                         Some("Stopped: the time budget ran out (--max-time).".to_owned())
                     }
                     StopReason::Cancelled => Some("Turn cancelled.".to_owned()),
+                    StopReason::Calls => Some(
+                        "The model answered with calls to call-only functions (not run).".to_owned(),
+                    ),
                 };
                 if let Some(why) = why {
                     self.notice(NoticeKind::Warn, why);

@@ -74,6 +74,9 @@ pub fn strict_lark(tools: &[ToolDef], choice: &ToolChoice, calls: usize) -> Opti
     })
 }
 
+/// JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every JSON parser keeps exact.
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
 /// Most calls one block may carry in `auto` strict mode.
 const MAX_PARALLEL: usize = 8;
 
@@ -109,8 +112,9 @@ pub fn closed(schema: &Value) -> Value {
                 }
             }
             // An integer without bounds lets a small model write digits until the token
-            // limit (measured with the tiny model: `"seed":7777…`). JSON integers past 64
-            // bits lose precision in most parsers anyway.
+            // limit (measured with the tiny model: `"seed":7777…`). The bound is JSON's
+            // safe-integer range (±(2^53−1)): larger integers lose precision in most JSON
+            // parsers, and llguidance reads bounds as f64 (so ±2^63 would overflow it).
             let is_integer = match out.get("type") {
                 Some(Value::String(t)) => t == "integer",
                 Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
@@ -118,10 +122,10 @@ pub fn closed(schema: &Value) -> Value {
             };
             if is_integer {
                 if !out.contains_key("maximum") && !out.contains_key("exclusiveMaximum") {
-                    out.insert("maximum".into(), json!(i64::MAX));
+                    out.insert("maximum".into(), json!(MAX_SAFE_INTEGER));
                 }
                 if !out.contains_key("minimum") && !out.contains_key("exclusiveMinimum") {
-                    out.insert("minimum".into(), json!(i64::MIN));
+                    out.insert("minimum".into(), json!(-MAX_SAFE_INTEGER));
                 }
             }
             let is_object = out.get("type").and_then(Value::as_str) == Some("object")
@@ -170,12 +174,12 @@ mod tests {
         // Unbounded integers get 64-bit bounds; given bounds are kept.
         assert_eq!(
             c["properties"]["opts"]["properties"]["x"]["maximum"],
-            json!(i64::MAX)
+            json!(MAX_SAFE_INTEGER)
         );
         let b = closed(&json!({"type": ["integer", "null"], "minimum": 0}));
         assert_eq!(
             (b["minimum"].clone(), b["maximum"].clone()),
-            (json!(0), json!(i64::MAX))
+            (json!(0), json!(MAX_SAFE_INTEGER))
         );
     }
 

@@ -84,16 +84,16 @@ async fn replay(path: &Path) -> anyhow::Result<ReplayReport> {
                     serde_json::from_value::<VerifierSpec>(r["task"]["verifier"].clone()),
                 ) {
                     report.rewards += 1;
-                    let calls: Vec<ToolCall> = r["tool_calls"]
+                    // Every call the model made, as the rollout scored them: from the
+                    // conversation (call-only functions are never run, so they are not
+                    // among the executed `tool_calls`).
+                    let calls: Vec<ToolCall> = r["messages"]
                         .as_array()
                         .cloned()
                         .unwrap_or_default()
                         .iter()
-                        .map(|c| ToolCall {
-                            id: c["id"].as_str().unwrap_or_default().into(),
-                            name: c["name"].as_str().unwrap_or_default().into(),
-                            arguments: c["arguments"].clone(),
-                        })
+                        .flat_map(|m| m["tool_calls"].as_array().cloned().unwrap_or_default())
+                        .map(|c| message_call(&c))
                         .collect();
                     let attempt = Attempt {
                         answer: r["outcome"]["answer"].as_str().map(str::to_owned),
@@ -164,4 +164,18 @@ async fn replay(path: &Path) -> anyhow::Result<ReplayReport> {
         }
     }
     Ok(report)
+}
+
+/// A call as messages store it (OpenAI: `{id, function: {name, arguments: "JSON"}}`).
+fn message_call(c: &Value) -> ToolCall {
+    let f = &c["function"];
+    let arguments = match &f["arguments"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
+        other => other.clone(),
+    };
+    ToolCall {
+        id: c["id"].as_str().unwrap_or_default().into(),
+        name: f["name"].as_str().unwrap_or_default().into(),
+        arguments,
+    }
 }

@@ -1,0 +1,124 @@
+//! verl's Parquet: rows from [`super::rows::verl`] decoded into Arrow record batches against
+//! a fixed schema (arrow-json) and written with parquet's `ArrowWriter` (Snappy). A row that
+//! does not fit the schema is an error naming the column, not a silently dropped field.
+
+use std::{fs::File, path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use arrow_json::{reader::Decoder, ReaderBuilder};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use parquet::{arrow::ArrowWriter, basic::Compression, file::properties::WriterProperties};
+use serde_json::Value;
+
+/// Rows per record batch (and so per row group at most).
+const BATCH: usize = 1024;
+
+fn list(name: &str, item: DataType) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, true))),
+        true,
+    )
+}
+
+/// The columns verl's `RLHFDataset` reads, plus AgentLoop's token fields.
+pub fn schema() -> Arc<Schema> {
+    use DataType::{Boolean, Float64, Int64, Utf8};
+    let message = DataType::Struct(Fields::from(vec![
+        Field::new("role", Utf8, false),
+        Field::new("content", Utf8, false),
+    ]));
+    Arc::new(Schema::new(vec![
+        Field::new("data_source", Utf8, false),
+        Field::new(
+            "prompt",
+            DataType::List(Arc::new(Field::new("item", message, true))),
+            false,
+        ),
+        Field::new("ability", Utf8, false),
+        Field::new(
+            "reward_model",
+            DataType::Struct(Fields::from(vec![
+                Field::new("style", Utf8, false),
+                Field::new("ground_truth", Utf8, true),
+            ])),
+            false,
+        ),
+        Field::new(
+            "extra_info",
+            DataType::Struct(Fields::from(vec![
+                Field::new("split", Utf8, false),
+                Field::new("index", Int64, false),
+                Field::new("task_id", Utf8, false),
+                Field::new("trajectory_id", Utf8, false),
+                Field::new("digest", Utf8, false),
+                Field::new("verifier", Utf8, false),
+                Field::new("stop", Utf8, false),
+                Field::new("truncated", Boolean, false),
+                Field::new("turns", Int64, false),
+            ])),
+            false,
+        ),
+        Field::new("response", Utf8, false),
+        Field::new("reward", Float64, true),
+        list("prompt_ids", Int64),
+        list("response_ids", Int64),
+        list("response_mask", Int64),
+        list("rollout_log_probs", Float64),
+    ]))
+}
+
+/// Writes verl rows to a Parquet file.
+pub struct VerlWriter {
+    decoder: Decoder,
+    writer: ArrowWriter<File>,
+    pending: usize,
+}
+
+impl VerlWriter {
+    /// Creates (truncates) `path`.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let schema = schema();
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        let decoder = ReaderBuilder::new(schema)
+            .with_batch_size(BATCH)
+            .with_strict_mode(true)
+            .build_decoder()?;
+        Ok(Self {
+            decoder,
+            writer,
+            pending: 0,
+        })
+    }
+
+    /// Adds one row.
+    pub fn push(&mut self, row: &Value) -> anyhow::Result<()> {
+        self.decoder
+            .serialize(std::slice::from_ref(row))
+            .context("a verl row does not fit the Parquet schema")?;
+        self.pending += 1;
+        if self.pending >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(batch) = self.decoder.flush()? {
+            self.writer.write(&batch)?;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Writes the footer.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        self.writer.close()?;
+        Ok(())
+    }
+}
