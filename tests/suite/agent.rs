@@ -27,13 +27,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("tiny");
-        let out = Command::new(verity())
-            .args(["model", "tiny", "--out"])
-            .arg(&model)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        let model = super::common::tiny_model(dir.path());
         // An empty config keeps the developer's own ~/.config/verity out of the tests.
         let config = write_file(dir.path(), "config.toml", "");
         Fixture {

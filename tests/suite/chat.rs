@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::common::{stderr, verity, write_file};
+use super::common::{stderr, tiny_model, verity, write_file};
 
 /// One tmux server on a private socket, one session running one command.
 struct Tmux {
@@ -81,31 +81,26 @@ impl Tmux {
 
     /// Waits until the screen shows every one of `needles`; returns the screen.
     fn wait_for(&self, needles: &[&str], timeout_s: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(timeout_s);
-        loop {
-            let screen = self.capture();
-            if needles.iter().all(|n| screen.contains(n)) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout_s} s waiting for {needles:?}; screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_until(needles, true, timeout_s)
     }
 
     /// Waits until the screen shows any of `needles`.
     fn wait_for_any(&self, needles: &[&str], timeout_s: u64) -> String {
+        self.wait_until(needles, false, timeout_s)
+    }
+
+    fn wait_until(&self, needles: &[&str], all: bool, timeout_s: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(timeout_s);
         loop {
             let screen = self.capture();
-            if needles.iter().any(|n| screen.contains(n)) {
+            let found = |n: &&str| screen.contains(*n);
+            if (all && needles.iter().all(found)) || (!all && needles.iter().any(found)) {
                 return screen;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after {timeout_s} s waiting for one of {needles:?}; screen:\n{screen}"
+                "timed out after {timeout_s} s waiting for {} of {needles:?}; screen:\n{screen}",
+                if all { "all" } else { "one" }
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -116,17 +111,6 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.tmux().arg("kill-server").output();
     }
-}
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let model = dir.join("tiny");
-    let out = Command::new(verity())
-        .args(["model", "tiny", "--out"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    model
 }
 
 fn chat_command(dir: &Path, model: &Path, extra: &str) -> String {

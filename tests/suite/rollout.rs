@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::common::{stderr, stdout, verity, write_file};
+use super::common::{stderr, stdout, tiny_model, verity, write_file};
 
 const TASKS: &str = concat!(
     r#"{"id": "add", "prompt": "What is 2+2?", "ground_truth": "4", "verifier": {"type": "math"}, "tools": ["calculator"]}"#,
@@ -19,14 +19,7 @@ const TASKS: &str = concat!(
 );
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
-    let model = dir.join("tiny");
-    let out = Command::new(verity())
-        .args(["model", "tiny", "--out"])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    (model, write_file(dir, "tasks.jsonl", TASKS))
+    (tiny_model(dir), write_file(dir, "tasks.jsonl", TASKS))
 }
 
 fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -> Output {
