@@ -199,7 +199,14 @@ pub async fn run_chat(options: ChatOptions, loader: Loader) -> Result<()> {
             Input::TerminalClosed => break,
             Input::Agent(ev) => session.on_agent(ev),
             Input::Approval(p) => {
-                if session.options.auto_approve {
+                let cancelling = session.running.as_ref().is_some_and(|c| c.is_cancelled());
+                if cancelling {
+                    // Calls of a cancelled turn that reach the approver afterwards.
+                    let _ = p.reply.send(verity_runtime::Approval::Denied {
+                        by: "user".into(),
+                        reason: "the turn was cancelled before the call was approved".into(),
+                    });
+                } else if session.options.auto_approve {
                     let _ = p
                         .reply
                         .send(verity_runtime::Approval::Approved { by: "--yes".into() });

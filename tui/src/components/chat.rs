@@ -110,8 +110,13 @@ impl ChatView {
     ) {
         let width = area.width as usize;
         let height = area.height as usize;
-        let rows = self.rows(transcript, width, toggles, now, started).to_vec();
-        let rows = if rows.is_empty() { placeholder } else { rows };
+        self.rows(transcript, width, toggles, now, started);
+        // Only the visible rows are copied out of the cache.
+        let cached: &[Line<'static>] = match &self.cache {
+            Some((_, rows)) if !rows.is_empty() => rows,
+            _ => &placeholder,
+        };
+        let rows = cached;
         let total = rows.len();
         // Keep the view still while new rows arrive below a scrolled-up view.
         if self.scroll > 0 && total > self.last_total {
@@ -126,7 +131,7 @@ impl ChatView {
         if self.scroll > 0 && height > 1 {
             visible.pop();
             visible.push(Line::styled(
-                format!("↓ {} more rows below (PgDn / End)", self.scroll),
+                format!("↓ {} more rows below (PgDn / Ctrl-End)", self.scroll),
                 Style::new().fg(Color::Black).bg(Color::Yellow),
             ));
         }
