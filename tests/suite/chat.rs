@@ -201,10 +201,11 @@ fn chat_calculator_card_tools_and_quit() {
 }
 
 /// Code under the strict preset asks: the approval card shows the arguments and rule; `y`
-/// approves and the turn finishes; a second ask is cancelled with Ctrl-C (the pending call
-/// is refused, the turn ends); `/quit` exits.
+/// approves once; `s` approves and adds a session rule, which `/policy` lists and
+/// `/policy revoke` removes; the next ask is cancelled with Ctrl-C (the pending call is
+/// refused, the turn ends); `/save` writes the conversation; `/quit` exits.
 #[test]
-fn chat_approval_and_ctrl_c_cancel() {
+fn chat_approval_session_rule_and_ctrl_c_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let cmd = chat_command(dir.path(), &model, "--tool-choice code");
@@ -227,12 +228,52 @@ fn chat_approval_and_ctrl_c_cancel() {
     tmux.wait_for_any(&TURN_ENDED, 180);
     tmux.wait_for(&[IDLE], 30);
 
+    tmux.type_text("And 3+3?");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["approve  run code?"], 120);
+    tmux.keys(&["s"]);
+    tmux.wait_for(
+        &[
+            "Session rule session-1 added",
+            "approved by user (session-1)",
+        ],
+        60,
+    );
+    tmux.wait_for(&[IDLE], 180);
+    tmux.type_text("/policy");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["session-1: allow code", "/policy revoke ID removes one"],
+        30,
+    );
+    tmux.type_text("/policy revoke session-1");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Revoked session-1: code asks again."], 30);
+
     tmux.type_text("Again, please");
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["approve  run code?"], 120);
     tmux.keys(&["C-c"]);
     let screen = tmux.wait_for(&["Turn cancelled.", "the turn was cancelled"], 60);
     assert!(!screen.contains("approve  run code?"), "{screen}");
+
+    let saved = dir.path().join("conversation.json");
+    tmux.type_text(&format!("/save {}", saved.display()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Saved"], 30);
+    let conv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let roles: Vec<&str> = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        roles.iter().filter(|r| **r == "user").count() >= 3,
+        "{roles:?}"
+    );
+    assert!(roles.contains(&"tool"), "{roles:?}");
 
     tmux.type_text("/quit");
     tmux.keys(&["Enter"]);
