@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use verity_runtime::{
     agent::{Agent, AgentEvent, StopReason},
     model::{Message, Role},
-    trajectory::{chain::ChainWriter, TrajectoryBuilder},
+    trajectory::{chain::ChainWriter, tool_tokens, TrajectoryBuilder},
     Approver, AutoApprove, Caller, DenyAsk,
 };
 
@@ -64,7 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::new(DenyAsk)
         };
         let model_info = model.info().clone();
-        let agent = Agent::new(model, gate, approver, resolved.agent.clone());
+        let agent = Agent::new(model.clone(), gate, approver, resolved.agent.clone());
         let tools = agent.tool_defs();
         let mut messages = Vec::new();
         if let Some(system) = &resolved.system {
@@ -98,6 +98,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let outcome = outcome?;
         if let (Some(w), Some(path)) = (writer.as_mut(), &args.record) {
             let task = serde_json::json!({"prompt": prompt});
+            let builder = builder.with_tool_tokens(tool_tokens(&*model, &outcome).await);
             let mut record = builder.finish(&model_info, agent.config(), &tools, &outcome, task);
             let digest = w.append(&mut record)?;
             eprintln!("verity: recorded to {} ({digest})", path.display());

@@ -125,6 +125,36 @@ fn recorded_runs_carry_exact_tokens_and_a_verifiable_chain() {
     }
     let completion = r["outcome"]["completion_tokens"].as_u64().unwrap() as usize;
     assert_eq!(sampled, completion);
+    // Per-token source: sampled exactly where the mask is 1; the two tool results are
+    // found among the inserted tokens (the tiny tokenizer maps byte b to id b, so their
+    // ids decode to the result text) and the rest is template scaffold.
+    let source: Vec<&str> = tokens["source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for (m, s) in mask.iter().zip(&source) {
+        assert_eq!(m.as_u64() == Some(1), *s == "sampled", "{source:?}");
+    }
+    let ids = tokens["response_ids"].as_array().unwrap();
+    let tool_bytes: Vec<u8> = ids
+        .iter()
+        .zip(&source)
+        .filter(|(_, s)| **s == "tool")
+        .map(|(id, _)| id.as_u64().unwrap() as u8)
+        .collect();
+    let tool_text = String::from_utf8(tool_bytes).unwrap();
+    let results: String = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert!(!results.is_empty());
+    assert_eq!(tool_text, results, "{source:?}");
+    assert!(source.contains(&"template") && !source.contains(&"inserted"));
 
     // Every record, and the documented example, validate against the published schema
     // (checked by the `jsonschema` package, not by us).

@@ -97,6 +97,8 @@ struct Session {
     options: ChatOptions,
     app: App,
     agent: Option<Agent>,
+    /// The model (for tokenizing tool results in records).
+    model: Option<Arc<dyn ModelBackend>>,
     model_info: Option<ModelInfo>,
     _hub: Option<McpHub>,
     conversation: Vec<Message>,
@@ -143,6 +145,7 @@ pub async fn run_chat(options: ChatOptions, loader: Loader) -> Result<()> {
         options,
         app,
         agent: None,
+        model: None,
         model_info: None,
         _hub: None,
         running: None,
@@ -219,7 +222,7 @@ pub async fn run_chat(options: ChatOptions, loader: Loader) -> Result<()> {
                 while let Ok(Input::Agent(ev)) = events_rx.try_recv() {
                     session.on_agent(ev);
                 }
-                session.finish_turn(result);
+                session.finish_turn(result).await;
             }
             Input::Loaded(result) => session.on_loaded(result),
             Input::Reward(text) => session.app.transcript.notice(NoticeKind::Info, text),
@@ -277,6 +280,7 @@ impl Session {
                         self.app.rules.clone(),
                     ))
                 };
+                self.model = Some(loaded.model.clone());
                 let agent = Agent::new(
                     loaded.model,
                     loaded.gate,
@@ -370,14 +374,14 @@ impl Session {
         });
     }
 
-    fn finish_turn(&mut self, result: std::result::Result<RunOutcome, ModelError>) {
+    async fn finish_turn(&mut self, result: std::result::Result<RunOutcome, ModelError>) {
         self.running = None;
         self.app.turn_finished();
         match result {
             Ok(outcome) => {
                 self.conversation = outcome.messages.clone();
                 self.exchanges += 1;
-                self.record(&outcome);
+                self.record(&outcome).await;
                 self.last = Some(outcome);
             }
             Err(e) => {
@@ -392,13 +396,17 @@ impl Session {
         }
     }
 
-    fn record(&mut self, outcome: &RunOutcome) {
-        let (Some(writer), Some(info), Some(agent)) =
-            (self.writer.as_mut(), &self.model_info, &self.agent)
-        else {
+    async fn record(&mut self, outcome: &RunOutcome) {
+        let (Some(writer), Some(info), Some(agent), Some(model)) = (
+            self.writer.as_mut(),
+            &self.model_info,
+            &self.agent,
+            &self.model,
+        ) else {
             return;
         };
-        let builder = std::mem::take(&mut self.builder);
+        let builder = std::mem::take(&mut self.builder)
+            .with_tool_tokens(verity_runtime::trajectory::tool_tokens(&**model, outcome).await);
         let task = match &self.options.task {
             Some(t) => {
                 json!({"chat": {"session": self.session_id, "exchange": self.exchanges}, "task": t.raw})

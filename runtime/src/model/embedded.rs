@@ -493,6 +493,10 @@ impl ModelBackend for EmbeddedModel {
     ) -> BoxFuture<'a, Result<ModelOutput, ModelError>> {
         self.run(request, on_token, cancel).boxed()
     }
+
+    fn tokenize_text<'a>(&'a self, text: &'a str) -> BoxFuture<'a, Option<Vec<u32>>> {
+        async move { self.tokenize(text).await.ok() }.boxed()
+    }
 }
 
 fn anyhow_like(msg: String) -> anyhow::Error {

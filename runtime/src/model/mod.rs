@@ -323,4 +323,10 @@ pub trait ModelBackend: Send + Sync + fmt::Debug {
         on_token: TokenSink,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<ModelOutput, ModelError>>;
+
+    /// Plain text → token ids with the model's own tokenizer (no special tokens), when
+    /// the backend can: lets records tell tool output from template tokens.
+    fn tokenize_text<'a>(&'a self, _text: &'a str) -> BoxFuture<'a, Option<Vec<u32>>> {
+        Box::pin(async { None })
+    }
 }

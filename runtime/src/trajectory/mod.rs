@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     agent::{AgentConfig, AgentEvent, RunOutcome},
-    model::{Message, ModelInfo, ModelOutput, ToolDef},
+    model::{Message, ModelBackend, ModelInfo, ModelOutput, Role, ToolDef},
 };
 
 /// Schema id written in every record.
@@ -34,6 +34,8 @@ pub const SCHEMA: &str = "verity.traj/1";
 /// Collects one run's events into a record.
 #[derive(Debug, Default)]
 pub struct TrajectoryBuilder {
+    /// Token ids of each tool result as the model read it (see [`tool_tokens`]).
+    tool_tokens: Option<Vec<Vec<u32>>>,
     turns: Vec<(ModelOutput, u64)>,
     tool_calls: Vec<Value>,
     pending: BTreeMap<String, Value>,
@@ -107,6 +109,13 @@ impl TrajectoryBuilder {
         }
     }
 
+    /// Lets the flat view label inserted tokens as tool output or template (from
+    /// [`tool_tokens`]); without it they stay `inserted`.
+    pub fn with_tool_tokens(mut self, tokens: Option<Vec<Vec<u32>>>) -> Self {
+        self.tool_tokens = tokens;
+        self
+    }
+
     /// The record of the run (not yet sealed: [`chain::ChainWriter::append`] adds
     /// `integrity`).
     pub fn finish(
@@ -123,7 +132,10 @@ impl TrajectoryBuilder {
             .enumerate()
             .map(|(i, (out, ms))| turn_record(i, out, *ms, self.turns.get(i + 1).map(|t| &t.0)))
             .collect();
-        let tokens = flat_view(&self.turns.iter().map(|t| &t.0).collect::<Vec<_>>());
+        let tokens = flat_view(
+            &self.turns.iter().map(|t| &t.0).collect::<Vec<_>>(),
+            self.tool_tokens.as_deref(),
+        );
         let truncated = self
             .turns
             .last()
@@ -243,7 +255,47 @@ fn turn_record(i: usize, out: &ModelOutput, ms: u64, next: Option<&ModelOutput>)
 
 /// The flat view: one prompt, one response sequence with a loss mask (1 only on sampled
 /// tokens, the EOS/stop token included) and rollout logprobs (0 where the mask is 0).
-fn flat_view(turns: &[&ModelOutput]) -> Value {
+/// The token ids of every tool result in `outcome`, in conversation order, from the
+/// model's own tokenizer; `None` when the backend cannot tokenize.
+pub async fn tool_tokens(model: &dyn ModelBackend, outcome: &RunOutcome) -> Option<Vec<Vec<u32>>> {
+    let mut out = Vec::new();
+    for m in outcome.messages.iter().filter(|m| m.role == Role::Tool) {
+        out.push(model.tokenize_text(&m.content).await?);
+    }
+    Some(out)
+}
+
+/// Relabels `inserted` tokens that are a tool result's ids as `tool`; when every result
+/// was found, the other inserted tokens are template scaffold (`template`). A result not
+/// found (a template that rewrites tool text) leaves the labels `inserted`: unknown, not
+/// guessed.
+fn label_inserted(response: &[u32], source: &mut [&str], tools: &[Vec<u32>]) {
+    let mut all_found = true;
+    let mut from = 0;
+    for seq in tools.iter().filter(|t| !t.is_empty()) {
+        let found = (from..response.len().saturating_sub(seq.len() - 1)).find(|&i| {
+            response[i..i + seq.len()] == seq[..]
+                && source[i..i + seq.len()].iter().all(|s| *s == "inserted")
+        });
+        match found {
+            Some(i) => {
+                source[i..i + seq.len()]
+                    .iter_mut()
+                    .for_each(|s| *s = "tool");
+                from = i + seq.len();
+            }
+            None => all_found = false,
+        }
+    }
+    if all_found {
+        source
+            .iter_mut()
+            .filter(|s| **s == "inserted")
+            .for_each(|s| *s = "template");
+    }
+}
+
+fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> Value {
     let Some(first) = turns.first() else {
         return json!({"available": false, "why": "no model call"});
     };
@@ -281,6 +333,9 @@ fn flat_view(turns: &[&ModelOutput]) -> Value {
         logprobs.extend(lp.iter().map(|x| short(*x)));
         source.extend(std::iter::repeat_n("sampled", g.len()));
         so_far.extend_from_slice(g);
+    }
+    if let Some(tools) = tool_tokens {
+        label_inserted(&response, &mut source, tools);
     }
     json!({
         "available": true,
@@ -400,11 +455,26 @@ mod tests {
     fn flat_view_masks_only_sampled_tokens() {
         let a = out(vec![1, 2], vec![3, 4]);
         let b = out(vec![1, 2, 3, 4, 9, 9], vec![5]);
-        let v = flat_view(&[&a, &b]);
+        let v = flat_view(&[&a, &b], None);
         assert_eq!(v["available"], true);
         assert_eq!(v["response_ids"], json!([3, 4, 9, 9, 5]));
         assert_eq!(v["loss_mask"], json!([1, 1, 0, 0, 1]));
         assert_eq!(v["rollout_logprobs"], json!([-0.5, -0.5, 0.0, 0.0, -0.5]));
+        assert_eq!(
+            v["source"],
+            json!(["sampled", "sampled", "inserted", "inserted", "sampled"])
+        );
+        // With the tool result's ids: tool output vs template scaffold.
+        let c = out(vec![1, 2, 3, 4, 7, 8, 9, 6], vec![5]);
+        let v = flat_view(&[&a, &c], Some(&[vec![8, 9]]));
+        assert_eq!(
+            v["source"],
+            json!(["sampled", "sampled", "template", "tool", "tool", "template", "sampled"])
+        );
+        assert_eq!(v["loss_mask"], json!([1, 1, 0, 0, 0, 0, 1]));
+        // A result that cannot be found leaves the labels unknown.
+        let v = flat_view(&[&a, &c], Some(&[vec![8, 9], vec![42]]));
+        assert_eq!(v["source"][2], "inserted");
         let t = turn_record(0, &a, 1, Some(&b));
         assert_eq!(t["next"]["prefix_consistent"], true);
         assert_eq!(t["next"]["new_prompt_ids"], json!([9, 9]));
@@ -414,7 +484,7 @@ mod tests {
     fn drift_at_the_template_boundary_is_reported_not_papered_over() {
         let a = out(vec![1, 2], vec![3, 4]);
         let b = out(vec![1, 2, 3, 7, 9], vec![5]);
-        let v = flat_view(&[&a, &b]);
+        let v = flat_view(&[&a, &b], None);
         assert_eq!(v["available"], false);
         assert!(v["why"].as_str().unwrap().contains("turn 1"));
         let t = turn_record(0, &a, 1, Some(&b));
