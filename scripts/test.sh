@@ -8,6 +8,14 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 
+# The persistent target dir keeps one linked test/binary executable per dependency set
+# (~0.5 GB each, with mistral.rs in them); old ones pile up as dependencies change and once
+# filled this machine's disk. Executables unused for 3 days are dropped (relinked if ever
+# needed again); only in Verity's own default target dir.
+if [ "$CARGO_TARGET_DIR" = "$HOME/.cache/verity-target" ] && [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
+  find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -atime +3 -delete || true
+fi
+
 step "third-party test clients (Python MCP SDK, MCP Inspector, conformance suite, Node 22)"
 scripts/install-test-deps.sh
 
