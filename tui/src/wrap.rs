@@ -77,7 +77,16 @@ pub fn wrap_line(line: Line<'static>, max: usize, indent: &Span<'static>) -> Vec
         .map(|(i, row)| {
             let mut spans = Vec::new();
             if i > 0 && indent_w > 0 {
-                spans.push(indent.clone());
+                // The indent shrinks on very narrow rows so it never fills them.
+                let cut: String = indent
+                    .content
+                    .chars()
+                    .scan(0, |w, c| {
+                        *w += c.width().unwrap_or(0);
+                        (*w <= indent_w).then_some(c)
+                    })
+                    .collect();
+                spans.push(Span::styled(cut, indent.style));
             }
             spans.extend(regroup(row));
             Line::from(spans).style(style)
@@ -160,5 +169,25 @@ mod tests {
         let rows = wrap_line(Line::from("日本語の文"), 4, &Span::raw(""));
         assert!(rows.iter().all(|r| width(&r.to_string()) <= 4), "{rows:?}");
         assert_eq!(truncate("hello world", 6), "hello…");
+    }
+
+    proptest::proptest! {
+        /// Whatever a model writes: rows never overflow (a lone character wider than the
+        /// row is the only exception), nothing but break spaces is lost, and markdown
+        /// rendering of the same text never panics.
+        #[test]
+        fn wrapping_any_text_keeps_rows_within_width(text in "\\PC{0,200}", max in 1usize..60) {
+            let line = Line::from(text.clone());
+            let rows = wrap_line(line, max, &Span::raw("  "));
+            proptest::prop_assert!(!rows.is_empty());
+            for r in &rows {
+                let w = width(&r.to_string());
+                proptest::prop_assert!(w <= max || r.to_string().chars().count() <= 3, "{w} > {max}: {r:?}");
+            }
+            let kept: usize = rows.iter().map(|r| r.to_string().chars().filter(|c| *c != ' ').count()).sum();
+            let orig = text.chars().filter(|c| *c != ' ' && *c != '\t').count();
+            proptest::prop_assert_eq!(kept, orig);
+            let _ = crate::markdown::render(&text, max, ratatui::style::Style::new());
+        }
     }
 }

@@ -408,6 +408,49 @@ mod tests {
         assert!(["/model", "/mcp"].contains(&first.as_str()), "{first}");
     }
 
+    fn any_key() -> impl proptest::strategy::Strategy<Value = KeyEvent> {
+        use proptest::prelude::*;
+        let code = prop_oneof![
+            any::<char>().prop_map(KeyCode::Char),
+            Just(KeyCode::Enter),
+            Just(KeyCode::Backspace),
+            Just(KeyCode::Delete),
+            Just(KeyCode::Left),
+            Just(KeyCode::Right),
+            Just(KeyCode::Up),
+            Just(KeyCode::Down),
+            Just(KeyCode::Home),
+            Just(KeyCode::End),
+            Just(KeyCode::Tab),
+        ];
+        let mods = prop_oneof![
+            Just(KeyModifiers::NONE),
+            Just(KeyModifiers::ALT),
+            Just(KeyModifiers::CONTROL),
+            Just(KeyModifiers::SHIFT),
+        ];
+        (code, mods).prop_map(|(c, m)| KeyEvent::new(c, m))
+    }
+
+    proptest::proptest! {
+        /// Any key sequence: no panic, the cursor stays inside the text, layout covers it.
+        #[test]
+        fn any_key_sequence_keeps_the_cursor_in_the_text(
+            keys in proptest::collection::vec(any_key(), 0..80),
+            width in 1usize..30,
+        ) {
+            let mut e = Editor::default();
+            for k in keys {
+                e.handle_key(k);
+                e.ensure();
+                proptest::prop_assert!(e.row < e.lines.len());
+                proptest::prop_assert!(e.col <= e.lines[e.row].len());
+                let (rows, (r, c)) = e.layout(width);
+                proptest::prop_assert!(r < rows.len() && c <= width);
+            }
+        }
+    }
+
     #[test]
     fn cursor_layout_wraps() {
         let mut e = Editor::default();
