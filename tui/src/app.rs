@@ -105,6 +105,8 @@ pub struct App {
     hint: Option<String>,
     /// Animation origin.
     epoch: Instant,
+    /// The streaming model call: when it started and pieces received (live tok/s).
+    stream: Option<(Instant, u64)>,
 }
 
 impl App {
@@ -123,6 +125,7 @@ impl App {
             last_ctrl_c: None,
             hint: None,
             epoch: now,
+            stream: None,
         }
     }
 
@@ -148,6 +151,21 @@ impl App {
 
     /// An agent event arrived.
     pub fn on_agent(&mut self, event: &AgentEvent, now: Instant) {
+        match event {
+            AgentEvent::TurnStarted { .. } => self.stream = Some((now, 0)),
+            AgentEvent::Token { .. } => {
+                // Live speed while streaming (a piece is a token for the embedded engine,
+                // a chunk for HTTP backends); the model output below sets the exact one.
+                if let Some((since, n)) = &mut self.stream {
+                    *n += 1;
+                    let secs = now.saturating_duration_since(*since).as_secs_f64();
+                    if secs > 0.25 {
+                        self.status.tokens_per_s = Some(*n as f64 / secs);
+                    }
+                }
+            }
+            _ => {}
+        }
         if let AgentEvent::ModelOutput {
             output,
             duration_ms,

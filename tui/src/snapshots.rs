@@ -454,3 +454,22 @@ fn scrollback_keeps_position_while_output_arrives() {
     f.key(KeyCode::End, KeyModifiers::CONTROL);
     assert!(f.render(60, 12, 0).contains("new output"));
 }
+
+#[test]
+fn tokens_per_second_is_live_while_streaming() {
+    let mut f = Fixture::idle();
+    f.app
+        .on_agent(&AgentEvent::TurnStarted { turn: 1 }, f.at(0));
+    for _ in 0..10 {
+        let now = f.at(500);
+        f.app.on_agent(
+            &AgentEvent::Token {
+                turn: 1,
+                text: "a".into(),
+            },
+            now,
+        );
+    }
+    assert_eq!(f.app.status.tokens_per_s, Some(20.0));
+    assert!(f.render(80, 12, 500).contains("20.0 tok/s"));
+}
