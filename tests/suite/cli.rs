@@ -124,7 +124,8 @@ fn audit_log_records_every_decision() {
 #[test]
 fn every_subcommand_has_working_help() {
     for cmd in [
-        "setup", "tools", "index", "serve", "policy", "run", "model", "rollout", "verify", "export",
+        "setup", "tools", "index", "serve", "policy", "run", "chat", "model", "rollout", "verify",
+        "export",
     ] {
         let out = run(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}: {}", stderr(&out));
