@@ -58,7 +58,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&engine)));
+        // Handlers are installed before the server announces itself: a SIGTERM sent right
+        // after "serving on …" must shut down gracefully, not kill the process.
+        let signals = Signals::install()?;
+        tokio::spawn(watch_signals(
+            signals,
+            shutdown.clone(),
+            Arc::clone(&engine),
+        ));
         if let Some(path) = engine.path().map(ToOwned::to_owned) {
             tokio::spawn(watch_policy_file(
                 path,
@@ -82,22 +89,31 @@ fn reload(engine: &PolicyEngine, why: &str) {
     }
 }
 
+/// The signals `serve` reacts to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// SIGINT/SIGTERM: graceful shutdown. SIGHUP: reload the policy.
-async fn watch_signals(shutdown: CancellationToken, engine: Arc<PolicyEngine>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals(mut s: Signals, shutdown: CancellationToken, engine: Arc<PolicyEngine>) {
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload(&engine, "SIGHUP"),
+            _ = s.term.recv() => break,
+            _ = s.int.recv() => break,
+            _ = s.hup.recv() => reload(&engine, "SIGHUP"),
         }
     }
     tracing::info!("shutting down");

@@ -132,17 +132,22 @@ impl HttpServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends SIGTERM and waits for exit; returns whether it exited cleanly.
-    pub fn terminate(mut self) -> bool {
+    /// Sends SIGTERM and waits for exit (20 s: CI machines can be busy); `Err` says
+    /// whether it exited uncleanly or not at all.
+    pub fn terminate(mut self) -> Result<(), String> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
+        for _ in 0..400 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("exited with {status}"))
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        false
+        Err("still running 20 s after SIGTERM".into())
     }
 }
 

@@ -151,8 +151,7 @@ async fn beyond_loopback_with_a_token_serves_and_requires_it() {
 #[test]
 fn sigterm_shuts_down_gracefully() {
     let server = HttpServer::start(&[]);
-    assert!(
-        server.terminate(),
-        "verity serve did not exit cleanly on SIGTERM"
-    );
+    if let Err(e) = server.terminate() {
+        panic!("verity serve did not exit cleanly on SIGTERM: {e}");
+    }
 }
