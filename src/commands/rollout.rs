@@ -499,8 +499,7 @@ async fn sample(
         "verifier": task.verifier,
         "meta": task.meta,
     });
-    let builder = builder
-        .with_tool_tokens(verity_runtime::trajectory::tool_tokens(&*shared.model, &outcome).await);
+    let builder = builder.with_tool_tokens(&*shared.model, &outcome).await;
     let mut record = builder.finish(
         shared.model.info(),
         agent.config(),

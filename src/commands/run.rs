@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use verity_runtime::{
     agent::{Agent, AgentEvent, StopReason},
     model::{Message, Role},
-    trajectory::{chain::ChainWriter, tool_tokens, TrajectoryBuilder},
+    trajectory::{chain::ChainWriter, TrajectoryBuilder},
     Approver, AutoApprove, Caller, DenyAsk,
 };
 
@@ -98,7 +98,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let outcome = outcome?;
         if let (Some(w), Some(path)) = (writer.as_mut(), &args.record) {
             let task = serde_json::json!({"prompt": prompt});
-            let builder = builder.with_tool_tokens(tool_tokens(&*model, &outcome).await);
+            let builder = builder.with_tool_tokens(&*model, &outcome).await;
             let mut record = builder.finish(&model_info, agent.config(), &tools, &outcome, task);
             let digest = w.append(&mut record)?;
             eprintln!("verity: recorded to {} ({digest})", path.display());

@@ -397,8 +397,8 @@ fn mcp_hub_merges_external_tools_and_survives_a_broken_server() {
 
     // `verity serve` as an external server; under the default policy external tools ask,
     // and headless without --yes that is a denial the model can read.
-    let (_, events) = agent(
-        &[
+    let external_call = |extra: &[&str]| {
+        let mut args = vec![
             "--model",
             &m,
             "--mcp",
@@ -410,32 +410,18 @@ fn mcp_hub_merges_external_tools_and_survives_a_broken_server() {
             "local.calculator",
             "--max-turns",
             "1",
-        ],
-        "What is 2+2?",
-    );
+        ];
+        args.extend_from_slice(extra);
+        agent(&args, "What is 2+2?").1
+    };
+    let events = external_call(&[]);
     let decision = of_type(&events, "policy_decision")[0];
     assert_eq!(decision["verdict"], "ask");
     assert_eq!(decision["rule_id"], "external-ask");
     let result = of_type(&events, "tool_result")[0];
     assert_eq!(result["result"]["outcome"]["failure"], "denied");
 
-    let (_, events) = agent(
-        &[
-            "--model",
-            &m,
-            "--mcp",
-            hub_arg,
-            "--strict",
-            "--tool-choice",
-            "local.calculator",
-            "--tools",
-            "local.calculator",
-            "--max-turns",
-            "1",
-            "--yes",
-        ],
-        "What is 2+2?",
-    );
+    let events = external_call(&["--yes"]);
     let result = of_type(&events, "tool_result")[0];
     assert_eq!(result["tool"], "local.calculator");
     assert_eq!(result["result"]["approval"]["approval"], "approved");

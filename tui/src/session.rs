@@ -406,7 +406,8 @@ impl Session {
             return;
         };
         let builder = std::mem::take(&mut self.builder)
-            .with_tool_tokens(verity_runtime::trajectory::tool_tokens(&**model, outcome).await);
+            .with_tool_tokens(&**model, outcome)
+            .await;
         let task = match &self.options.task {
             Some(t) => {
                 json!({"chat": {"session": self.session_id, "exchange": self.exchanges}, "task": t.raw})

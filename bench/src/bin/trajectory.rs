@@ -87,11 +87,11 @@ async fn rollout_and_recorder(dir: &Path, samples: usize) -> anyhow::Result<Vec<
         // The recorder's whole job for one sample: observe every event, build the record
         // (digests, flat view), append it to the chain with fsync.
         let t = Instant::now();
-        let mut builder = TrajectoryBuilder::new()
-            .with_tool_tokens(verity_runtime::trajectory::tool_tokens(&*model, &outcome).await);
+        let mut builder = TrajectoryBuilder::new();
         for e in &events {
             builder.observe(e);
         }
+        let builder = builder.with_tool_tokens(&*model, &outcome).await;
         let mut record = builder.finish(
             model.info(),
             agent.config(),

@@ -109,10 +109,30 @@ impl TrajectoryBuilder {
         }
     }
 
-    /// Lets the flat view label inserted tokens as tool output or template (from
-    /// [`tool_tokens`]); without it they stay `inserted`.
-    pub fn with_tool_tokens(mut self, tokens: Option<Vec<Vec<u32>>>) -> Self {
-        self.tool_tokens = tokens;
+    /// Tokenizes this run's tool results with the model's own tokenizer so the flat view
+    /// can label inserted tokens as tool output or template. They are the last tool
+    /// messages of the conversation, one per call observed (earlier exchanges' results are
+    /// part of the first prompt, not inserted). Backends that cannot tokenize leave the
+    /// labels `inserted`.
+    pub async fn with_tool_tokens(
+        mut self,
+        model: &dyn ModelBackend,
+        outcome: &RunOutcome,
+    ) -> Self {
+        let results: Vec<&Message> = outcome
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .collect();
+        let this_run = &results[results.len().saturating_sub(self.tool_calls.len())..];
+        let mut tokens = Vec::with_capacity(this_run.len());
+        for m in this_run {
+            match model.tokenize_text(&m.content).await {
+                Some(t) => tokens.push(t),
+                None => return self,
+            }
+        }
+        self.tool_tokens = Some(tokens);
         self
     }
 
@@ -255,16 +275,6 @@ fn turn_record(i: usize, out: &ModelOutput, ms: u64, next: Option<&ModelOutput>)
 
 /// The flat view: one prompt, one response sequence with a loss mask (1 only on sampled
 /// tokens, the EOS/stop token included) and rollout logprobs (0 where the mask is 0).
-/// The token ids of every tool result in `outcome`, in conversation order, from the
-/// model's own tokenizer; `None` when the backend cannot tokenize.
-pub async fn tool_tokens(model: &dyn ModelBackend, outcome: &RunOutcome) -> Option<Vec<Vec<u32>>> {
-    let mut out = Vec::new();
-    for m in outcome.messages.iter().filter(|m| m.role == Role::Tool) {
-        out.push(model.tokenize_text(&m.content).await?);
-    }
-    Some(out)
-}
-
 /// Relabels `inserted` tokens that are a tool result's ids as `tool`; when every result
 /// was found, the other inserted tokens are template scaffold (`template`). A result not
 /// found (a template that rewrites tool text) leaves the labels `inserted`: unknown, not
@@ -449,6 +459,67 @@ mod tests {
             usage: Usage::default(),
             ..ModelOutput::default()
         }
+    }
+
+    /// A backend whose tokenizer maps each byte to its value (like the tiny model's).
+    #[derive(Debug)]
+    struct ByteTokenizer(ModelInfo);
+
+    impl ModelBackend for ByteTokenizer {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn generate<'a>(
+            &'a self,
+            _request: &'a crate::model::ModelRequest,
+            _on_token: crate::model::TokenSink,
+            _cancel: tokio_util::sync::CancellationToken,
+        ) -> futures::future::BoxFuture<'a, Result<ModelOutput, crate::model::ModelError>> {
+            Box::pin(async { Err(crate::model::ModelError::Cancelled) })
+        }
+        fn tokenize_text<'a>(
+            &'a self,
+            text: &'a str,
+        ) -> futures::future::BoxFuture<'a, Option<Vec<u32>>> {
+            Box::pin(async move { Some(text.bytes().map(u32::from).collect()) })
+        }
+    }
+
+    /// Only this run's tool results are looked for: an earlier exchange's result is part
+    /// of the first prompt, so it must not be searched among the inserted tokens.
+    #[tokio::test]
+    async fn tool_tokens_cover_only_this_runs_results() {
+        let model = ByteTokenizer(ModelInfo::default());
+        let call = crate::model::ToolCall {
+            id: "c2".into(),
+            name: "calculator".into(),
+            arguments: json!({}),
+        };
+        let earlier = crate::model::ToolCall {
+            id: "c1".into(),
+            ..call.clone()
+        };
+        let outcome = RunOutcome {
+            stop: crate::agent::StopReason::Answer,
+            answer: Some("ok".into()),
+            messages: vec![
+                Message::tool_result(&earlier, "old"),
+                Message::tool_result(&call, "new"),
+            ],
+            turns: 2,
+            usage: Usage::default(),
+        };
+        let mut b = TrajectoryBuilder::new();
+        b.observe(&AgentEvent::ToolCallProposed {
+            turn: 1,
+            call: call.clone(),
+        });
+        b.tool_calls.push(json!({"id": "c2"}));
+        let b = b.with_tool_tokens(&model, &outcome).await;
+        assert_eq!(
+            b.tool_tokens,
+            Some(vec![b"new".iter().map(|&x| u32::from(x)).collect()])
+        );
     }
 
     #[test]

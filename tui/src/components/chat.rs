@@ -67,15 +67,15 @@ impl ChatView {
         self.scroll = 0;
     }
 
-    /// Every row of the transcript at `width`.
-    fn rows(
+    /// Renders the transcript at `width` into the cache, unless it is current.
+    fn refresh(
         &mut self,
         transcript: &Transcript,
         width: usize,
         toggles: Toggles,
         now: Instant,
         started: Instant,
-    ) -> &[Line<'static>] {
+    ) {
         let frame = transcript
             .animating()
             .then(|| now.saturating_duration_since(started).as_millis() / 100);
@@ -89,10 +89,6 @@ impl ChatView {
             let anim_ms = now.saturating_duration_since(started).as_millis();
             let rows = render_transcript(transcript, width, toggles, now, anim_ms);
             self.cache = Some((key, rows));
-        }
-        match &self.cache {
-            Some((_, rows)) => rows,
-            None => &[],
         }
     }
 
@@ -110,7 +106,7 @@ impl ChatView {
     ) {
         let width = area.width as usize;
         let height = area.height as usize;
-        self.rows(transcript, width, toggles, now, started);
+        self.refresh(transcript, width, toggles, now, started);
         // Only the visible rows are copied out of the cache.
         let cached: &[Line<'static>] = match &self.cache {
             Some((_, rows)) if !rows.is_empty() => rows,
