@@ -209,6 +209,10 @@ pub struct RunOutcome {
     pub turns: usize,
     /// Tokens used.
     pub usage: Usage,
+    /// The run's sampling seed: the configured one, or for a sampled run given none a
+    /// fresh one, so the record can say how to draw the run again. Model call `t` samples
+    /// with [`crate::model::sampler::call_seed`]`(seed, t)`.
+    pub seed: Option<u64>,
 }
 
 /// A model, tools behind a policy, an approver.
@@ -286,6 +290,10 @@ impl Agent {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, ModelError> {
         let started = Instant::now();
+        let sampling = &self.config.sampling;
+        let seed = sampling
+            .seed
+            .or_else(|| (!sampling.greedy).then(crate::model::sampler::fresh_seed));
         let tools = Arc::new(self.tool_defs());
         // Shared with each model request, appended to in place once the request is done:
         // no per-turn copy of a growing conversation.
@@ -325,6 +333,7 @@ impl Agent {
                 _ => ToolChoice::Auto,
             };
             let mut sampling = self.config.sampling.clone();
+            sampling.seed = seed.map(|s| crate::model::sampler::call_seed(s, turn - 1));
             sampling.max_tokens = sampling
                 .max_tokens
                 .min(usize::try_from(remaining).unwrap_or(usize::MAX));
@@ -429,6 +438,7 @@ impl Agent {
                     messages: Arc::unwrap_or_clone(messages),
                     turns: turn,
                     usage,
+                    seed,
                 });
             }
 
@@ -450,6 +460,7 @@ impl Agent {
                     messages: Arc::unwrap_or_clone(messages),
                     turns: turn,
                     usage,
+                    seed,
                 });
             }
             for call in &output.tool_calls {
@@ -484,6 +495,7 @@ impl Agent {
             messages: Arc::unwrap_or_clone(messages),
             turns: turn,
             usage,
+            seed,
         })
     }
 

@@ -86,7 +86,12 @@ pub struct AgentOpts {
     /// Nucleus sampling.
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Seed (OpenAI backends; the embedded engine samples from a fixed seed).
+    /// Top-k sampling (0: off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sampling seed: the same seed draws the same run again (embedded engine: exactly;
+    /// servers: as far as they honour seeds). Without one a sampled run draws a fresh
+    /// seed and records it.
     #[arg(long)]
     pub seed: Option<u64>,
     /// System prompt.
@@ -124,6 +129,7 @@ pub struct ConfigFile {
     pub tools: Option<Vec<String>>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
     pub seed: Option<u64>,
     pub system: Option<String>,
     #[serde(default)]
@@ -206,7 +212,7 @@ impl AgentOpts {
         let mut sampling = Sampling {
             temperature,
             top_p: self.top_p.or(cfg.top_p),
-            top_k: None,
+            top_k: self.top_k.or(cfg.top_k),
             seed: self.seed.or(cfg.seed),
             greedy: temperature.is_none_or(|t| t <= 0.0),
             ..Sampling::default()

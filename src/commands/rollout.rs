@@ -446,8 +446,8 @@ async fn sample(
     cancel: CancellationToken,
 ) -> anyhow::Result<Option<Member>> {
     let mut config = shared.base.clone();
-    // Sample i uses seed + i (`--seed`, default 0) — for backends that take a seed per
-    // request; the embedded engine samples from its own fixed-seed generator.
+    // Sample i uses seed + i (`--seed`, default 0): any sample can be drawn again alone
+    // (`verity run --seed`), whatever else ran beside it.
     let base_seed = shared.base.sampling.seed.unwrap_or(0);
     config.sampling.seed = Some(base_seed.wrapping_add(index as u64));
     if let Some(t) = &task.tools {

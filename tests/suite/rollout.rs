@@ -315,6 +315,126 @@ fn zero_variance_groups_are_resampled_up_to_the_cap() {
     assert!(v.status.success(), "{}", stdout(&v));
 }
 
+/// Per-sample seeds with the embedded engine: sample i of a task draws from seed + i, and
+/// `verity run --seed` draws it again on its own — the same ids and logprobs. Logprobs
+/// are natural-log probabilities of the sampled tokens. A batched rollout records the same
+/// seeds; its tokens can differ from the sequential ones, and so can a sample whose prompt
+/// hit the prefix cache (mistral.rs computes slightly different logits there —
+/// docs/engine-notes.md), so the redraw is of the process's first sample.
+#[test]
+fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, tasks) = setup(dir.path());
+    let sampled = ["--samples", "3", "--temperature", "1.0", "--seed", "100"];
+    let ids = |path: &Path| -> BTreeMap<(String, u64), (Value, Value)> {
+        records(path)
+            .into_iter()
+            .filter(|r| r["kind"] == "traj")
+            .map(|r| {
+                let i = r["sample_index"].as_u64().unwrap();
+                assert_eq!(r["sampling"]["seed"], 100 + i, "sample {i}'s seed");
+                assert_eq!(r["turns"][0]["seed"], 100 + i);
+                let turn = &r["turns"][0];
+                assert!(turn["missing"].as_array().unwrap().is_empty(), "{turn}");
+                assert_eq!(r["tokens"]["available"], true);
+                (
+                    (r["task"]["id"].as_str().unwrap().to_owned(), i),
+                    (turn["gen_ids"].clone(), turn["gen_logprobs"].clone()),
+                )
+            })
+            .collect()
+    };
+    let distinct = |runs: &BTreeMap<(String, u64), (Value, Value)>| {
+        for task in ["add", "call"] {
+            let group: Vec<&Value> = (0..3).map(|i| &runs[&(task.to_owned(), i)].0).collect();
+            assert!(
+                group[0] != group[1] || group[1] != group[2],
+                "{task}: three samples at temperature 1 all came out the same"
+            );
+        }
+    };
+
+    let alone = dir.path().join("alone.jsonl");
+    let o = rollout(
+        dir.path(),
+        &model,
+        &tasks,
+        &alone,
+        &[&sampled[..], &["--concurrency", "1"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = ids(&alone);
+    assert_eq!(a.len(), 6);
+    distinct(&a);
+    for (_, logprobs) in a.values() {
+        let lps: Vec<f64> = logprobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(lps.iter().all(|l| l.is_finite() && *l <= 0.0), "{lps:?}");
+        // The random tiny model is close to uniform over its ~260 tokens: ln p ≈ -5.6.
+        let mean = lps.iter().sum::<f64>() / lps.len() as f64;
+        assert!((-9.0..-3.0).contains(&mean), "mean logprob {mean}");
+    }
+
+    let batched = dir.path().join("batched.jsonl");
+    let o = rollout(
+        dir.path(),
+        &model,
+        &tasks,
+        &batched,
+        &[&sampled[..], &["--concurrency", "3"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = ids(&batched);
+    assert_eq!(b.len(), 6);
+    distinct(&b);
+
+    // Sample 0 of "add" (the first request: nothing cached), drawn again alone by
+    // `verity run` with its seed.
+    let config = write_file(dir.path(), "config.toml", "");
+    let record = dir.path().join("again.jsonl");
+    let o = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--strict",
+            "--tool-choice",
+            "required",
+            "--max-turns",
+            "1",
+            "--max-tokens-per-call",
+            "96",
+            "--tools",
+            "calculator",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "100",
+            "--record",
+        ])
+        .arg(&record)
+        .arg("What is 2+2?")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // (It exits 1 when the reply is cut at the token limit, as this one may be.)
+    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
+    let again = &records(&record)[0];
+    let (want_ids, want_lps) = &a[&("add".to_owned(), 0)];
+    let got_ids = &again["turns"][0]["gen_ids"];
+    let first = (0..96).find(|&i| got_ids[i] != want_ids[i]);
+    assert_eq!(
+        (got_ids, &again["turns"][0]["gen_logprobs"]),
+        (want_ids, want_lps),
+        "first different id at {first:?}"
+    );
+}
+
 /// BFCL tasks (`scripts/tasks.py bfcl`, from the `bfcl-eval` package's data files): the
 /// calls BFCL accepts pass the tool_call verifier, altered ones do not; irrelevance tasks
 /// pass only without a call.

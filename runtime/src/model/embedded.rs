@@ -3,9 +3,10 @@
 //! Requests go to the engine as raw [`NormalRequest`]s rather than through
 //! `RequestBuilder`, for two reasons: assistant tool calls must reach the chat template as
 //! `message.tool_calls` (the builder files them under another key), and we attach a logits
-//! processor that records the exact token ids the engine fed itself — the chat response
-//! carries logprobs but not the sampled ids, and re-tokenising text is how RL pipelines
-//! get silent drift.
+//! processor that does the sampling itself ([`super::sampler`]: per-request seeds, natural
+//! logprobs) and records the exact token ids the engine fed itself — the chat response
+//! carries neither the sampled ids nor usable logprobs, and re-tokenising text is how RL
+//! pipelines get silent drift.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,7 +23,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    grammar, tiny, toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput,
+    grammar,
+    sampler::{self, Rule, Step, TokenSampler},
+    tiny, toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput,
     ModelRequest, TokenSink, Usage,
 };
 
@@ -231,6 +234,7 @@ impl EmbeddedModel {
             context_window,
             dtype: Some("auto".into()),
             files,
+            logprobs_mode: sampler::LOGPROBS_MODE.into(),
         };
         let tokenizer = tokenizer_path
             .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())
@@ -314,8 +318,10 @@ impl EmbeddedModel {
             self.tokenize_messages(messages.clone(), tools.clone())
                 .await?,
         );
+        let seed = req.sampling.seed.unwrap_or_else(sampler::fresh_seed);
         let recorder = Arc::new(Recorder::new(
             prompt_ids.clone(),
+            TokenSampler::new(Rule::from_sampling(&req.sampling), seed),
             self.tokenizer.clone(),
             on_token.clone(),
         ));
@@ -340,7 +346,7 @@ impl EmbeddedModel {
             },
             sampling_params: sampling(req),
             response: tx,
-            return_logprobs: true,
+            return_logprobs: false,
             is_streaming: false,
             id: 0,
             constraint,
@@ -390,47 +396,27 @@ impl EmbeddedModel {
                 arguments: tc.function.arguments,
             })
             .collect();
-        let entries = choice.logprobs.and_then(|l| l.content).unwrap_or_default();
-        let logprobs: Vec<f32> = entries.iter().map(|e| e.logprob).collect();
         let finish = Finish::from_engine(Some(&choice.finish_reason));
         let (tool_calls, parse_failures) =
             toolcall::check(&req.tools, raw_calls, &text, finish == Finish::Length);
 
         let mut missing = Vec::new();
-        let (prompt_consistent, mut token_ids) = recorder.take();
-        let prompt_ok =
-            prompt_ids.len() as u64 == usage.prompt_tokens && prompt_consistent != Some(false);
-        // The processor runs before each sampling step, so it never sees the last sampled
-        // token; that one is recovered from its text through the tokenizer.
-        if let Some(last) = entries.last() {
-            let piece = last
-                .bytes
-                .clone()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_else(|| last.token.clone());
-            match self.token_id(&piece).await {
-                Ok(id) => {
-                    token_ids.push(id);
-                    recorder.finish(Some(id));
-                }
-                Err(e) => {
-                    missing.push(format!("token_ids: {e}"));
-                    recorder.finish(None);
-                }
+        let taken = recorder.take();
+        let prompt_ok = prompt_ids.len() as u64 == usage.prompt_tokens
+            && taken.prompt_consistent != Some(false);
+        let (token_ids, logprobs) = match reply_tokens(&taken.context_ids, &taken.steps) {
+            Ok(t) => t,
+            Err(why) => {
+                missing.push(format!("token_ids: {why}"));
+                (Vec::new(), Vec::new())
             }
-        }
+        };
+        recorder.finish(token_ids.last().copied());
         let ids_ok = token_ids.len() as u64 == usage.completion_tokens;
         if !ids_ok && missing.is_empty() {
             missing.push(format!(
-                "token_ids: recovered {} ids for {} completion tokens",
+                "token_ids: sampled {} tokens for {} completion tokens",
                 token_ids.len(),
-                usage.completion_tokens
-            ));
-        }
-        if logprobs.len() as u64 != usage.completion_tokens {
-            missing.push(format!(
-                "logprobs: the engine returned {} for {} completion tokens",
-                logprobs.len(),
                 usage.completion_tokens
             ));
         }
@@ -440,7 +426,7 @@ impl EmbeddedModel {
                  ({} prompt tokens{})",
                 prompt_ids.len(),
                 usage.prompt_tokens,
-                if prompt_consistent == Some(false) {
+                if taken.prompt_consistent == Some(false) {
                     ", different ids"
                 } else {
                     ""
@@ -454,29 +440,11 @@ impl EmbeddedModel {
             parse_failures,
             prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
             token_ids: ids_ok.then_some(token_ids),
-            logprobs: (logprobs.len() as u64 == usage.completion_tokens).then_some(logprobs),
+            logprobs: ids_ok.then_some(logprobs),
             finish: Some(finish),
             usage,
             missing,
         })
-    }
-
-    /// The id of one token given its text (a special token's name, or its bytes).
-    async fn token_id(&self, piece: &str) -> Result<u32, String> {
-        let ids = match &self.tokenizer {
-            Some(t) => t
-                .encode(piece, false)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| e.to_string())?,
-            None => self.tokenize(piece).await.map_err(|e| e.to_string())?,
-        };
-        match ids.as_slice() {
-            [id] => Ok(*id),
-            _ => Err(format!(
-                "the final token {piece:?} re-tokenises to {} ids",
-                ids.len()
-            )),
-        }
     }
 }
 
@@ -516,20 +484,47 @@ fn text_builder(id: &str, force_cpu: bool, prefix_cache: bool) -> mistralrs::Tex
     }
 }
 
+/// The engine decodes argmax: the logits processor has already left one token standing,
+/// chosen by Verity's sampler with the request's temperature, top-k, top-p and seed.
 fn sampling(req: &ModelRequest) -> SamplingParams {
-    let s = &req.sampling;
     // `deterministic()` resets every field, `max_len` included: set limits after it.
-    let mut p = if s.greedy {
-        SamplingParams::deterministic()
-    } else {
-        let mut p = SamplingParams::neutral();
-        p.temperature = s.temperature;
-        p.top_p = s.top_p;
-        p.top_k = s.top_k;
-        p
-    };
-    p.max_len = Some(s.max_tokens.max(1));
+    let mut p = SamplingParams::deterministic();
+    p.max_len = Some(req.sampling.max_tokens.max(1));
     p
+}
+
+/// The reply's ids and logprobs. The contexts the processor saw give every id but the
+/// last (the ids the engine actually continued with); the sampler's steps give each
+/// position's choice and logprob, the last id included. They must agree.
+fn reply_tokens(
+    context_ids: &[u32],
+    steps: &[Option<Step>],
+) -> Result<(Vec<u32>, Vec<f32>), String> {
+    let mut ids = Vec::with_capacity(steps.len());
+    let mut logprobs = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step else {
+            return Err(format!("the engine added token {i} without sampling it"));
+        };
+        if let Some(&seen) = context_ids.get(i) {
+            if seen != step.token {
+                return Err(format!(
+                    "the sampler chose id {} at position {i} but the engine continued with {seen}",
+                    step.token
+                ));
+            }
+        }
+        ids.push(step.token);
+        logprobs.push(step.logprob);
+    }
+    if context_ids.len() > ids.len() {
+        return Err(format!(
+            "the engine continued with {} ids but sampled {}",
+            context_ids.len(),
+            ids.len()
+        ));
+    }
+    Ok((ids, logprobs))
 }
 
 fn engine_tool(t: &super::ToolDef) -> Tool {
@@ -588,12 +583,12 @@ fn engine_messages(messages: &[Message]) -> Vec<EngineMessage> {
         .collect()
 }
 
-/// Observes the engine at every sampling step. The context it is handed is the prompt
-/// plus everything generated so far, so with the prompt length known up front each step
+/// Runs at every sampling step: records the ids the engine has continued with, streams
+/// them as text, and samples the next token. The context it is handed is the prompt plus
+/// everything generated so far, so with the prompt length known up front each step
 /// contributes only its new ids: O(1) per token. (The first step of a prompt that hit the
-/// prefix cache can see a partial context; it is skipped, and the prompt is compared
-/// against the first full context instead.) Each id is also decoded, when the tokenizer is
-/// at hand, and streamed as text.
+/// prefix cache can see a partial context; it is not compared, the first full context
+/// is.) The sampled position is the number of generated ids known at the call.
 struct Recorder {
     prompt: Arc<Vec<u32>>,
     state: Mutex<RecState>,
@@ -602,12 +597,25 @@ struct Recorder {
 struct RecState {
     generated: Vec<u32>,
     prompt_consistent: Option<bool>,
+    sampler: TokenSampler,
     stream: TextStream,
+}
+
+/// What the recorder saw of one request.
+struct Taken {
+    /// Whether the engine's context began with the rendered prompt (None: never seen in
+    /// full).
+    prompt_consistent: Option<bool>,
+    /// Generated ids the engine continued with (all but the last).
+    context_ids: Vec<u32>,
+    /// The sampler's choice at each position.
+    steps: Vec<Option<Step>>,
 }
 
 impl Recorder {
     fn new(
         prompt: Arc<Vec<u32>>,
+        sampler: TokenSampler,
         tokenizer: Option<Arc<tokenizers::Tokenizer>>,
         sink: TokenSink,
     ) -> Self {
@@ -616,6 +624,7 @@ impl Recorder {
             state: Mutex::new(RecState {
                 generated: Vec::new(),
                 prompt_consistent: None,
+                sampler,
                 stream: TextStream {
                     tokenizer,
                     sink,
@@ -627,12 +636,18 @@ impl Recorder {
         }
     }
 
-    /// Whether the engine's context began with the rendered prompt (None: never seen in
-    /// full), and the generated ids seen so far.
-    fn take(&self) -> (Option<bool>, Vec<u32>) {
+    fn take(&self) -> Taken {
         match self.state.lock() {
-            Ok(mut s) => (s.prompt_consistent, std::mem::take(&mut s.generated)),
-            Err(_) => (None, Vec::new()),
+            Ok(mut s) => Taken {
+                prompt_consistent: s.prompt_consistent,
+                context_ids: std::mem::take(&mut s.generated),
+                steps: s.sampler.steps().to_vec(),
+            },
+            Err(_) => Taken {
+                prompt_consistent: None,
+                context_ids: Vec::new(),
+                steps: Vec::new(),
+            },
         }
     }
 
@@ -649,21 +664,32 @@ impl Recorder {
 
 impl CustomLogitsProcessor for Recorder {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+        let values: Vec<f32> = logits.to_dtype(mistralrs::DType::F32)?.to_vec1()?;
         let p = self.prompt.len();
-        if let Ok(mut s) = self.state.lock() {
-            if context.len() >= p && s.prompt_consistent.is_none() {
-                s.prompt_consistent = Some(context[..p] == self.prompt[..]);
-            }
-            // Steps can repeat (a grammar re-sample) or add several ids (forced tokens).
-            let have = p + s.generated.len();
-            if context.len() > have && context.len() >= p {
-                for &id in &context[have..] {
-                    s.generated.push(id);
-                    s.stream.push(id);
-                }
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the sampler's state is poisoned".into()))?;
+        if context.len() >= p && s.prompt_consistent.is_none() {
+            s.prompt_consistent = Some(context[..p] == self.prompt[..]);
+        }
+        // Steps can repeat (a grammar re-sample).
+        let have = p + s.generated.len();
+        if context.len() > have && context.len() >= p {
+            for &id in &context[have..] {
+                s.generated.push(id);
+                s.stream.push(id);
             }
         }
-        Ok(logits.clone())
+        let position = s.generated.len();
+        let token = s
+            .sampler
+            .sample(&values, position)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        // Only the chosen token stays finite: the engine's argmax takes it.
+        let mut forced = vec![f32::NEG_INFINITY; values.len()];
+        forced[token as usize] = 0.0;
+        Tensor::from_vec(forced, values.len(), logits.device())
     }
 }
 

@@ -6,6 +6,7 @@ mod embedded;
 pub mod gguf;
 pub mod grammar;
 mod openai;
+pub mod sampler;
 mod scripted;
 pub mod tiny;
 mod toolcall;
@@ -282,6 +283,8 @@ pub struct ModelInfo {
     /// records digest to identify the exact weights, tokenizer and chat template.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<std::path::PathBuf>,
+    /// What the backend's logprobs are (trajectory records say it next to them).
+    pub logprobs_mode: String,
 }
 
 /// A streamed piece of the reply.

@@ -83,6 +83,7 @@ impl OpenAiModel {
             context_window: None,
             dtype: None,
             files: None,
+            logprobs_mode: "as the server reports them (vLLM: raw model logprobs unless started with another --logprobs-mode)".into(),
         };
         Ok(Self {
             client,

@@ -40,6 +40,7 @@ impl ScriptedModel {
                 context_window: None,
                 dtype: None,
                 files: None,
+                logprobs_mode: "as scripted".into(),
             },
             seen: Arc::default(),
             record: true,

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     agent::{AgentConfig, AgentEvent, RunOutcome},
-    model::{Message, ModelBackend, ModelInfo, ModelOutput, Role, ToolDef},
+    model::{sampler::call_seed, Message, ModelBackend, ModelInfo, ModelOutput, Role, ToolDef},
 };
 
 /// Schema id written in every record.
@@ -150,7 +150,10 @@ impl TrajectoryBuilder {
             .turns
             .iter()
             .enumerate()
-            .map(|(i, (out, ms))| turn_record(i, out, *ms, self.turns.get(i + 1).map(|t| &t.0)))
+            .map(|(i, (out, ms))| {
+                let seed = outcome.seed.map(|s| call_seed(s, i));
+                turn_record(i, out, *ms, seed, self.turns.get(i + 1).map(|t| &t.0))
+            })
             .collect();
         let tokens = flat_view(
             &self.turns.iter().map(|t| &t.0).collect::<Vec<_>>(),
@@ -172,7 +175,7 @@ impl TrajectoryBuilder {
                 "temperature": config.sampling.temperature,
                 "top_p": config.sampling.top_p,
                 "top_k": config.sampling.top_k,
-                "seed": config.sampling.seed,
+                "seed": outcome.seed,
                 "max_tokens_per_turn": config.sampling.max_tokens,
                 "max_tokens_total": config.max_tokens,
                 "max_turns": config.max_turns,
@@ -239,7 +242,13 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn turn_record(i: usize, out: &ModelOutput, ms: u64, next: Option<&ModelOutput>) -> Value {
+fn turn_record(
+    i: usize,
+    out: &ModelOutput,
+    ms: u64,
+    seed: Option<u64>,
+    next: Option<&ModelOutput>,
+) -> Value {
     // Does the next prompt continue this prompt + this reply token for token?
     let joined: Option<Vec<u32>> = match (&out.prompt_ids, &out.token_ids) {
         (Some(p), Some(g)) => Some(p.iter().chain(g).copied().collect()),
@@ -255,6 +264,7 @@ fn turn_record(i: usize, out: &ModelOutput, ms: u64, next: Option<&ModelOutput>)
         };
     json!({
         "index": i,
+        "seed": seed,
         "prompt_len": out.prompt_ids.as_ref().map(Vec::len),
         "prompt_ids": out.prompt_ids,
         "gen_ids": out.token_ids,
@@ -393,7 +403,7 @@ fn model_identity(m: &ModelInfo) -> Value {
         "dtype": m.dtype,
         "context_window": m.context_window,
         "digests": files,
-        "logprobs_mode": "sampling distribution as reported by the engine",
+        "logprobs_mode": m.logprobs_mode,
     })
 }
 
@@ -508,6 +518,7 @@ mod tests {
             ],
             turns: 2,
             usage: Usage::default(),
+            seed: None,
         };
         let mut b = TrajectoryBuilder::new();
         b.observe(&AgentEvent::ToolCallProposed {
@@ -546,7 +557,7 @@ mod tests {
         // A result that cannot be found leaves the labels unknown.
         let v = flat_view(&[&a, &c], Some(&[vec![8, 9], vec![42]]));
         assert_eq!(v["source"][2], "inserted");
-        let t = turn_record(0, &a, 1, Some(&b));
+        let t = turn_record(0, &a, 1, None, Some(&b));
         assert_eq!(t["next"]["prefix_consistent"], true);
         assert_eq!(t["next"]["new_prompt_ids"], json!([9, 9]));
     }
@@ -558,7 +569,7 @@ mod tests {
         let v = flat_view(&[&a, &b], None);
         assert_eq!(v["available"], false);
         assert!(v["why"].as_str().unwrap().contains("turn 1"));
-        let t = turn_record(0, &a, 1, Some(&b));
+        let t = turn_record(0, &a, 1, None, Some(&b));
         assert_eq!(t["next"]["prefix_consistent"], false);
         assert_eq!(t["next"]["prefix_len"], 3);
     }

@@ -1,0 +1,608 @@
+//! Verity's own token sampler for the embedded engine.
+//!
+//! mistral.rs 0.8 samples every request from one engine-wide generator seeded with a
+//! constant, so a sample cannot be drawn again from its seed, and the logprobs it reports
+//! are base-10 logs (of the probability when sampling, of the raw logit under argmax).
+//! RL needs both right: a recorded sample must be reproducible from its seed, and
+//! `rollout_logprobs` must be natural-log probabilities the trainer can compare with its
+//! own. So the engine is asked for argmax decoding and this sampler, run as a logits
+//! processor, picks each token itself: it draws with a ChaCha8 generator keyed by the
+//! request's seed, returns logits that leave the engine no other choice, and keeps the
+//! chosen token's logprob.
+//!
+//! The recorded logprob is `log softmax(logits / T)` of the chosen token over the whole
+//! vocabulary (T = 1 under argmax): what verl, TRL and OpenRLHF recompute in the trainer,
+//! so the ratio of the two measures engine/trainer mismatch only. Top-k, top-p and a
+//! grammar mask restrict where the draw may land, not the recorded value.
+//!
+//! The engine may call a processor twice for one position: under a grammar it samples
+//! first, and if the token is not allowed it masks the logits (`-inf`) and samples again.
+//! The second call draws from the masked logits; the logprob still uses the normaliser of
+//! the first, unmasked call (the mask adds 0 to allowed tokens, so their logits agree).
+
+use rand_chacha::{
+    rand_core::{RngCore, SeedableRng},
+    ChaCha8Rng,
+};
+
+use super::Sampling;
+
+/// What the logprobs this sampler records are (written into trajectory records).
+pub const LOGPROBS_MODE: &str = "natural log of softmax(logits / temperature) over the whole \
+     vocabulary (temperature 1 when greedy), before top-k, top-p and grammar masks";
+
+/// What the sampler could not do with a step's logits.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SampleError {
+    /// The model produced NaN logits.
+    #[error("the model produced a NaN logit (token {0})")]
+    NaN(usize),
+    /// Nothing left to sample from.
+    #[error("every token is masked out (all logits are -inf)")]
+    Empty,
+}
+
+/// The decoding rule: argmax, or a draw after temperature, top-k and top-p.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    /// `None`: argmax.
+    temperature: Option<f64>,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+}
+
+impl Rule {
+    /// The rule a request's sampling parameters describe. Greedy, or a temperature of 0,
+    /// is argmax; an unset temperature samples at 1; `top_k` 0 and `top_p` outside (0, 1)
+    /// are off.
+    pub fn from_sampling(s: &Sampling) -> Self {
+        let temperature = match (s.greedy, s.temperature) {
+            (true, _) => None,
+            (false, Some(t)) if t <= 0.0 || !t.is_finite() => None,
+            (false, t) => Some(t.unwrap_or(1.0)),
+        };
+        Self {
+            temperature,
+            top_k: s.top_k.filter(|&k| k > 0),
+            top_p: s.top_p.filter(|&p| p > 0.0 && p < 1.0),
+        }
+    }
+}
+
+/// One position of the reply: the token finally chosen and its logprob.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// The token.
+    pub token: u32,
+    /// `log softmax(logits / T)[token]`, natural log.
+    pub logprob: f32,
+    /// The log-normaliser of the position's first (unmasked) call.
+    lse: f64,
+}
+
+/// Samples one request's tokens; one instance per request.
+#[derive(Debug)]
+pub struct TokenSampler {
+    rule: Rule,
+    seed: u64,
+    /// The position of the latest call and how many calls it has had.
+    last_position: Option<usize>,
+    attempts: u64,
+    /// By position in the reply; `None` where the engine added a token without asking.
+    steps: Vec<Option<Step>>,
+    /// The logits of the latest call, to tell a grammar retry (same logits, some masked)
+    /// from a fresh call for the same position.
+    last_logits: Vec<f32>,
+}
+
+impl TokenSampler {
+    /// A sampler drawing from the ChaCha8 generator of `seed`.
+    pub fn new(rule: Rule, seed: u64) -> Self {
+        Self {
+            rule,
+            seed,
+            last_position: None,
+            attempts: 0,
+            steps: Vec::new(),
+            last_logits: Vec::new(),
+        }
+    }
+
+    /// Chooses the token at `position` (0 = the reply's first token).
+    pub fn sample(&mut self, logits: &[f32], position: usize) -> Result<u32, SampleError> {
+        let t = self.rule.temperature.unwrap_or(1.0);
+        let (max, lse) = log_normaliser(logits, t)?;
+        let attempt = match self.last_position {
+            Some(p) if p == position => self.attempts,
+            _ => 0,
+        };
+        self.last_position = Some(position);
+        self.attempts = attempt + 1;
+        let token = match self.rule.temperature {
+            None => argmax(logits)?,
+            Some(_) => self.draw(logits, t, max, position, attempt)?,
+        };
+        // A retry keeps the normaliser of the unmasked call before it.
+        let lse = match self.steps.get(position) {
+            Some(Some(prev)) if self.is_retry(logits) => prev.lse,
+            _ => lse,
+        };
+        let step = Step {
+            token,
+            logprob: (f64::from(logits[token as usize]) / t - lse) as f32,
+            lse,
+        };
+        if self.steps.len() <= position {
+            self.steps.resize(position + 1, None);
+        }
+        self.steps[position] = Some(step);
+        self.last_logits.clear();
+        self.last_logits.extend_from_slice(logits);
+        Ok(token)
+    }
+
+    /// Every position seen so far; `None` for one no call was made for.
+    pub fn steps(&self) -> &[Option<Step>] {
+        &self.steps
+    }
+
+    /// Do these logits equal the last call's wherever they are not masked?
+    fn is_retry(&self, logits: &[f32]) -> bool {
+        self.last_logits.len() == logits.len()
+            && logits
+                .iter()
+                .zip(&self.last_logits)
+                .all(|(&new, &old)| new == f32::NEG_INFINITY || new == old)
+    }
+
+    /// Draws a token in proportion to `exp(logit / t)` among the candidates, with the
+    /// Gumbel-max trick: each token gets its own noise and the largest `logit / t +
+    /// gumbel` wins. Each noise value is a function of (seed, position, attempt, token)
+    /// alone, so what one position draws never depends on how many calls came before it
+    /// (a batch, a prefix-cache hit, a grammar retry elsewhere), and a grammar retry
+    /// (attempt + 1) draws afresh — rejected-then-redrawn is then exactly the masked
+    /// distribution. Gumbel-max rather than inverse-CDF because the engine's logits are
+    /// not bit-stable across runs and batch shapes (about 1e-4 here): an inverse-CDF draw
+    /// flips whenever noise moves any of the V cumulative boundaries past it; Gumbel-max
+    /// only when the two best perturbed scores are that close.
+    ///
+    /// Only the head of the distribution (weight ≥ 1e-6 of the top token) gets noise;
+    /// the negligible tail is chosen as a whole with probability = its mass, then drawn
+    /// by inverse CDF — an exact mixture that keeps the per-token cost on the head.
+    fn draw(
+        &self,
+        logits: &[f32],
+        t: f64,
+        max: f64,
+        position: usize,
+        attempt: u64,
+    ) -> Result<u32, SampleError> {
+        let weight = |l: f32| ((f64::from(l) / t) - max).exp();
+        let filtered =
+            self.rule.top_k.is_some_and(|k| k < logits.len()) || self.rule.top_p.is_some();
+        let cands: Vec<(u32, f64)> = if filtered {
+            let (mut cands, total) = self.candidates(logits, t, max);
+            if let Some(p) = self.rule.top_p {
+                let mut acc = 0.0;
+                let keep = cands
+                    .iter()
+                    .position(|c| {
+                        acc += c.1;
+                        acc >= p * total
+                    })
+                    .map_or(cands.len(), |i| i + 1);
+                cands.truncate(keep);
+            }
+            cands.sort_unstable_by_key(|c| c.0);
+            cands
+        } else {
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l != f32::NEG_INFINITY)
+                .map(|(i, &l)| (i as u32, weight(l)))
+                .collect()
+        };
+        let lanes = logits.len() as u128 + 2;
+        let mut noise = Noise::new(self.seed, position, u128::from(attempt) * lanes);
+        let (head, tail): (Vec<Weighted>, Vec<Weighted>) =
+            cands.into_iter().partition(|c| c.1 >= HEAD);
+        let tail_mass: f64 = tail.iter().map(|c| c.1).sum();
+        if !tail.is_empty() {
+            let head_mass: f64 = head.iter().map(|c| c.1).sum();
+            if noise.unit(0) * (head_mass + tail_mass) >= head_mass {
+                let target = noise.unit(1) * tail_mass;
+                let mut acc = 0.0;
+                for &(id, w) in &tail {
+                    acc += w;
+                    if acc > target {
+                        return Ok(id);
+                    }
+                }
+                return tail.last().map(|c| c.0).ok_or(SampleError::Empty);
+            }
+        }
+        let mut best: Option<(u32, f64)> = None;
+        for &(id, w) in &head {
+            // ln w + Gumbel noise; u in (0, 1) so both logs are finite.
+            let u = noise.unit(2 + u128::from(id));
+            let score = w.ln() - (-u.ln()).ln();
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some((id, score));
+            }
+        }
+        best.map(|(id, _)| id).ok_or(SampleError::Empty)
+    }
+
+    /// Tokens that top-k and top-p could keep, most likely first (ties: lower id first),
+    /// with their relative weights, and the total weight top-p measures against (after
+    /// top-k: the k kept, as in Hugging Face and vLLM). Under top-p alone only the head of
+    /// the distribution is sorted: a set of tokens above a threshold whose mass reaches
+    /// `p` contains the nucleus, and on a real vocabulary that set is small.
+    fn candidates(&self, logits: &[f32], t: f64, max: f64) -> (Vec<(u32, f64)>, f64) {
+        let all = || {
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l != f32::NEG_INFINITY)
+                .map(|(i, &l)| (i as u32, ((f64::from(l) / t) - max).exp()))
+        };
+        let by_weight = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let (mut cands, total): (Vec<(u32, f64)>, f64) = match (self.rule.top_k, self.rule.top_p) {
+            (Some(k), _) if k < logits.len() => {
+                let mut v: Vec<_> = all().collect();
+                if k < v.len() {
+                    v.select_nth_unstable_by(k - 1, by_weight);
+                    v.truncate(k);
+                }
+                let total = v.iter().map(|c| c.1).sum();
+                (v, total)
+            }
+            (_, Some(p)) => {
+                let total: f64 = all().map(|c| c.1).sum();
+                let mut tau = 1e-3;
+                let head = loop {
+                    let head: Vec<_> = all().filter(|c| c.1 >= tau).collect();
+                    let mass: f64 = head.iter().map(|c| c.1).sum();
+                    if mass >= p * total || tau == 0.0 {
+                        break head;
+                    }
+                    tau = if tau < 1e-30 { 0.0 } else { tau * 1e-3 };
+                };
+                (head, total)
+            }
+            _ => {
+                let v: Vec<_> = all().collect();
+                let total = v.iter().map(|c| c.1).sum();
+                (v, total)
+            }
+        };
+        cands.sort_unstable_by(by_weight);
+        (cands, total)
+    }
+}
+
+/// A token id and its weight relative to the most likely token.
+type Weighted = (u32, f64);
+
+/// Weight (relative to the most likely token) from which a token gets its own noise.
+const HEAD: f64 = 1e-6;
+
+/// Random access into the ChaCha8 stream of (seed, position): lane `k` of a call is the
+/// 64-bit word at `offset + k`. Lanes are read in increasing order; short gaps are read
+/// through, long ones seek.
+struct Noise {
+    rng: ChaCha8Rng,
+    offset: u128,
+    /// The next lane the generator would return without seeking.
+    next: Option<u128>,
+}
+
+impl Noise {
+    fn new(seed: u64, position: usize, offset: u128) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(position as u64);
+        Self {
+            rng,
+            offset,
+            next: None,
+        }
+    }
+
+    /// A uniform number in (0, 1) for `lane`.
+    fn unit(&mut self, lane: u128) -> f64 {
+        match self.next {
+            Some(n) if n <= lane && lane - n < 32 => {
+                for _ in n..lane {
+                    self.rng.next_u64();
+                }
+            }
+            _ => self.rng.set_word_pos((self.offset + lane) * 2),
+        }
+        self.next = Some(lane + 1);
+        ((self.rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// `max(logits / t)` and `log Σ exp(logits / t)`, in f64.
+fn log_normaliser(logits: &[f32], t: f64) -> Result<(f64, f64), SampleError> {
+    let mut max = f64::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() {
+            return Err(SampleError::NaN(i));
+        }
+        max = max.max(f64::from(l) / t);
+    }
+    if max == f64::NEG_INFINITY {
+        return Err(SampleError::Empty);
+    }
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| ((f64::from(l) / t) - max).exp())
+        .sum();
+    Ok((max, max + sum.ln()))
+}
+
+/// The first index of the largest logit.
+fn argmax(logits: &[f32]) -> Result<u32, SampleError> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        if l != f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i, l));
+        }
+    }
+    best.map(|(i, _)| i as u32).ok_or(SampleError::Empty)
+}
+
+/// The seed of a run's `turn`-th model call (0-based): the run's seed itself for the
+/// first, a SplitMix64 mix of it and the index for the others, so every call of every
+/// sample has its own stream and one number reproduces the whole run.
+pub fn call_seed(run_seed: u64, turn: usize) -> u64 {
+    if turn == 0 {
+        return run_seed;
+    }
+    let mut z = run_seed ^ (turn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A fresh seed from the operating system (for sampled runs given none, so that the
+/// record still says how to draw the run again).
+pub fn fresh_seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness: time and process id still differ between runs.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        call_seed(nanos ^ u64::from(std::process::id()), 1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(temperature: Option<f64>, top_k: Option<usize>, top_p: Option<f64>) -> Rule {
+        Rule {
+            temperature,
+            top_k,
+            top_p,
+        }
+    }
+
+    fn logprob(s: &TokenSampler, position: usize) -> f32 {
+        s.steps()[position].expect("sampled").logprob
+    }
+
+    fn log_softmax(logits: &[f32], t: f64) -> Vec<f64> {
+        let (_, lse) = log_normaliser(logits, t).unwrap();
+        logits.iter().map(|&l| f64::from(l) / t - lse).collect()
+    }
+
+    /// Draws `n` single-position samples, each from its own seed.
+    fn histogram(r: Rule, logits: &[f32], n: u64) -> Vec<u64> {
+        let mut h = vec![0; logits.len()];
+        for seed in 0..n {
+            let mut s = TokenSampler::new(r, seed);
+            h[s.sample(logits, 0).unwrap() as usize] += 1;
+        }
+        h
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum_and_records_its_natural_logprob() {
+        let logits = [0.5, 2.0, 2.0, -1.0];
+        let mut s = TokenSampler::new(Rule::from_sampling(&Sampling::default()), 7);
+        assert_eq!(s.sample(&logits, 0).unwrap(), 1);
+        let want = log_softmax(&logits, 1.0)[1];
+        assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_tokens_and_another_seed_does_not() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let r = rule(Some(1.0), None, None);
+        let run = |seed| {
+            let mut s = TokenSampler::new(r, seed);
+            (0..40)
+                .map(|i| s.sample(&logits, i).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_at_the_temperature() {
+        let logits = [0.0f32, 1.0, 2.0];
+        for t in [0.5, 1.0, 2.0] {
+            let n = 20_000;
+            let h = histogram(rule(Some(t), None, None), &logits, n);
+            for (i, lp) in log_softmax(&logits, t).iter().enumerate() {
+                let seen = h[i] as f64 / n as f64;
+                assert!(
+                    (seen - lp.exp()).abs() < 0.015,
+                    "t={t} token {i}: {seen} vs {}",
+                    lp.exp()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_and_top_p_restrict_the_draw_but_not_the_recorded_logprob() {
+        let logits = [3.0f32, 2.9, 1.0, 0.5, 0.4, -2.0];
+        let h = histogram(rule(Some(1.0), Some(2), None), &logits, 3000);
+        assert!(
+            h[2..].iter().all(|&c| c == 0) && h[0] > 0 && h[1] > 0,
+            "{h:?}"
+        );
+        // p(0)+p(1) ≈ 0.79 here: top_p 0.5 keeps exactly the two most likely.
+        let h = histogram(rule(Some(1.0), None, Some(0.5)), &logits, 3000);
+        assert!(
+            h[2..].iter().all(|&c| c == 0) && h[0] > 0 && h[1] > 0,
+            "{h:?}"
+        );
+        // top_p 0.3 keeps only the most likely token.
+        let h = histogram(rule(Some(1.0), None, Some(0.3)), &logits, 500);
+        assert_eq!(h[0], 500);
+        let mut s = TokenSampler::new(rule(Some(1.0), Some(1), None), 0);
+        s.sample(&logits, 0).unwrap();
+        let want = log_softmax(&logits, 1.0)[0];
+        assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_p_on_a_flat_tail_reaches_into_it() {
+        // A long flat tail, each token below the first threshold (e^-10 < 1e-3 of the top
+        // token) but together about half the mass: the nucleus must reach into it.
+        let mut logits = vec![-10.0f32; 20_000];
+        logits[0] = 0.0;
+        let mut s = TokenSampler::new(rule(Some(1.0), None, Some(0.9)), 1);
+        let picks: Vec<u32> = (0..200).map(|i| s.sample(&logits, i).unwrap()).collect();
+        assert!(
+            picks.iter().any(|&t| t != 0),
+            "the tail holds most of the mass"
+        );
+    }
+
+    #[test]
+    fn a_grammar_retry_replaces_the_position_and_keeps_the_unmasked_normaliser() {
+        let logits = [2.0f32, 1.0, 0.0];
+        let mut s = TokenSampler::new(Rule::from_sampling(&Sampling::default()), 0);
+        assert_eq!(s.sample(&logits, 0).unwrap(), 0);
+        // The engine rejects token 0 and calls again with it masked out.
+        let masked = [f32::NEG_INFINITY, 1.0, 0.0];
+        assert_eq!(s.sample(&masked, 0).unwrap(), 1);
+        assert_eq!(s.steps().len(), 1);
+        let want = log_softmax(&logits, 1.0)[1];
+        assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-6);
+        // Different logits for the same position are a fresh call, with their own
+        // normaliser (a prefix-cache hit's first step can come twice).
+        let other = [0.0f32, 3.0, 0.0];
+        assert_eq!(s.sample(&other, 0).unwrap(), 1);
+        let want = log_softmax(&other, 1.0)[1];
+        assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-6);
+        // The next position is a new step; a skipped one stays empty.
+        s.sample(&logits, 2).unwrap();
+        assert_eq!(s.steps().len(), 3);
+        assert!(s.steps()[1].is_none());
+    }
+
+    #[test]
+    fn a_position_draws_the_same_whatever_came_before_it() {
+        let logits: Vec<f32> = (0..64).map(|i| ((i * 37) % 11) as f32 * 0.2).collect();
+        let mut masked = logits.clone();
+        masked[..32].fill(f32::NEG_INFINITY);
+        let r = rule(Some(1.0), None, None);
+        let mut plain = TokenSampler::new(r, 9);
+        let mut retried = TokenSampler::new(r, 9);
+        for pos in 0..8 {
+            plain.sample(&logits, pos).unwrap();
+            retried.sample(&logits, pos).unwrap();
+            if pos == 3 {
+                // Two extra calls at one position (a grammar retry, a repeated step).
+                retried.sample(&masked, pos).unwrap();
+                retried.sample(&masked, pos).unwrap();
+            }
+        }
+        let tokens = |s: &TokenSampler| {
+            s.steps()
+                .iter()
+                .map(|x| x.unwrap().token)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (tokens(&plain), tokens(&retried));
+        assert_eq!(a[..3], b[..3]);
+        assert_eq!(a[4..], b[4..]);
+        assert!(b[3] >= 32, "the retry drew from the masked logits");
+    }
+
+    #[test]
+    fn the_tail_below_the_noise_threshold_is_drawn_at_its_mass() {
+        // 1999 tokens at weight e^-14 ≈ 8e-7 (the tail): together 0.17 % of the mass.
+        let mut logits = vec![-14.0f32; 2000];
+        logits[0] = 0.0;
+        let n = 20_000;
+        let h = histogram(rule(Some(1.0), None, None), &logits, n);
+        let tail: u64 = h[1..].iter().sum();
+        let p = 1999.0 * (-14f64).exp() / (1.0 + 1999.0 * (-14f64).exp());
+        let want = p * n as f64;
+        assert!(
+            (tail as f64 - want).abs() < 4.0 * want.sqrt(),
+            "{tail} vs {want:.1}"
+        );
+    }
+
+    #[test]
+    fn masked_tokens_are_never_drawn() {
+        let logits = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 0.1];
+        let h = histogram(rule(Some(5.0), None, None), &logits, 2000);
+        assert_eq!(h[0] + h[2], 0);
+        let h = histogram(rule(Some(5.0), Some(3), Some(0.9)), &logits, 2000);
+        assert_eq!(h[0] + h[2], 0);
+    }
+
+    #[test]
+    fn bad_logits_are_errors_not_panics() {
+        let mut s = TokenSampler::new(rule(Some(1.0), None, None), 0);
+        assert_eq!(s.sample(&[0.0, f32::NAN], 1), Err(SampleError::NaN(1)));
+        assert_eq!(
+            s.sample(&[f32::NEG_INFINITY; 3], 1),
+            Err(SampleError::Empty)
+        );
+        assert_eq!(s.sample(&[], 1), Err(SampleError::Empty));
+        let mut g = TokenSampler::new(rule(None, None, None), 0);
+        assert_eq!(g.sample(&[f32::NEG_INFINITY], 1), Err(SampleError::Empty));
+    }
+
+    #[test]
+    fn call_seeds_differ_per_turn_and_start_at_the_run_seed() {
+        assert_eq!(call_seed(42, 0), 42);
+        let seeds: std::collections::HashSet<u64> = (0..100).map(|t| call_seed(42, t)).collect();
+        assert_eq!(seeds.len(), 100);
+        assert_ne!(call_seed(42, 1), call_seed(43, 1));
+    }
+
+    #[test]
+    fn rule_reads_sampling_parameters() {
+        let mut s = Sampling {
+            greedy: false,
+            ..Sampling::default()
+        };
+        assert_eq!(Rule::from_sampling(&s), rule(Some(1.0), None, None));
+        s.temperature = Some(0.0);
+        s.top_k = Some(0);
+        s.top_p = Some(1.0);
+        assert_eq!(Rule::from_sampling(&s), rule(None, None, None));
+        s.temperature = Some(0.7);
+        s.top_k = Some(20);
+        s.top_p = Some(0.95);
+        assert_eq!(
+            Rule::from_sampling(&s),
+            rule(Some(0.7), Some(20), Some(0.95))
+        );
+    }
+}
