@@ -4,7 +4,10 @@
 //!    backend proposes one calculator call per turn; we time whole turns and subtract the
 //!    calculator's own run time;
 //! 2. decode throughput through the agent's embedded backend (streaming, token-id
-//!    recording, events) vs raw mistral.rs on the same generated tiny model.
+//!    recording, Verity's own sampler) vs raw mistral.rs on the same generated tiny
+//!    model, greedy and sampled;
+//! 3. Verity's token sampler alone on a Qwen-sized vocabulary (151,936 logits), next to
+//!    one pass that only copies the logits out — the least any sampler does per token.
 //!
 //! Usage: agent-loop [STEPS] [ROUNDS]
 
@@ -35,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
     loop_overhead(steps).await?;
     throughput(rounds).await?;
+    sampler_cost();
     Ok(())
 }
 
@@ -122,39 +126,75 @@ async fn throughput(rounds: usize) -> anyhow::Result<()> {
     )
     .await?;
     let max_tokens = 256;
+    println!("## decode throughput, tiny model, CPU, {rounds} rounds × ≤{max_tokens} tokens");
+    println!("| path | median tokens/s | tokens total |");
+    println!("|---|---|---|");
+    for temperature in [None, Some(1.0)] {
+        let (o, r) = decode_round(&ours, rounds, max_tokens, temperature).await?;
+        let mode = match temperature {
+            None => "greedy".to_owned(),
+            Some(t) => format!("temperature {t}"),
+        };
+        println!(
+            "| raw mistral.rs, {mode} (RequestBuilder, streaming) | {:.0} | {} |",
+            r.0, r.1
+        );
+        println!(
+            "| verity embedded backend, {mode} (own sampler, ids + logprobs) | {:.0} | {} |",
+            o.0, o.1
+        );
+        println!("| ratio verity / raw, {mode} | {:.3} | |", o.0 / r.0);
+    }
+    println!();
+    Ok(())
+}
+
+/// Median tokens/s and total tokens of (verity, raw mistral.rs), alternating which runs
+/// first so neither always finds a warmer cache.
+async fn decode_round(
+    ours: &EmbeddedModel,
+    rounds: usize,
+    max_tokens: usize,
+    temperature: Option<f64>,
+) -> anyhow::Result<((f64, usize), (f64, usize))> {
     let prompt = "Write a long story about a lighthouse keeper.";
-    let request = ModelRequest {
-        messages: Arc::new(vec![Message::new(Role::User, prompt)]),
-        tools: Arc::new(Vec::new()),
-        tool_choice: ToolChoice::Auto,
-        strict: false,
-        calls_per_turn: 1,
-        sampling: Sampling {
-            max_tokens,
-            ..Sampling::default()
-        },
-        grammar: None,
-    };
     let raw = ours.engine();
     let mut ours_tps = Vec::new();
     let mut raw_tps = Vec::new();
     let mut ours_tokens = 0;
     let mut raw_tokens = 0;
-    // Warm both paths once.
+    // Round 0 warms both paths.
     for round in 0..=rounds {
-        // Alternate the order so neither side always runs on a warmer cache.
         for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
             let t = Instant::now();
             let n = if side == 0 {
+                let request = ModelRequest {
+                    messages: Arc::new(vec![Message::new(Role::User, prompt)]),
+                    tools: Arc::new(Vec::new()),
+                    tool_choice: ToolChoice::Auto,
+                    strict: false,
+                    calls_per_turn: 1,
+                    sampling: Sampling {
+                        max_tokens,
+                        temperature,
+                        greedy: temperature.is_none(),
+                        seed: Some(round as u64),
+                        ..Sampling::default()
+                    },
+                    grammar: None,
+                };
                 let out = ours
                     .generate(&request, Arc::new(|_: &str| {}), CancellationToken::new())
                     .await?;
                 out.usage.completion_tokens as usize
             } else {
-                let req = RequestBuilder::new()
-                    .add_message(TextMessageRole::User, prompt)
-                    .set_deterministic_sampler()
-                    .set_sampler_max_len(max_tokens);
+                let req = RequestBuilder::new().add_message(TextMessageRole::User, prompt);
+                // The deterministic sampler resets every knob: limits go after it.
+                let req = match temperature {
+                    None => req.set_deterministic_sampler(),
+                    Some(t) => req.set_sampler_temperature(t),
+                }
+                .set_sampler_max_len(max_tokens);
                 let mut stream = raw.stream_chat_request(req).await?;
                 let mut n = 0;
                 while let Some(r) = stream.next().await {
@@ -186,14 +226,81 @@ async fn throughput(rounds: usize) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (o, r) = (median(&mut ours_tps), median(&mut raw_tps));
-    println!(
-        "## decode throughput, tiny model, CPU, {rounds} rounds × ≤{max_tokens} tokens, streamed"
-    );
-    println!("| path | median tokens/s | tokens total |");
+    Ok((
+        (median(&mut ours_tps), ours_tokens),
+        (median(&mut raw_tps), raw_tokens),
+    ))
+}
+
+/// Per-token cost of Verity's sampler on 151,936 logits shaped like a language model's
+/// (a few likely tokens, a long tail), next to copying the logits once.
+fn sampler_cost() {
+    use verity_runtime::model::sampler::{Rule, TokenSampler};
+    const VOCAB: usize = 151_936;
+    const STEPS: usize = 200;
+    // Deterministic pseudo-logits: a Zipf-like head and a noisy tail.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let logits: Vec<f32> = (0..VOCAB)
+        .map(|i| (8.0 - 2.5 * ((i % 9973) as f64 + 1.0).ln() + 2.0 * next()) as f32)
+        .collect();
+    let time = |f: &mut dyn FnMut(usize)| {
+        let t = Instant::now();
+        for pos in 0..STEPS {
+            f(pos);
+        }
+        t.elapsed() / STEPS as u32
+    };
+    let copy = time(&mut |_| {
+        std::hint::black_box(logits.to_vec());
+    });
+    println!("## Verity's sampler alone, {VOCAB} logits, {STEPS} positions");
+    println!("| rule | per token | × one copy of the logits |");
     println!("|---|---|---|");
-    println!("| raw mistral.rs (RequestBuilder, streaming) | {r:.0} | {raw_tokens} |");
-    println!("| verity embedded backend (ids + logprobs recorded) | {o:.0} | {ours_tokens} |");
-    println!("| ratio verity / raw | {:.3} | |", o / r);
-    Ok(())
+    println!("| copy the logits once (floor) | {} | 1.0 |", fmt(copy));
+    for (name, sampling) in [
+        ("greedy", Sampling::default()),
+        (
+            "temperature 1",
+            Sampling {
+                greedy: false,
+                temperature: Some(1.0),
+                ..Sampling::default()
+            },
+        ),
+        (
+            "temperature 0.7, top-p 0.95",
+            Sampling {
+                greedy: false,
+                temperature: Some(0.7),
+                top_p: Some(0.95),
+                ..Sampling::default()
+            },
+        ),
+        (
+            "temperature 0.7, top-k 50",
+            Sampling {
+                greedy: false,
+                temperature: Some(0.7),
+                top_k: Some(50),
+                ..Sampling::default()
+            },
+        ),
+    ] {
+        let mut s = TokenSampler::new(Rule::from_sampling(&sampling), 7);
+        let per = time(&mut |pos| {
+            std::hint::black_box(s.sample(&logits, pos).ok());
+        });
+        println!(
+            "| {name} | {} | {:.1} |",
+            fmt(per),
+            per.as_secs_f64() / copy.as_secs_f64()
+        );
+    }
+    println!();
 }
