@@ -44,9 +44,11 @@ pub struct RolloutArgs {
     /// Only tasks i, i+N, i+2N, … (`--shard 0/4`): run N workers on one task file.
     #[arg(long)]
     shard: Option<String>,
-    /// Samples in flight at once (HTTP backends: parallel requests; embedded: batched).
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    /// Samples in flight at once (HTTP backends: parallel requests, default 4; embedded:
+    /// batched, default 1 — mistral.rs computes different logits for a sequence in a
+    /// batch, so batched samples cannot be drawn again alone from their seeds).
+    #[arg(long)]
+    concurrency: Option<usize>,
     /// DAPO-style dynamic sampling: when a group's rewards are all equal (no learning
     /// signal), draw a fresh group, up to this many extra rounds (0: off).
     #[arg(long, default_value_t = 0)]
@@ -276,10 +278,22 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     let resolved = args
         .opts
         .resolve(Caller::new(CallerKind::Rollout, "rollout"))?;
+    let embedded = resolved.base_url.is_none();
+    let concurrency = args
+        .concurrency
+        .unwrap_or(if embedded { 1 } else { 4 })
+        .max(1);
+    if embedded && concurrency > 1 {
+        eprintln!(
+            "verity rollout: batching {concurrency} samples in the embedded engine: faster, but \
+             mistral.rs computes slightly different logits in a batch, so a sample will not \
+             be reproduced exactly by `verity run --seed` (docs/engine-notes.md)"
+        );
+    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let writer = ChainWriter::open(&args.out)?;
-        let model = resolved.backend(args.concurrency > 1).await?;
+        let model = resolved.backend(concurrency > 1).await?;
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {
             Arc::new(AutoApprove)
@@ -352,7 +366,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
                     let cancel = cancel.clone();
                     async move { (i, sample(&shared, task, raw, i, cancel).await) }
                 }))
-                .buffer_unordered(args.concurrency.max(1))
+                .buffer_unordered(concurrency)
                 .collect::<Vec<_>>()
                 .await;
                 for (i, r) in results {

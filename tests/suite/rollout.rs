@@ -388,6 +388,7 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
         &[&sampled[..], &["--concurrency", "3"]].concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("batching 3 samples"), "{}", stderr(&o));
     let b = ids(&batched);
     assert_eq!(b.len(), 6);
     distinct(&b);
