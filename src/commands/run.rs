@@ -96,6 +96,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let outcome = agent.run(messages, tx, cancel).await;
         let builder = printer.await.unwrap_or_default();
         let outcome = outcome?;
+        // A sampled run without --seed drew one: say it, so the run can be drawn again.
+        if let (None, Some(seed)) = (agent.config().sampling.seed, outcome.seed) {
+            if !json {
+                eprintln!("verity: sampled with seed {seed} (--seed {seed} draws this run again)");
+            }
+        }
         if let (Some(w), Some(path)) = (writer.as_mut(), &args.record) {
             let task = serde_json::json!({"prompt": prompt});
             let builder = builder.with_tool_tokens(&*model, &outcome).await;

@@ -434,6 +434,47 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
         (want_ids, want_lps),
         "first different id at {first:?}"
     );
+
+    // A sampled run given no seed draws one, says which, and records it: that seed draws
+    // the same run again.
+    let run = |seed: Option<&str>, record: &Path| {
+        let mut c = Command::new(verity());
+        c.args(["run", "--config"])
+            .arg(&config)
+            .arg("--model")
+            .arg(&model);
+        c.args([
+            "--temperature",
+            "1.0",
+            "--max-tokens-per-call",
+            "24",
+            "--max-turns",
+            "1",
+        ]);
+        if let Some(s) = seed {
+            c.args(["--seed", s]);
+        }
+        c.arg("--record").arg(record).arg("Say hi.");
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let first = dir.path().join("unseeded.jsonl");
+    let o = run(None, &first);
+    let err = stderr(&o);
+    let seed = err
+        .split("sampled with seed ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no seed announced: {err}"))
+        .to_owned();
+    let r1 = &records(&first)[0];
+    assert_eq!(r1["sampling"]["seed"].to_string(), seed);
+    let second = dir.path().join("reseeded.jsonl");
+    let o = run(Some(&seed), &second);
+    assert!(!stderr(&o).contains("sampled with seed"), "{}", stderr(&o));
+    assert_eq!(
+        records(&second)[0]["turns"][0]["gen_ids"],
+        r1["turns"][0]["gen_ids"]
+    );
 }
 
 /// BFCL tasks (`scripts/tasks.py bfcl`, from the `bfcl-eval` package's data files): the
