@@ -44,9 +44,10 @@ pub struct RolloutArgs {
     /// Only tasks i, i+N, i+2N, … (`--shard 0/4`): run N workers on one task file.
     #[arg(long)]
     shard: Option<String>,
-    /// Samples in flight at once (HTTP backends: parallel requests, default 4; embedded:
-    /// batched, default 1 — mistral.rs computes different logits for a sequence in a
-    /// batch, so batched samples cannot be drawn again alone from their seeds).
+    /// Samples in flight at once. HTTP backends: parallel requests of one task's group
+    /// (default 4). Embedded engine: groups of that many tasks batched together, each
+    /// group's samples one after another (default 1) — mistral.rs computes different
+    /// logits for samples of one prompt batched together, different prompts batch exactly.
     #[arg(long)]
     concurrency: Option<usize>,
     /// DAPO-style dynamic sampling: when a group's rewards are all equal (no learning
@@ -283,13 +284,6 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         .concurrency
         .unwrap_or(if embedded { 1 } else { 4 })
         .max(1);
-    if embedded && concurrency > 1 {
-        eprintln!(
-            "verity rollout: batching {concurrency} samples in the embedded engine: faster, but \
-             mistral.rs computes slightly different logits in a batch, so a sample will not \
-             be reproduced exactly by `verity run --seed` (docs/engine-notes.md)"
-        );
-    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let writer = ChainWriter::open(&args.out)?;
@@ -345,85 +339,46 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
                 todo
             );
         }
-        for (task, raw) in &tasks {
-            if cancel.is_cancelled() {
-                break;
-            }
-            if done.groups.contains(&task.id) {
-                continue;
-            }
-            let mut members = done.samples.get(&task.id).cloned().unwrap_or_default();
-            let g = args.samples;
-            // Round r holds sample indices r·G … r·G+G−1; with --dynamic-sampling a
-            // zero-variance round is followed by a fresh one, up to the cap.
-            let mut round = 0usize;
-            let batch = loop {
-                let range = round * g..(round + 1) * g;
-                let missing: Vec<usize> =
-                    range.clone().filter(|i| !members.contains_key(i)).collect();
-                let results = futures::stream::iter(missing.into_iter().map(|i| {
-                    let shared = shared.clone();
-                    let cancel = cancel.clone();
-                    async move { (i, sample(&shared, task, raw, i, cancel).await) }
-                }))
-                .buffer_unordered(concurrency)
-                .collect::<Vec<_>>()
-                .await;
-                for (i, r) in results {
-                    if let Some(m) = r? {
-                        members.insert(i, m);
+        // Embedded engine, batching: run several tasks at once, each group's samples one
+        // after another, so a batch never holds two samples of one prompt (mistral.rs
+        // computes different logits for those; different prompts batch exactly). HTTP
+        // backends: one task at a time, its samples in parallel.
+        let (tasks_at_once, within) = if embedded {
+            (concurrency, 1)
+        } else {
+            (1, concurrency)
+        };
+        let pending = tasks
+            .iter()
+            .filter(|(t, _)| !done.groups.contains(&t.id))
+            .map(|(task, raw)| {
+                let shared = shared.clone();
+                let cancel = cancel.clone();
+                let members = done.samples.get(&task.id).cloned().unwrap_or_default();
+                let g = args.samples;
+                let dynamic_sampling = args.dynamic_sampling;
+                async move {
+                    if cancel.is_cancelled() {
+                        return Ok(false);
                     }
+                    run_group(
+                        &shared,
+                        task,
+                        raw,
+                        members,
+                        g,
+                        dynamic_sampling,
+                        within,
+                        cancel,
+                    )
+                    .await
                 }
-                let batch: Vec<Member> = range.filter_map(|i| members.get(&i).cloned()).collect();
-                if batch.len() < g {
-                    break None; // cancelled mid-task: the group is written on resume
-                }
-                let zero_variance = batch.windows(2).all(|w| w[0].reward == w[1].reward);
-                if zero_variance && g > 1 && round < args.dynamic_sampling {
-                    round += 1;
-                    if !members.contains_key(&(round * g)) {
-                        shared.progress.inc_length(g as u64);
-                    }
-                    continue;
-                }
-                break Some(batch);
-            };
-            let Some(batch) = batch else {
-                break;
-            };
-            let rewards: Vec<f64> = batch.iter().map(|m| m.reward).collect();
-            let digests: Vec<String> = batch.iter().map(|m| m.digest.clone()).collect();
-            let mut stats = group::stats(&rewards);
-            if let Value::Object(o) = &mut stats {
-                o.insert(
-                    "generated_tokens".into(),
-                    json!(batch.iter().map(|m| m.tokens).sum::<u64>()),
-                );
-                o.insert(
-                    "max_length".into(),
-                    json!(batch.iter().map(|m| m.tokens).max().unwrap_or(0)),
-                );
-                o.insert(
-                    "truncated".into(),
-                    json!(batch.iter().filter(|m| m.truncated).count()),
-                );
-                o.insert("members".into(), json!(digests));
-                o.insert("merkle_root".into(), json!(group::merkle_root(&digests)));
-                // DAPO-style dynamic sampling: earlier zero-variance rounds stay in the
-                // file (as traj records) but are not members of the group.
-                o.insert("round".into(), json!(round));
-                o.insert("discarded_zero_variance_rounds".into(), json!(round));
-            }
-            let mut record = json!({
-                "schema": verity_runtime::trajectory::SCHEMA,
-                "kind": "group",
-                "task": {"id": task.id},
-                "group_id": task.id,
-                "verifier": task.verifier,
-                "stats": stats,
             });
-            shared.writer.lock().await.append(&mut record)?;
+        let mut groups = futures::stream::iter(pending).buffer_unordered(tasks_at_once);
+        while let Some(r) = groups.next().await {
+            r?;
         }
+        drop(groups);
         shared.progress.finish_and_clear();
         let summary = summarize(&shared, args.samples);
         let summary_path = with_suffix(&args.out, "summary.json");
@@ -449,6 +404,90 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// Draws one task's group (resuming from `members`), with DAPO-style extra rounds, and
+/// appends its `group` record. `Ok(false)`: cancelled before the group was complete.
+#[allow(clippy::too_many_arguments)]
+async fn run_group(
+    shared: &Arc<Shared>,
+    task: &Task,
+    raw: &Value,
+    mut members: BTreeMap<usize, Member>,
+    g: usize,
+    dynamic_sampling: usize,
+    within: usize,
+    cancel: CancellationToken,
+) -> anyhow::Result<bool> {
+    // Round r holds sample indices r·G … r·G+G−1; with --dynamic-sampling a
+    // zero-variance round is followed by a fresh one, up to the cap.
+    let mut round = 0usize;
+    let batch = loop {
+        let range = round * g..(round + 1) * g;
+        let missing: Vec<usize> = range.clone().filter(|i| !members.contains_key(i)).collect();
+        let results = futures::stream::iter(missing.into_iter().map(|i| {
+            let shared = shared.clone();
+            let cancel = cancel.clone();
+            async move { (i, sample(&shared, task, raw, i, cancel).await) }
+        }))
+        .buffer_unordered(within)
+        .collect::<Vec<_>>()
+        .await;
+        for (i, r) in results {
+            if let Some(m) = r? {
+                members.insert(i, m);
+            }
+        }
+        let batch: Vec<Member> = range.filter_map(|i| members.get(&i).cloned()).collect();
+        if batch.len() < g {
+            break None; // cancelled mid-task: the group is written on resume
+        }
+        let zero_variance = batch.windows(2).all(|w| w[0].reward == w[1].reward);
+        if zero_variance && g > 1 && round < dynamic_sampling {
+            round += 1;
+            if !members.contains_key(&(round * g)) {
+                shared.progress.inc_length(g as u64);
+            }
+            continue;
+        }
+        break Some(batch);
+    };
+    let Some(batch) = batch else {
+        return Ok(false);
+    };
+    let rewards: Vec<f64> = batch.iter().map(|m| m.reward).collect();
+    let digests: Vec<String> = batch.iter().map(|m| m.digest.clone()).collect();
+    let mut stats = group::stats(&rewards);
+    if let Value::Object(o) = &mut stats {
+        o.insert(
+            "generated_tokens".into(),
+            json!(batch.iter().map(|m| m.tokens).sum::<u64>()),
+        );
+        o.insert(
+            "max_length".into(),
+            json!(batch.iter().map(|m| m.tokens).max().unwrap_or(0)),
+        );
+        o.insert(
+            "truncated".into(),
+            json!(batch.iter().filter(|m| m.truncated).count()),
+        );
+        o.insert("members".into(), json!(digests));
+        o.insert("merkle_root".into(), json!(group::merkle_root(&digests)));
+        // DAPO-style dynamic sampling: earlier zero-variance rounds stay in the
+        // file (as traj records) but are not members of the group.
+        o.insert("round".into(), json!(round));
+        o.insert("discarded_zero_variance_rounds".into(), json!(round));
+    }
+    let mut record = json!({
+        "schema": verity_runtime::trajectory::SCHEMA,
+        "kind": "group",
+        "task": {"id": task.id},
+        "group_id": task.id,
+        "verifier": task.verifier,
+        "stats": stats,
+    });
+    shared.writer.lock().await.append(&mut record)?;
+    Ok(true)
 }
 
 /// Runs, verifies and records one sample. `Ok(None)`: cancelled (nothing written).
