@@ -323,11 +323,33 @@ fn zero_variance_groups_are_resampled_up_to_the_cap() {
 /// is of the process's first sample.
 #[test]
 fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
+    type Samples = BTreeMap<(String, u64), (Vec<u64>, Vec<f64>)>;
     let dir = tempfile::tempdir().unwrap();
     let (model, tasks) = setup(dir.path());
-    let sampled = ["--samples", "3", "--temperature", "1.0", "--seed", "100"];
-    let ids = |path: &Path| -> BTreeMap<(String, u64), (Value, Value)> {
-        records(path)
+    let numbers = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    // A rollout of 3 samples per task at temperature 1, seeds 100 + i: each sample's first
+    // turn (ids, logprobs), after checking its seeds and that nothing is missing.
+    let sampled_rollout = |name: &str, concurrency: &str| -> Samples {
+        let out = dir.path().join(name);
+        let args = [
+            "--samples",
+            "3",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "100",
+            "--concurrency",
+            concurrency,
+        ];
+        let o = rollout(dir.path(), &model, &tasks, &out, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        records(&out)
             .into_iter()
             .filter(|r| r["kind"] == "traj")
             .map(|r| {
@@ -337,76 +359,69 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
                 let turn = &r["turns"][0];
                 assert!(turn["missing"].as_array().unwrap().is_empty(), "{turn}");
                 assert_eq!(r["tokens"]["available"], true);
+                let ids = numbers(&turn["gen_ids"])
+                    .into_iter()
+                    .map(|x| x as u64)
+                    .collect();
                 (
                     (r["task"]["id"].as_str().unwrap().to_owned(), i),
-                    (turn["gen_ids"].clone(), turn["gen_logprobs"].clone()),
+                    (ids, numbers(&turn["gen_logprobs"])),
                 )
             })
             .collect()
     };
-    let distinct = |runs: &BTreeMap<(String, u64), (Value, Value)>| {
-        for task in ["add", "call"] {
-            let group: Vec<&Value> = (0..3).map(|i| &runs[&(task.to_owned(), i)].0).collect();
-            assert!(
-                group[0] != group[1] || group[1] != group[2],
-                "{task}: three samples at temperature 1 all came out the same"
-            );
-        }
+    // `verity run` at temperature 1 with `extra` flags, recorded to `name`.
+    let config = write_file(dir.path(), "config.toml", "");
+    let run = |extra: &[&str], name: &str, prompt: &str| -> (Output, Value) {
+        let record = dir.path().join(name);
+        let o = Command::new(verity())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--model")
+            .arg(&model)
+            .args(["--temperature", "1.0", "--max-turns", "1"])
+            .args(extra)
+            .arg("--record")
+            .arg(&record)
+            .arg(prompt)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // (It exits 1 when the reply is cut at the token limit, as these may be.)
+        assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
+        let r = records(&record).remove(0);
+        (o, r)
     };
 
-    let alone = dir.path().join("alone.jsonl");
-    let o = rollout(
-        dir.path(),
-        &model,
-        &tasks,
-        &alone,
-        &[&sampled[..], &["--concurrency", "1"]].concat(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let a = ids(&alone);
+    let a = sampled_rollout("alone.jsonl", "1");
     assert_eq!(a.len(), 6);
-    distinct(&a);
-    for (_, logprobs) in a.values() {
-        let lps: Vec<f64> = logprobs
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+    for task in ["add", "call"] {
+        let group: Vec<&Vec<u64>> = (0..3).map(|i| &a[&(task.to_owned(), i)].0).collect();
+        assert!(
+            group[0] != group[1] || group[1] != group[2],
+            "{task}: three samples at temperature 1 all came out the same"
+        );
+    }
+    for (_, lps) in a.values() {
         assert!(lps.iter().all(|l| l.is_finite() && *l <= 0.0), "{lps:?}");
         // The random tiny model is close to uniform over its ~260 tokens: ln p ≈ -5.6.
         let mean = lps.iter().sum::<f64>() / lps.len() as f64;
         assert!((-9.0..-3.0).contains(&mean), "mean logprob {mean}");
     }
 
-    let batched = dir.path().join("batched.jsonl");
-    let o = rollout(
-        dir.path(),
-        &model,
-        &tasks,
-        &batched,
-        &[&sampled[..], &["--concurrency", "3"]].concat(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    // The same samples: the first one exactly; the others agree to prefix-cache noise
-    // (the unbatched run serves a repeated prompt from the cache, which moves logprobs by
-    // ~1e-4; two samples of one prompt batched together were off by 0.1–0.6 nats).
-    let b = ids(&batched);
+    // Batched: the same samples — the first one exactly; the others agree to prefix-cache
+    // noise (the unbatched run serves a repeated prompt from the cache, which moves
+    // logprobs by ~1e-4; two samples of one prompt batched together were off by 0.1–0.6).
+    let b = sampled_rollout("batched.jsonl", "3");
     assert_eq!(b.len(), 6);
     assert_eq!(b[&("add".to_owned(), 0)], a[&("add".to_owned(), 0)]);
     for (key, (ids_a, lps_a)) in &a {
         let (ids_b, lps_b) = &b[key];
-        let same = ids_a
-            .as_array()
-            .unwrap()
+        let same = ids_a.iter().zip(ids_b).take_while(|(x, y)| x == y).count();
+        let worst = lps_a[..same]
             .iter()
-            .zip(ids_b.as_array().unwrap())
-            .take_while(|(x, y)| x == y)
-            .count();
-        let worst = lps_a.as_array().unwrap()[..same]
-            .iter()
-            .zip(&lps_b.as_array().unwrap()[..same])
-            .map(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs())
+            .zip(&lps_b[..same])
+            .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
         assert!(
             worst < 0.01,
@@ -416,70 +431,36 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
 
     // Sample 0 of "add" (the first request: nothing cached), drawn again alone by
     // `verity run` with its seed.
-    let config = write_file(dir.path(), "config.toml", "");
-    let record = dir.path().join("again.jsonl");
-    let o = Command::new(verity())
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--model")
-        .arg(&model)
-        .args([
-            "--strict",
-            "--tool-choice",
-            "required",
-            "--max-turns",
-            "1",
-            "--max-tokens-per-call",
-            "96",
-            "--tools",
-            "calculator",
-            "--temperature",
-            "1.0",
-            "--seed",
-            "100",
-            "--record",
-        ])
-        .arg(&record)
-        .arg("What is 2+2?")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    // (It exits 1 when the reply is cut at the token limit, as this one may be.)
-    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
-    let again = &records(&record)[0];
+    let strict = [
+        "--strict",
+        "--tool-choice",
+        "required",
+        "--tools",
+        "calculator",
+    ];
+    let flags = [
+        &strict[..],
+        &["--max-tokens-per-call", "96", "--seed", "100"],
+    ]
+    .concat();
+    let (_, again) = run(&flags, "again.jsonl", "What is 2+2?");
+    let turn = &again["turns"][0];
+    let got: Vec<u64> = numbers(&turn["gen_ids"])
+        .into_iter()
+        .map(|x| x as u64)
+        .collect();
     let (want_ids, want_lps) = &a[&("add".to_owned(), 0)];
-    let got_ids = &again["turns"][0]["gen_ids"];
-    let first = (0..96).find(|&i| got_ids[i] != want_ids[i]);
+    let first = got.iter().zip(want_ids).position(|(x, y)| x != y);
     assert_eq!(
-        (got_ids, &again["turns"][0]["gen_logprobs"]),
+        (&got, &numbers(&turn["gen_logprobs"])),
         (want_ids, want_lps),
         "first different id at {first:?}"
     );
 
     // A sampled run given no seed draws one, says which, and records it: that seed draws
     // the same run again.
-    let run = |seed: Option<&str>, record: &Path| {
-        let mut c = Command::new(verity());
-        c.args(["run", "--config"])
-            .arg(&config)
-            .arg("--model")
-            .arg(&model);
-        c.args([
-            "--temperature",
-            "1.0",
-            "--max-tokens-per-call",
-            "24",
-            "--max-turns",
-            "1",
-        ]);
-        if let Some(s) = seed {
-            c.args(["--seed", s]);
-        }
-        c.arg("--record").arg(record).arg("Say hi.");
-        c.stdin(Stdio::null()).output().unwrap()
-    };
-    let first = dir.path().join("unseeded.jsonl");
-    let o = run(None, &first);
+    let short = ["--max-tokens-per-call", "24"];
+    let (o, r1) = run(&short, "unseeded.jsonl", "Say hi.");
     let err = stderr(&o);
     let seed = err
         .split("sampled with seed ")
@@ -487,15 +468,14 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no seed announced: {err}"))
         .to_owned();
-    let r1 = &records(&first)[0];
     assert_eq!(r1["sampling"]["seed"].to_string(), seed);
-    let second = dir.path().join("reseeded.jsonl");
-    let o = run(Some(&seed), &second);
-    assert!(!stderr(&o).contains("sampled with seed"), "{}", stderr(&o));
-    assert_eq!(
-        records(&second)[0]["turns"][0]["gen_ids"],
-        r1["turns"][0]["gen_ids"]
+    let (o, r2) = run(
+        &[&short[..], &["--seed", &seed]].concat(),
+        "reseeded.jsonl",
+        "Say hi.",
     );
+    assert!(!stderr(&o).contains("sampled with seed"), "{}", stderr(&o));
+    assert_eq!(r2["turns"][0]["gen_ids"], r1["turns"][0]["gen_ids"]);
 }
 
 /// BFCL tasks (`scripts/tasks.py bfcl`, from the `bfcl-eval` package's data files): the
