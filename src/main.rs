@@ -103,3 +103,30 @@ fn chat_log_path() -> std::path::PathBuf {
         .join("logs")
         .join("chat.log")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap's own consistency checks over the whole command tree, and every command's
+    /// help rendered (a bad definition panics here, not in a user's terminal).
+    #[test]
+    fn the_command_tree_is_consistent_and_every_help_renders() {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.clone().debug_assert();
+        fn walk(cmd: &mut clap::Command, count: &mut usize) {
+            let help = cmd.render_long_help().to_string();
+            assert!(help.contains("Usage"), "{}", cmd.get_name());
+            *count += 1;
+            for sub in cmd.get_subcommands_mut() {
+                walk(sub, count);
+            }
+        }
+        let mut count = 0;
+        walk(&mut cli, &mut count);
+        assert!(count > 11, "{count} commands");
+    }
+}

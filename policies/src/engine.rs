@@ -40,8 +40,6 @@ pub(crate) struct Rule {
     pub line: usize,
     pub verdict: Verdict,
     pub reason: Option<String>,
-    #[allow(dead_code)]
-    pub description: Option<String>,
     pub callers: Vec<CallerMatcher>,
     pub conditions: Vec<ArgCondition>,
     pub annotations: Vec<AnnotationCondition>,

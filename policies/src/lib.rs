@@ -47,5 +47,5 @@ pub use error::{PolicyError, Result};
 pub use model::{
     Annotations, Budget, Caller, CallerKind, Decision, Limits, Request, RuleMatch, Verdict,
 };
-pub use name::normalize_tool_name;
+pub use name::{normalize_tool_name, InvalidToolName};
 pub use presets::PRESETS;

@@ -58,8 +58,10 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     id: Spanned<String>,
-    #[serde(default)]
-    description: Option<String>,
+    /// For people reading the file; the engine does not use it (`reason` is what callers
+    /// are told).
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
     tool: Spanned<OneOrMany>,
     #[serde(default)]
     caller: Option<Spanned<toml::Value>>,
@@ -110,11 +112,13 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
         cx.err(offset, e.message().trim_end().to_owned())
     })?;
 
-    let default: Verdict = raw
-        .default
-        .get_ref()
-        .parse()
-        .map_err(|m: String| cx.err(raw.default.span().start, format!("default: {m}")))?;
+    let default: Verdict =
+        raw.default
+            .get_ref()
+            .parse()
+            .map_err(|m: verity_types::UnknownName| {
+                cx.err(raw.default.span().start, format!("default: {m}"))
+            })?;
 
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut ids = HashSet::new();
@@ -133,11 +137,13 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
                 format!("duplicate rule id '{id}'; every rule needs a unique id"),
             ));
         }
-        let verdict: Verdict = r
-            .decision
-            .get_ref()
-            .parse()
-            .map_err(|m: String| cx.err(r.decision.span().start, m))?;
+        let verdict: Verdict =
+            r.decision
+                .get_ref()
+                .parse()
+                .map_err(|m: verity_types::UnknownName| {
+                    cx.err(r.decision.span().start, m.to_string())
+                })?;
         let tool_span = r.tool.span().start;
         let patterns = r.tool.into_inner().into_vec();
         if patterns.is_empty() {
@@ -153,7 +159,9 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
         }
         let callers = match &r.caller {
             None => Vec::new(),
-            Some(c) => parse_callers(c.get_ref()).map_err(|m| cx.err(c.span().start, m))?,
+            Some(c) => {
+                parse_callers(c.get_ref()).map_err(|m| cx.err(c.span().start, m.to_string()))?
+            }
         };
         let polarity_conditions = parse_when(&r.when, &cx)?;
         let line = locate(file, src, start).line;
@@ -162,7 +170,6 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
             line,
             verdict,
             reason: r.reason,
-            description: r.description,
             callers,
             conditions: polarity_conditions.0,
             annotations: polarity_conditions.1,
@@ -181,13 +188,13 @@ pub(crate) fn parse(src: &str, file: &str) -> Result<Policy> {
             .expect
             .get_ref()
             .parse()
-            .map_err(|m: String| cx.err(t.expect.span().start, m))?;
+            .map_err(|m: verity_types::UnknownName| cx.err(t.expect.span().start, m.to_string()))?;
         let caller = match &t.caller {
             None => Caller::cli(),
             Some(c) => c
                 .get_ref()
                 .parse()
-                .map_err(|m: String| cx.err(c.span().start, m))?,
+                .map_err(|m: verity_types::UnknownName| cx.err(c.span().start, m.to_string()))?,
         };
         let args = match t.args {
             None => Value::Object(Default::default()),
@@ -275,7 +282,10 @@ fn parse_callers(v: &toml::Value) -> std::result::Result<Vec<CallerMatcher>, Str
         let kind: Option<CallerKind> = if kind == "*" {
             None
         } else {
-            Some(kind.parse()?)
+            Some(
+                kind.parse()
+                    .map_err(|e: verity_types::UnknownName| e.to_string())?,
+            )
         };
         let id: Option<GlobMatcher> = id
             .map(|i| {

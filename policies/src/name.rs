@@ -6,28 +6,36 @@ use unicode_normalization::UnicodeNormalization;
 /// Normalises a tool name for matching: NFKC, then lower case. Names that contain
 /// invisible (format/control) characters, or anything but ASCII letters, digits, `_`,
 /// `-` and `.` after NFKC, are rejected — they are how look-alike names slip past rules.
-pub fn normalize_tool_name(name: &str) -> Result<String, String> {
+pub fn normalize_tool_name(name: &str) -> Result<String, InvalidToolName> {
     if name.is_empty() {
-        return Err("tool name is empty".into());
+        return Err(InvalidToolName::Empty);
     }
     if let Some(c) = name.chars().find(|c| is_invisible(*c)) {
-        return Err(format!(
-            "tool name contains the invisible character U+{:04X}",
-            u32::from(c)
-        ));
+        return Err(InvalidToolName::Invisible(c));
     }
     let normalized: String = name.nfkc().collect::<String>().to_lowercase();
     if let Some(c) = normalized
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
     {
-        return Err(format!(
-            "tool name contains the character '{}' (U+{:04X}); names must be ASCII letters, digits, '_', '-' or '.'",
-            c.escape_default(),
-            u32::from(c)
-        ));
+        return Err(InvalidToolName::Character(c));
     }
     Ok(normalized)
+}
+
+/// Why a tool name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidToolName {
+    /// The name is empty.
+    #[error("tool name is empty")]
+    Empty,
+    /// A zero-width, bidi or control character: how look-alike names slip past rules.
+    #[error("tool name contains the invisible character U+{:04X}", u32::from(*.0))]
+    Invisible(char),
+    /// After NFKC, a character outside ASCII letters, digits, `_`, `-` and `.`.
+    #[error("tool name contains the character '{}' (U+{:04X}); names must be ASCII letters, digits, '_', '-' or '.'", .0.escape_default(), u32::from(*.0))]
+    Character(char),
 }
 
 /// Zero-width, bidi and other format or control characters.

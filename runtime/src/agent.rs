@@ -16,8 +16,8 @@ use verity_policies::{Caller, Verdict};
 use verity_tools::{CallContext, Limits};
 
 use crate::{
-    approver::{Approval, ApprovalRequest, Approver},
-    gate::{GatedCall, ToolGate},
+    approver::{Approval, Approver},
+    gate::{CallEvent, CallObserver, GatedCall, ToolGate},
     model::{
         Finish, Message, ModelBackend, ModelError, ModelOutput, ModelRequest, ParseFailure, Role,
         Sampling, ToolCall, ToolChoice, ToolDef, Usage,
@@ -76,7 +76,9 @@ impl Default for AgentConfig {
 }
 
 /// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The model answered without calling tools.
@@ -94,6 +96,26 @@ pub enum StopReason {
     /// The model called call-only functions (see [`AgentConfig::call_only`]); the calls
     /// are the last assistant message.
     Calls,
+}
+
+impl StopReason {
+    /// Why the run ended, in words for a person: the one text of each stop reason (the
+    /// CLI and the TUI both print it).
+    pub fn explain(self) -> &'static str {
+        match self {
+            StopReason::Answer => "the model answered",
+            StopReason::Truncated => {
+                "the answer was cut at the per-call token limit (--max-tokens-per-call)"
+            }
+            StopReason::MaxTurns => "the turn budget ran out (--max-turns)",
+            StopReason::MaxTokens => "the token budget ran out (--max-tokens)",
+            StopReason::WallTime => "the time budget ran out (--max-time)",
+            StopReason::Cancelled => "the turn was cancelled",
+            StopReason::Calls => {
+                "the model answered with calls to call-only functions (they are not run)"
+            }
+        }
+    }
 }
 
 /// One thing that happened in a run.
@@ -146,7 +168,7 @@ pub enum AgentEvent {
         /// Why.
         reason: String,
     },
-    /// A person (or the headless approver) is asked.
+    /// A person (or the headless approver) is asked; comes after the `ask` decision.
     ApprovalRequested {
         /// Call id.
         call_id: String,
@@ -162,7 +184,27 @@ pub enum AgentEvent {
         /// The answer.
         approval: Approval,
     },
-    /// A tool call finished (ran, failed, or was refused).
+    /// The tool starts running (after the decision, and the approval if one was needed).
+    ToolStarted {
+        /// Call id.
+        call_id: String,
+        /// Tool (normalised name).
+        tool: String,
+        /// Limits it runs under (its own, tightened by the policy).
+        limits: Limits,
+    },
+    /// A running tool reported progress.
+    ToolProgress {
+        /// Call id.
+        call_id: String,
+        /// Work done so far.
+        progress: f64,
+        /// Total work, when known.
+        total: Option<f64>,
+        /// A short status.
+        message: Option<String>,
+    },
+    /// A tool call finished (ran, failed, or was refused): always the call's last event.
     ToolResult {
         /// Call id.
         call_id: String,
@@ -303,47 +345,21 @@ impl Agent {
             let _ = events.send(e);
         };
         let mut turn = 0;
-        let stop = loop {
-            if cancel.is_cancelled() {
-                break StopReason::Cancelled;
-            }
-            if turn >= self.config.max_turns {
-                break StopReason::MaxTurns;
-            }
-            let remaining = self
-                .config
-                .max_tokens
-                .saturating_sub(usage.completion_tokens);
-            if remaining == 0 {
-                break StopReason::MaxTokens;
-            }
-            let deadline = self
-                .config
-                .wall_time
-                .map(|w| w.saturating_sub(started.elapsed()));
-            if deadline == Some(Duration::ZERO) {
-                break StopReason::WallTime;
-            }
+        // Every way out of the loop says why and, for an answer, what it was.
+        let ended: (StopReason, Option<String>) = loop {
+            let (remaining, deadline) = match self.budget_left(turn, usage, started, &cancel) {
+                Ok(left) => left,
+                Err(stop) => break (stop, None),
+            };
             turn += 1;
             emit(AgentEvent::TurnStarted { turn });
-
-            let choice = match (&self.config.tool_choice, turn) {
-                (ToolChoice::None, _) => ToolChoice::None,
-                (c, 1) => c.clone(),
-                _ => ToolChoice::Auto,
-            };
-            let mut sampling = self.config.sampling.clone();
-            sampling.seed = seed.map(|s| crate::model::sampler::call_seed(s, turn - 1));
-            sampling.max_tokens = sampling
-                .max_tokens
-                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let request = ModelRequest {
                 messages: Arc::clone(&messages),
                 tools: Arc::clone(&tools),
-                tool_choice: choice,
+                tool_choice: self.tool_choice(turn),
                 strict: self.config.strict,
                 calls_per_turn: self.config.calls_per_turn,
-                sampling,
+                sampling: self.sampling(turn, seed, remaining),
                 grammar: self.config.grammar.clone(),
             };
             let token_events = events.clone();
@@ -363,7 +379,7 @@ impl Agent {
                     Ok(r) => r,
                     Err(_) => {
                         model_cancel.cancel();
-                        break StopReason::WallTime;
+                        break (StopReason::WallTime, None);
                     }
                 },
                 None => generate.await,
@@ -373,7 +389,7 @@ impl Agent {
             drop(request);
             let output = match output {
                 Ok(o) => o,
-                Err(ModelError::Cancelled) => break StopReason::Cancelled,
+                Err(ModelError::Cancelled) => break (StopReason::Cancelled, None),
                 Err(e) => {
                     emit(AgentEvent::Error {
                         message: e.to_string(),
@@ -396,21 +412,7 @@ impl Agent {
                         failure: f.clone(),
                     });
                 }
-                let mut assistant = Message::new(Role::Assistant, raw_reply(&output));
-                assistant.tool_calls = Vec::new();
-                Arc::make_mut(&mut messages).push(assistant);
-                let errors: Vec<String> = output
-                    .parse_failures
-                    .iter()
-                    .map(|f| format!("- {}", f.error))
-                    .collect();
-                Arc::make_mut(&mut messages).push(Message::new(
-                    Role::User,
-                    format!(
-                        "Your tool call could not be used:\n{}\nNo tool was run. Try again or answer directly.",
-                        errors.join("\n")
-                    ),
-                ));
+                Arc::make_mut(&mut messages).extend(parse_failure_feedback(&output));
                 emit(AgentEvent::TurnFinished { turn, usage });
                 continue;
             }
@@ -426,20 +428,7 @@ impl Agent {
                 };
                 Arc::make_mut(&mut messages)
                     .push(Message::new(Role::Assistant, output.text.clone()));
-                emit(AgentEvent::Finished {
-                    stop,
-                    answer: Some(output.text.clone()),
-                    turns: turn,
-                    usage,
-                });
-                return Ok(RunOutcome {
-                    stop,
-                    answer: Some(output.text),
-                    messages: Arc::unwrap_or_clone(messages),
-                    turns: turn,
-                    usage,
-                    seed,
-                });
+                break (stop, Some(output.text));
             }
 
             let mut assistant = Message::new(Role::Assistant, output.text.clone());
@@ -448,20 +437,7 @@ impl Agent {
             if output.tool_calls.iter().any(|c| self.is_call_only(&c.name)) {
                 // The calls are the result; none of them is run.
                 emit(AgentEvent::TurnFinished { turn, usage });
-                emit(AgentEvent::Finished {
-                    stop: StopReason::Calls,
-                    answer: None,
-                    turns: turn,
-                    usage,
-                });
-                return Ok(RunOutcome {
-                    stop: StopReason::Calls,
-                    answer: None,
-                    messages: Arc::unwrap_or_clone(messages),
-                    turns: turn,
-                    usage,
-                    seed,
-                });
+                break (StopReason::Calls, None);
             }
             for call in &output.tool_calls {
                 emit(AgentEvent::ToolCallProposed {
@@ -469,29 +445,25 @@ impl Agent {
                     call: call.clone(),
                 });
             }
+            // Each call's life (decision … result) is reported as it happens.
             let results = self
                 .run_calls(&output.tool_calls, &events, cancel.child_token())
                 .await;
-            for (call, result) in output.tool_calls.iter().zip(results) {
-                Arc::make_mut(&mut messages)
-                    .push(Message::tool_result(call, render_result(&result)));
-                emit(AgentEvent::ToolResult {
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    result: Box::new(result),
-                });
+            for (call, text) in output.tool_calls.iter().zip(results) {
+                Arc::make_mut(&mut messages).push(Message::tool_result(call, text));
             }
             emit(AgentEvent::TurnFinished { turn, usage });
         };
+        let (stop, answer) = ended;
         emit(AgentEvent::Finished {
             stop,
-            answer: None,
+            answer: answer.clone(),
             turns: turn,
             usage,
         });
         Ok(RunOutcome {
             stop,
-            answer: None,
+            answer,
             messages: Arc::unwrap_or_clone(messages),
             turns: turn,
             usage,
@@ -499,23 +471,76 @@ impl Agent {
         })
     }
 
-    /// Runs a turn's calls concurrently (bounded); results come back in call order.
+    /// What is left of the run's budgets before model call `turn + 1`: the tokens, and the
+    /// time (`None`: no time limit) — or why the run must stop.
+    fn budget_left(
+        &self,
+        turn: usize,
+        usage: Usage,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, Option<Duration>), StopReason> {
+        if cancel.is_cancelled() {
+            return Err(StopReason::Cancelled);
+        }
+        if turn >= self.config.max_turns {
+            return Err(StopReason::MaxTurns);
+        }
+        let remaining = self
+            .config
+            .max_tokens
+            .saturating_sub(usage.completion_tokens);
+        if remaining == 0 {
+            return Err(StopReason::MaxTokens);
+        }
+        let deadline = self
+            .config
+            .wall_time
+            .map(|w| w.saturating_sub(started.elapsed()));
+        if deadline == Some(Duration::ZERO) {
+            return Err(StopReason::WallTime);
+        }
+        Ok((remaining, deadline))
+    }
+
+    /// The configured choice for the first call; `auto` after it (`none` stays `none`).
+    fn tool_choice(&self, turn: usize) -> ToolChoice {
+        match (&self.config.tool_choice, turn) {
+            (ToolChoice::None, _) => ToolChoice::None,
+            (c, 1) => c.clone(),
+            _ => ToolChoice::Auto,
+        }
+    }
+
+    /// Sampling of model call `turn`: its own seed, at most the tokens left in the run.
+    fn sampling(&self, turn: usize, seed: Option<u64>, remaining: u64) -> Sampling {
+        let mut sampling = self.config.sampling.clone();
+        sampling.seed = seed.map(|s| crate::model::sampler::call_seed(s, turn - 1));
+        sampling.max_tokens = sampling
+            .max_tokens
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        sampling
+    }
+
+    /// Runs a turn's calls concurrently (bounded). Each call's events go out as they
+    /// happen — its life from the gate's observer, its `ToolResult` the moment it returns
+    /// — and the texts the model reads come back in call order.
     async fn run_calls(
         &self,
         calls: &[ToolCall],
         events: &UnboundedSender<AgentEvent>,
         cancel: CancellationToken,
-    ) -> Vec<GatedCall> {
+    ) -> Vec<String> {
         // Collected (and boxed) first: a lazy `map` adaptor inside the returned future
         // makes it not `Send` for every lifetime, so it could not be spawned.
-        let futures: Vec<futures::future::BoxFuture<'_, GatedCall>> = calls
+        let futures: Vec<futures::future::BoxFuture<'_, String>> = calls
             .iter()
             .map(|call| {
-                let approver = EventingApprover {
-                    inner: self.approver.clone(),
+                let observer: Arc<dyn CallObserver> = Arc::new(CallEvents {
                     events: events.clone(),
                     call_id: call.id.clone(),
-                };
+                    tool: call.name.clone(),
+                });
                 let ctx = CallContext {
                     limits: Limits::default(),
                     cancel: cancel.child_token(),
@@ -525,17 +550,24 @@ impl Agent {
                 async move {
                     let result = self
                         .gate
-                        .call(&caller, &call.name, call.arguments.clone(), &approver, ctx)
+                        .call(
+                            &caller,
+                            &call.name,
+                            call.arguments.clone(),
+                            self.approver.as_ref(),
+                            ctx,
+                            observer,
+                        )
                         .await;
-                    if result.decision.verdict != Verdict::Ask {
-                        let _ = events.send(AgentEvent::PolicyDecision {
-                            call_id: call.id.clone(),
-                            verdict: result.decision.verdict,
-                            rule_id: result.decision.rule_id.clone(),
-                            reason: result.decision.reason.clone(),
-                        });
-                    }
-                    result
+                    let text = render_result(&result);
+                    // The gate's `Finished` step, sent from here so the result moves into
+                    // the event instead of being copied.
+                    let _ = events.send(AgentEvent::ToolResult {
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        result: Box::new(result),
+                    });
+                    text
                 }
                 .boxed()
             })
@@ -545,6 +577,26 @@ impl Agent {
             .collect()
             .await
     }
+}
+
+/// What goes back to the model when its calls could not be used: its reply as written
+/// (no calls), then a user message listing what was wrong.
+fn parse_failure_feedback(output: &ModelOutput) -> [Message; 2] {
+    let errors: Vec<String> = output
+        .parse_failures
+        .iter()
+        .map(|f| format!("- {}", f.error))
+        .collect();
+    [
+        Message::new(Role::Assistant, raw_reply(output)),
+        Message::new(
+            Role::User,
+            format!(
+                "Your tool call could not be used:\n{}\nNo tool was run. Try again or answer directly.",
+                errors.join("\n")
+            ),
+        ),
+    ]
 }
 
 /// What the model wrote, calls included, for the transcript when its calls failed.
@@ -565,47 +617,52 @@ fn raw_reply(output: &ModelOutput) -> String {
 fn render_result(result: &GatedCall) -> String {
     match result.outcome.failure {
         None => result.outcome.text.clone(),
-        Some(kind) => {
-            let kind = serde_json::to_value(kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "error".into());
-            format!("error ({kind}): {}", result.outcome.text)
-        }
+        Some(kind) => format!("error ({kind}): {}", result.outcome.text),
     }
 }
 
-/// Reports the `ask` decision and the answer as events around the real approver.
-struct EventingApprover {
-    inner: Arc<dyn Approver>,
+/// One call's life as agent events, on the run's channel.
+struct CallEvents {
     events: UnboundedSender<AgentEvent>,
     call_id: String,
+    tool: String,
 }
 
-impl Approver for EventingApprover {
-    fn approve<'a>(
-        &'a self,
-        request: &'a ApprovalRequest,
-    ) -> futures::future::BoxFuture<'a, Approval> {
-        Box::pin(async move {
-            let _ = self.events.send(AgentEvent::PolicyDecision {
-                call_id: self.call_id.clone(),
-                verdict: request.decision.verdict,
-                rule_id: request.decision.rule_id.clone(),
-                reason: request.decision.reason.clone(),
-            });
-            let _ = self.events.send(AgentEvent::ApprovalRequested {
-                call_id: self.call_id.clone(),
-                tool: request.tool.clone(),
-                arguments: request.args.clone(),
-            });
-            let approval = self.inner.approve(request).await;
-            let _ = self.events.send(AgentEvent::ApprovalResolved {
-                call_id: self.call_id.clone(),
-                approval: approval.clone(),
-            });
-            approval
-        })
+impl CallObserver for CallEvents {
+    fn observe(&self, event: CallEvent<'_>) {
+        let call_id = || self.call_id.clone();
+        let event = match event {
+            CallEvent::Decided(d) => AgentEvent::PolicyDecision {
+                call_id: call_id(),
+                verdict: d.verdict,
+                rule_id: d.rule_id.clone(),
+                reason: d.reason.clone(),
+            },
+            CallEvent::ApprovalRequested(r) => AgentEvent::ApprovalRequested {
+                call_id: call_id(),
+                tool: r.tool.clone(),
+                arguments: r.args.clone(),
+            },
+            CallEvent::ApprovalResolved(a) => AgentEvent::ApprovalResolved {
+                call_id: call_id(),
+                approval: a.clone(),
+            },
+            CallEvent::Started(limits) => AgentEvent::ToolStarted {
+                call_id: call_id(),
+                tool: self.tool.clone(),
+                limits: *limits,
+            },
+            CallEvent::Progress(p) => AgentEvent::ToolProgress {
+                call_id: call_id(),
+                progress: p.progress,
+                total: p.total,
+                message: p.message.clone(),
+            },
+            // Sent by `run_calls` with the returned call (moved, not copied).
+            CallEvent::Finished(_) => return,
+        };
+        // A closed receiver is fine: nobody is watching.
+        let _ = self.events.send(event);
     }
 }
 

@@ -70,42 +70,262 @@ async fn run(
     (outcome, events)
 }
 
+/// A test tool that waits `ms`, reporting progress before and after, and logs when it ran
+/// (so a test can see overlap rather than infer it).
+struct Sleep {
+    log: Arc<std::sync::Mutex<Vec<(String, Instant, Instant)>>>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct SleepParams {
+    /// Label.
+    id: String,
+    /// Milliseconds to wait.
+    ms: u64,
+}
+
+impl verity_tools::Tool for Sleep {
+    type Params = SleepParams;
+    type Output = String;
+    fn name(&self) -> &str {
+        "sleep"
+    }
+    fn description(&self) -> &str {
+        "waits"
+    }
+    fn annotations(&self) -> verity_tools::Annotations {
+        verity_tools::Annotations::PURE
+    }
+    async fn call(
+        &self,
+        p: SleepParams,
+        ctx: CallContext,
+    ) -> Result<String, verity_tools::ToolFailure> {
+        let start = Instant::now();
+        ctx.report(verity_tools::Progress {
+            progress: 0.0,
+            total: Some(2.0),
+            message: Some("started".into()),
+        });
+        tokio::time::sleep(Duration::from_millis(p.ms)).await;
+        ctx.report(verity_tools::Progress {
+            progress: 2.0,
+            total: Some(2.0),
+            message: None,
+        });
+        if let Ok(mut log) = self.log.lock() {
+            log.push((p.id.clone(), start, Instant::now()));
+        }
+        Ok(p.id)
+    }
+    fn render(&self, output: &String) -> String {
+        output.clone()
+    }
+}
+
+type SleepLog = Arc<std::sync::Mutex<Vec<(String, Instant, Instant)>>>;
+
+fn sleepy_gate(policy: &str) -> (ToolGate, SleepLog) {
+    let log = SleepLog::default();
+    let mut registry = ToolRegistry::with_builtins();
+    registry.register(Sleep { log: log.clone() });
+    let p = Policy::from_toml_str(policy, "test.toml").unwrap();
+    (
+        ToolGate::new(registry, Arc::new(PolicyEngine::new(p, None))),
+        log,
+    )
+}
+
+async fn run_with(
+    model: Arc<ScriptedModel>,
+    gate: ToolGate,
+    approver: Arc<dyn Approver>,
+    config: AgentConfig,
+) -> (RunOutcome, Vec<AgentEvent>) {
+    let agent = Agent::new(model, gate, approver, config);
+    let (tx, mut rx) = unbounded_channel();
+    let outcome = agent
+        .run(
+            vec![Message::new(Role::User, "q")],
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (outcome, events)
+}
+
+/// The life of one call as the event stream tells it, in order.
+fn life(events: &[AgentEvent], id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ToolCallProposed { call, .. } if call.id == id => Some("proposed".into()),
+            AgentEvent::PolicyDecision {
+                call_id, verdict, ..
+            } if call_id == id => Some(format!("decision:{verdict}")),
+            AgentEvent::ApprovalRequested { call_id, .. } if call_id == id => {
+                Some("approval-requested".into())
+            }
+            AgentEvent::ApprovalResolved { call_id, approval } if call_id == id => {
+                Some(match approval {
+                    Approval::Approved { .. } => "approved".into(),
+                    Approval::Denied { .. } => "not-approved".into(),
+                })
+            }
+            AgentEvent::ToolStarted { call_id, .. } if call_id == id => Some("started".into()),
+            AgentEvent::ToolProgress {
+                call_id, progress, ..
+            } if call_id == id => Some(format!("progress:{progress}")),
+            AgentEvent::ToolResult {
+                call_id, result, ..
+            } if call_id == id => Some(match result.outcome.failure {
+                None => "result:ok".into(),
+                Some(k) => format!("result:{k}"),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every verdict's call reports its whole life in order: the decision before the tool
+/// runs, approval around the ask, start and progress only when it runs, the result last.
 #[tokio::test]
-async fn parallel_calls_run_and_results_come_back_in_call_order() {
+async fn each_verdict_reports_the_calls_life_in_order() {
+    let one_call = || {
+        Arc::new(ScriptedModel::new(
+            vec![
+                calls(vec![call("x", "sleep", json!({"id": "x", "ms": 20}))]),
+                answer("ok"),
+            ],
+            false,
+        ))
+    };
+    let cases: [(&str, Arc<dyn Approver>, &[&str]); 4] = [
+        (
+            "default = \"allow\"\n",
+            Arc::new(DenyAsk),
+            &[
+                "proposed",
+                "decision:allow",
+                "started",
+                "progress:0",
+                "progress:2",
+                "result:ok",
+            ],
+        ),
+        (
+            "default = \"deny\"\n",
+            Arc::new(DenyAsk),
+            &["proposed", "decision:deny", "result:denied"],
+        ),
+        (
+            "default = \"ask\"\n",
+            Arc::new(crate::AutoApprove),
+            &[
+                "proposed",
+                "decision:ask",
+                "approval-requested",
+                "approved",
+                "started",
+                "progress:0",
+                "progress:2",
+                "result:ok",
+            ],
+        ),
+        (
+            "default = \"ask\"\n",
+            Arc::new(DenyAsk),
+            &[
+                "proposed",
+                "decision:ask",
+                "approval-requested",
+                "not-approved",
+                "result:denied",
+            ],
+        ),
+    ];
+    for (policy, approver, want) in cases {
+        let (gate, _) = sleepy_gate(policy);
+        let (out, events) = run_with(one_call(), gate, approver, AgentConfig::default()).await;
+        assert_eq!(out.stop, StopReason::Answer);
+        assert_eq!(life(&events, "x"), want, "policy {policy:?}");
+    }
+}
+
+#[tokio::test]
+async fn parallel_calls_overlap_and_results_come_back_in_call_order() {
+    // The first call is the slowest: finished in call order only if run one by one.
     let model = Arc::new(ScriptedModel::new(
         vec![
             calls(vec![
-                call("a", "calculator", json!({"expression": "2^10"})),
-                call("b", "calculator", json!({"expression": "1/0"})),
-                call("c", "calculator", json!({"expression": "7*6"})),
+                call("a", "sleep", json!({"id": "a", "ms": 400})),
+                call("b", "sleep", json!({"id": "b", "ms": 100})),
+                call("c", "sleep", json!({"id": "c", "ms": 250})),
+                call("d", "calculator", json!({"expression": "1/0"})),
             ]),
             answer("done"),
         ],
         false,
     ));
-    let (out, events) = run(
+    let (gate, log) = sleepy_gate("default = \"allow\"\n");
+    let started = Instant::now();
+    let (out, events) = run_with(
         model.clone(),
-        "default = \"allow\"\n",
+        gate,
+        Arc::new(DenyAsk),
         AgentConfig::default(),
     )
     .await;
+    let wall = started.elapsed();
     assert_eq!(out.stop, StopReason::Answer);
     assert_eq!(out.answer.as_deref(), Some("done"));
+    // They ran at the same time: every pair of the sleeps overlapped, and the whole turn
+    // took about the slowest call, not the sum (750 ms).
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 3);
+    for (i, x) in log.iter().enumerate() {
+        for y in &log[i + 1..] {
+            assert!(
+                x.1 < y.2 && y.1 < x.2,
+                "{} and {} did not overlap",
+                x.0,
+                y.0
+            );
+        }
+    }
+    assert!(wall < Duration::from_millis(700), "took {wall:?}");
+    // Results reach the model in call order, whatever order they finished in.
     let tool_msgs: Vec<&Message> = out
         .messages
         .iter()
         .filter(|m| m.role == Role::Tool)
         .collect();
-    assert_eq!(tool_msgs.len(), 3);
-    assert_eq!(tool_msgs[0].tool_call_id.as_deref(), Some("a"));
-    assert!(tool_msgs[0].content.contains("1024"));
+    let ids: Vec<&str> = tool_msgs
+        .iter()
+        .filter_map(|m| m.tool_call_id.as_deref())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+    assert_eq!(tool_msgs[0].content, "a");
     assert!(
-        tool_msgs[1].content.starts_with("error (execution)"),
+        tool_msgs[3].content.starts_with("error (execution)"),
         "{}",
-        tool_msgs[1].content
+        tool_msgs[3].content
     );
-    assert!(tool_msgs[2].content.contains("42"));
-    // The second model call saw all three results.
+    // ... while each result event came when its call finished.
+    let finished: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ToolResult { call_id, .. } => Some(call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["d", "b", "c", "a"]);
+    // The second model call saw all four results.
     let second = &model.requests()[1];
     assert_eq!(
         second
@@ -113,14 +333,9 @@ async fn parallel_calls_run_and_results_come_back_in_call_order() {
             .iter()
             .filter(|m| m.role == Role::Tool)
             .count(),
-        3
+        4
     );
     assert_eq!(second.tool_choice, ToolChoice::Auto);
-    let results = events
-        .iter()
-        .filter(|e| matches!(e, AgentEvent::ToolResult { .. }))
-        .count();
-    assert_eq!(results, 3);
     assert!(matches!(
         events.last(),
         Some(AgentEvent::Finished {
@@ -172,6 +387,7 @@ async fn ask_without_a_person_is_denied_with_the_reason_and_events_say_so() {
             AgentEvent::PolicyDecision { .. } => Some("decision"),
             AgentEvent::ApprovalRequested { .. } => Some("requested"),
             AgentEvent::ApprovalResolved { .. } => Some("resolved"),
+            AgentEvent::ToolStarted { .. } => Some("started"),
             AgentEvent::ToolResult { .. } => Some("result"),
             _ => None,
         })

@@ -20,7 +20,7 @@ pub struct ApprovalRequest {
 }
 
 /// An approver's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "approval", rename_all = "snake_case")]
 pub enum Approval {
     /// Go ahead.

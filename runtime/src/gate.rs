@@ -1,4 +1,9 @@
 //! The single path of every tool call: policy → approval → tool, with limits and budgets.
+//! The gate also reports each call's whole life, in order, to a [`CallObserver`]: the
+//! decision, the approval question and its answer, the start, every progress report, and
+//! the result. The agent turns these into events for the TUI, `run --json` and the
+//! recorder; the MCP server into progress notifications and its log; `tools call` into
+//! progress lines on stderr.
 
 use std::{
     sync::Arc,
@@ -9,10 +14,51 @@ use serde::Serialize;
 use serde_json::Value;
 use verity_policies::{Caller, Decision, PolicyEngine, Request, Verdict};
 use verity_tools::{
-    Annotations, CallContext, FailureKind, Limits, ToolFailure, ToolOutcome, ToolRegistry, ToolSpec,
+    CallContext, FailureKind, Limits, Progress, ToolFailure, ToolOutcome, ToolRegistry, ToolSpec,
 };
 
 use crate::approver::{Approval, ApprovalRequest, Approver};
+
+/// One step in the life of a gated call. A call goes through them in this order:
+/// `Decided`, then for an `ask` `ApprovalRequested` and `ApprovalResolved`, then — only if
+/// the tool runs — `Started` and any number of `Progress`, and always last `Finished`.
+#[derive(Debug, Clone, Copy)]
+pub enum CallEvent<'a> {
+    /// The policy decided.
+    Decided(&'a Decision),
+    /// The policy asked; the approver is being asked.
+    ApprovalRequested(&'a ApprovalRequest),
+    /// The approver answered.
+    ApprovalResolved(&'a Approval),
+    /// The tool starts, under these limits (the tool's own, tightened by the policy).
+    Started(&'a Limits),
+    /// The tool reported progress.
+    Progress(&'a Progress),
+    /// The call is over (ran, failed, or refused); this is what the caller gets back.
+    Finished(&'a GatedCall),
+}
+
+/// Watches calls go through the gate. Called synchronously, in order, from the task that
+/// runs the call (progress from wherever the tool reports it): keep it cheap — send to a
+/// channel.
+pub trait CallObserver: Send + Sync {
+    /// One step of one call.
+    fn observe(&self, event: CallEvent<'_>);
+}
+
+impl<F: Fn(CallEvent<'_>) + Send + Sync> CallObserver for F {
+    fn observe(&self, event: CallEvent<'_>) {
+        self(event)
+    }
+}
+
+/// An observer that ignores everything (a caller that only wants the result).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unobserved;
+
+impl CallObserver for Unobserved {
+    fn observe(&self, _event: CallEvent<'_>) {}
+}
 
 /// Tools behind a policy. Cheap to clone.
 #[derive(Clone)]
@@ -50,33 +96,6 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_f64(d.as_micros() as f64 / 1000.0)
 }
 
-impl GatedCall {
-    /// Whether the tool ran.
-    pub fn ran(&self) -> bool {
-        self.outcome.failure != Some(FailureKind::Denied)
-            && self.outcome.failure != Some(FailureKind::UnknownTool)
-    }
-}
-
-/// A tool's annotations as policies see them.
-pub fn to_policy_annotations(a: Annotations) -> verity_policies::Annotations {
-    verity_policies::Annotations {
-        read_only: a.read_only,
-        destructive: a.destructive,
-        idempotent: a.idempotent,
-        open_world: a.open_world,
-    }
-}
-
-fn to_tool_limits(l: verity_policies::Limits) -> Limits {
-    Limits {
-        wall_ms: l.wall_ms,
-        memory_mb: l.memory_mb,
-        output_kb: l.output_kb,
-        fuel: l.fuel,
-    }
-}
-
 impl ToolGate {
     /// Tools behind a policy engine.
     pub fn new(registry: ToolRegistry, policy: Arc<PolicyEngine>) -> Self {
@@ -98,8 +117,10 @@ impl ToolGate {
         self.registry.specs().cloned().collect()
     }
 
-    /// Decides, asks if needed, runs. Never panics on input; every refusal is a
-    /// [`ToolOutcome`] failure the caller (or model) can read.
+    /// Decides, asks if needed, runs; reports every step to `observer` (see [`CallEvent`]
+    /// for the order). Never panics on input; every refusal is a [`ToolOutcome`] failure
+    /// the caller (or model) can read. The tool's progress reports go to the observer
+    /// (whatever `ctx.progress` held is replaced).
     pub async fn call(
         &self,
         caller: &Caller,
@@ -107,6 +128,23 @@ impl ToolGate {
         args: Value,
         approver: &dyn Approver,
         ctx: CallContext,
+        observer: Arc<dyn CallObserver>,
+    ) -> GatedCall {
+        let call = self
+            .decide_and_run(caller, name, args, approver, ctx, &observer)
+            .await;
+        observer.observe(CallEvent::Finished(&call));
+        call
+    }
+
+    async fn decide_and_run(
+        &self,
+        caller: &Caller,
+        name: &str,
+        args: Value,
+        approver: &dyn Approver,
+        ctx: CallContext,
+        observer: &Arc<dyn CallObserver>,
     ) -> GatedCall {
         // The policy normalises the name; the tool looked up is the one it judged.
         let normalized = verity_policies::normalize_tool_name(name).ok();
@@ -116,10 +154,11 @@ impl ToolGate {
             .cloned();
         let mut request = Request::new(caller, name, &args);
         if let Some(t) = &tool {
-            request = request.with_annotations(to_policy_annotations(t.spec().annotations));
+            request = request.with_annotations(t.spec().annotations);
         }
         let decision = self.policy.decide(&request);
-        let denied = |decision: Decision, approval: Option<Approval>, message: String| GatedCall {
+        observer.observe(CallEvent::Decided(&decision));
+        let refused = |decision: Decision, approval: Option<Approval>, message: String| GatedCall {
             decision,
             approval,
             outcome: ToolOutcome::failed(ToolFailure::new(FailureKind::Denied, message)),
@@ -143,7 +182,7 @@ impl ToolGate {
                     "permission denied by policy rule '{}': {}",
                     decision.rule_id, decision.reason
                 );
-                return denied(decision, None, msg);
+                return refused(decision, None, msg);
             }
             Verdict::Allow => None,
             Verdict::Ask => {
@@ -153,10 +192,12 @@ impl ToolGate {
                     args: args.clone(),
                     decision: decision.clone(),
                 };
+                observer.observe(CallEvent::ApprovalRequested(&req));
                 let answer = approver.approve(&req).await;
+                observer.observe(CallEvent::ApprovalResolved(&answer));
                 if let Approval::Denied { reason, .. } = &answer {
                     let msg = format!("not approved: {reason}");
-                    return denied(decision, Some(answer), msg);
+                    return refused(decision, Some(answer), msg);
                 }
                 Some(answer)
             }
@@ -164,13 +205,18 @@ impl ToolGate {
         let limits = tool
             .spec()
             .limits
-            .tighten(to_tool_limits(decision.limits))
+            .tighten(decision.limits)
             .tighten(ctx.limits);
+        let progress = Arc::clone(observer);
         let ctx = CallContext {
             limits,
-            caller: Some(caller_tag(caller).into()),
+            caller: Some(caller.clone()),
+            progress: Some(Arc::new(move |p: Progress| {
+                progress.observe(CallEvent::Progress(&p));
+            })),
             ..ctx
         };
+        observer.observe(CallEvent::Started(&limits));
         let started = Instant::now();
         let backstop = (!tool.spec().enforces_wall_limit)
             .then_some(limits.wall_ms)
@@ -188,20 +234,6 @@ impl ToolGate {
             duration,
         }
     }
-}
-
-/// A caller as `kind:id` (what [`CallContext::caller`] carries).
-pub fn caller_tag(caller: &Caller) -> String {
-    format!("{}:{}", caller.kind.as_str(), caller.id)
-}
-
-/// The caller back from its tag; unknown tags read as the command line.
-pub fn caller_from_tag(tag: Option<&str>) -> Caller {
-    tag.and_then(|t| {
-        let (kind, id) = t.split_once(':')?;
-        Some(Caller::new(kind.parse().ok()?, id))
-    })
-    .unwrap_or_else(Caller::cli)
 }
 
 /// Extra time the backstop gives a tool past its wall-clock limit, so a tool that enforces

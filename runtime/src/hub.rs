@@ -106,6 +106,11 @@ pub struct HubConfigError {
     pub message: String,
 }
 
+/// A server name that cannot prefix tool names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("server name '{0}': use ASCII letters, digits, '_' or '-' (it prefixes tool names)")]
+pub struct BadServerName(pub String);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TomlFile {
@@ -137,11 +142,11 @@ impl HubConfig {
                 .map_err(|e| err(e.to_string()))?
                 .servers
         };
-        Self::from_map(servers).map_err(err)
+        Self::from_map(servers).map_err(|e| err(e.to_string()))
     }
 
     /// From `name → server` (also used for the config file's `[mcp.servers]`).
-    pub fn from_map(servers: BTreeMap<String, ServerConfig>) -> Result<Self, String> {
+    pub fn from_map(servers: BTreeMap<String, ServerConfig>) -> Result<Self, BadServerName> {
         let mut out = Vec::new();
         for (name, mut s) in servers {
             let ok = !name.is_empty()
@@ -149,9 +154,7 @@ impl HubConfig {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
-                return Err(format!(
-                    "server name '{name}': use ASCII letters, digits, '_' or '-' (it prefixes tool names)"
-                ));
+                return Err(BadServerName(name));
             }
             s.name = name;
             if !s.disabled {
@@ -338,7 +341,7 @@ struct RemoteTool {
 impl RemoteTool {
     fn new(server: Arc<Server>, t: rmcp::model::Tool) -> Result<Self, String> {
         let full = format!("{}.{}", server.config.name, t.name);
-        let name = verity_policies::normalize_tool_name(&full)?;
+        let name = verity_policies::normalize_tool_name(&full).map_err(|e| e.to_string())?;
         let a = t.annotations.clone().unwrap_or_default();
         // MCP's defaults for missing hints: not read-only, destructive, not idempotent,
         // open-world — the cautious reading, so policies treat unknown tools as risky.

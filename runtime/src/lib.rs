@@ -11,15 +11,19 @@
 pub mod agent;
 mod approver;
 mod error;
+pub mod export;
 mod gate;
 pub mod hub;
 pub mod mcp;
 pub mod model;
 pub mod reward;
+pub mod rollout;
 pub mod trajectory;
 pub mod web;
 
 pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};
 pub use error::{Error, Result};
-pub use gate::{caller_from_tag, caller_tag, to_policy_annotations, GatedCall, ToolGate};
-pub use verity_policies::{Caller, CallerKind};
+pub use gate::{CallEvent, CallObserver, GatedCall, ToolGate, Unobserved};
+pub use verity_policies::Decision;
+pub use verity_tools::{Progress, ToolOutcome};
+pub use verity_types::{Annotations, Caller, CallerKind, FailureKind, Limits, Verdict};

@@ -6,13 +6,11 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use verity_policies::{PolicyEngine, Request, Verdict};
+use verity_policies::{Caller, PolicyEngine, Request, Verdict};
 use verity_tools::{
     web::{self, UrlPolicy, UrlVerdict, WebConfig},
     ToolRegistry,
 };
-
-use crate::gate::{caller_from_tag, to_policy_annotations};
 
 /// [`UrlPolicy`] over the live policy (reloads apply at once). Filtering uses the pure
 /// decision: it neither spends budgets nor writes audit records — the calls themselves do.
@@ -28,11 +26,11 @@ impl PolicyUrls {
 }
 
 impl UrlPolicy for PolicyUrls {
-    fn check(&self, caller: Option<&str>, url: &str) -> UrlVerdict {
-        let caller = caller_from_tag(caller);
+    fn check(&self, caller: Option<&Caller>, url: &str) -> UrlVerdict {
+        let cli = Caller::cli();
+        let caller = caller.unwrap_or(&cli);
         let args = json!({ "url": url });
-        let request = Request::new(&caller, "fetch", &args)
-            .with_annotations(to_policy_annotations(web::WEB_ANNOTATIONS));
+        let request = Request::new(caller, "fetch", &args).with_annotations(web::WEB_ANNOTATIONS);
         let d = self.engine.policy().decide(&request);
         match d.verdict {
             Verdict::Allow => UrlVerdict::Allow,
@@ -52,7 +50,7 @@ impl UrlPolicy for PolicyUrls {
 pub fn builtin_tools(
     engine: &Arc<PolicyEngine>,
     web: Option<WebConfig>,
-) -> Result<ToolRegistry, String> {
+) -> Result<ToolRegistry, web::WebSetupError> {
     let mut registry = ToolRegistry::with_builtins();
     if let Some(config) = web {
         let (search, fetch) = web::tools(config, Arc::new(PolicyUrls::new(engine.clone())))?;

@@ -32,9 +32,9 @@ pub struct AgentOpts {
     /// (up to `/v1`) instead of the embedded engine.
     #[arg(long)]
     pub base_url: Option<String>,
-    /// Environment variable holding the server's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
+    /// Environment variable holding the server's API key [default: OPENAI_API_KEY].
+    #[arg(long)]
+    pub api_key_env: Option<String>,
     /// Ask the server for vLLM's token-id extensions (exact token ids for RL).
     #[arg(long)]
     pub vllm: bool,
@@ -204,7 +204,9 @@ impl AgentOpts {
             None => match cfg.tool_choice {
                 Some(s) => s
                     .parse()
-                    .map_err(|e: String| anyhow::anyhow!("config tool_choice: {e}"))?,
+                    .map_err(|e: verity_runtime::model::EmptyToolChoice| {
+                        anyhow::anyhow!("config tool_choice: {e}")
+                    })?,
                 None => ToolChoice::Auto,
             },
         };
@@ -257,7 +259,11 @@ impl AgentOpts {
         Ok(Resolved {
             model,
             base_url: self.base_url.or(cfg.base_url),
-            api_key_env: cfg.api_key_env.unwrap_or(self.api_key_env),
+            // Flags beat the config file, which beats the default.
+            api_key_env: self
+                .api_key_env
+                .or(cfg.api_key_env)
+                .unwrap_or_else(|| "OPENAI_API_KEY".into()),
             vllm: self.vllm || cfg.vllm,
             http_timeout: self.http_timeout.or(cfg.http_timeout),
             http_retries: self.http_retries.or(cfg.http_retries),
@@ -343,5 +349,55 @@ impl Resolved {
             registry.register_dyn(t.clone());
         }
         Ok((ToolGate::new(registry, engine), hub))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: AgentOpts,
+    }
+
+    fn resolve(config: &str, args: &[&str]) -> Resolved {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut argv = vec!["verity", "--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).opts.resolve(Caller::cli()).unwrap()
+    }
+
+    /// A flag beats the config file; the config file beats the default.
+    #[test]
+    fn flags_beat_the_config_file() {
+        let config = "model = \"from-config\"\napi_key_env = \"CONFIG_KEY\"\nmax_turns = 3\n";
+        let r = resolve(config, &[]);
+        assert_eq!(
+            (r.model.as_str(), r.api_key_env.as_str(), r.agent.max_turns),
+            ("from-config", "CONFIG_KEY", 3)
+        );
+        let r = resolve(
+            config,
+            &[
+                "--model",
+                "tiny",
+                "--api-key-env",
+                "FLAG_KEY",
+                "--max-turns",
+                "5",
+            ],
+        );
+        assert_eq!(
+            (r.model.as_str(), r.api_key_env.as_str(), r.agent.max_turns),
+            ("tiny", "FLAG_KEY", 5)
+        );
+        let r = resolve("model = \"m\"\n", &[]);
+        assert_eq!(r.api_key_env, "OPENAI_API_KEY");
     }
 }

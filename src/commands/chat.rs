@@ -3,7 +3,6 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::Args;
 use verity_policies::{Caller, CallerKind, Policy};
 use verity_tui::{ChatOptions, ChatTask, Loaded};
@@ -81,17 +80,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn load_task(path: &std::path::Path, id: Option<&str>) -> anyhow::Result<ChatTask> {
-    let tasks = super::rollout::read_tasks(path)?;
-    let (task, raw) = match id {
-        Some(id) => tasks
-            .into_iter()
-            .find(|(t, _)| t.id == id)
-            .with_context(|| format!("{}: no task with id '{id}'", path.display()))?,
-        None => tasks
-            .into_iter()
-            .next()
-            .with_context(|| format!("{}: no tasks", path.display()))?,
-    };
+    let verity_runtime::rollout::LoadedTask { task, raw } =
+        verity_runtime::rollout::load_task(path, id)?;
     Ok(ChatTask {
         id: task.id.clone(),
         messages: task.messages(None),

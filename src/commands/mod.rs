@@ -55,7 +55,7 @@ pub fn web_config() -> Option<verity_tools::web::WebConfig> {
 
 /// Every built-in tool (plus the web tools when configured), judged by `engine`.
 pub fn builtin_tools(engine: &Arc<PolicyEngine>) -> anyhow::Result<verity_tools::ToolRegistry> {
-    verity_runtime::web::builtin_tools(engine, web_config()).map_err(anyhow::Error::msg)
+    Ok(verity_runtime::web::builtin_tools(engine, web_config())?)
 }
 
 /// A tokio runtime for one command.

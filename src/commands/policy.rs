@@ -140,13 +140,12 @@ fn explain(
     let policy = Policy::load(name)?;
     let args: Value = serde_json::from_str(raw)
         .with_context(|| format!("--args must be a JSON object; got {raw:?}"))?;
-    let caller: Caller = caller.parse().map_err(anyhow::Error::msg)?;
+    let caller: Caller = caller.parse()?;
     // Built-in tools carry their annotations; anything else is judged as unknown.
     let registry = ToolRegistry::with_builtins();
     let annotations = verity_policies::normalize_tool_name(tool)
         .ok()
-        .and_then(|n| registry.get(&n).map(|t| t.spec().annotations))
-        .map(verity_runtime::to_policy_annotations);
+        .and_then(|n| registry.get(&n).map(|t| t.spec().annotations));
     let mut req = Request::new(&caller, tool, &args);
     req.annotations = annotations;
     let d = policy.decide(&req);

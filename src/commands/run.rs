@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use verity_runtime::{
     agent::{Agent, AgentEvent, StopReason},
     model::{Message, Role},
-    trajectory::{chain::ChainWriter, TrajectoryBuilder},
+    trajectory::{chain::ChainWriter, record_run, Record, TaskInfo, TrajectoryBuilder},
     Approver, AutoApprove, Caller, DenyAsk,
 };
 
@@ -63,7 +63,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             Arc::new(DenyAsk)
         };
-        let model_info = model.info().clone();
         let agent = Agent::new(model.clone(), gate, approver, resolved.agent.clone());
         let tools = agent.tool_defs();
         let mut messages = Vec::new();
@@ -103,18 +102,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if let (Some(w), Some(path)) = (writer.as_mut(), &args.record) {
-            let task = serde_json::json!({"prompt": prompt});
-            let builder = builder.with_tool_tokens(&*model, &outcome).await;
-            let mut record = builder.finish(&model_info, agent.config(), &tools, &outcome, task);
-            let digest = w.append(&mut record)?;
+            let task = TaskInfo::Prompt { prompt };
+            let record = record_run(builder, &*model, agent.config(), &tools, &outcome, task).await;
+            let digest = w.append_record(&mut Record::Traj(record))?;
             eprintln!("verity: recorded to {} ({digest})", path.display());
         }
         Ok(match outcome.stop {
             StopReason::Answer | StopReason::Truncated => {
                 if outcome.stop == StopReason::Truncated {
-                    eprintln!(
-                        "verity: the answer was cut at the per-call token limit (--max-tokens-per-call)"
-                    );
+                    eprintln!("verity: {}", outcome.stop.explain());
                 }
                 if !json {
                     let mut out = std::io::stdout().lock();
@@ -142,11 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stop => {
                 eprintln!(
                     "verity: no answer: {} after {} turns ({} tokens generated)",
-                    match stop {
-                        StopReason::MaxTurns => "the turn budget (--max-turns) ran out",
-                        StopReason::MaxTokens => "the token budget (--max-tokens) ran out",
-                        _ => "the time budget (--max-time) ran out",
-                    },
+                    stop.explain(),
                     outcome.turns,
                     outcome.usage.completion_tokens
                 );
@@ -201,11 +193,18 @@ impl EventPrinter {
             AgentEvent::ApprovalResolved { approval, .. } => {
                 Some(dim(format!("  approval: {approval:?}")))
             }
+            AgentEvent::ToolProgress {
+                progress,
+                total,
+                message,
+                ..
+            } => Some(dim(format!(
+                "  progress: {progress}{} {}",
+                total.map(|t| format!("/{t}")).unwrap_or_default(),
+                message.as_deref().unwrap_or("")
+            ))),
             AgentEvent::ToolResult { result, tool, .. } => {
-                let status = match result.outcome.failure {
-                    None => "ok".to_owned(),
-                    Some(k) => format!("{k:?}").to_lowercase(),
-                };
+                let status = result.outcome.failure.map_or("ok", |k| k.as_str());
                 Some(format!(
                     "← {tool} {status} ({} ms): {}",
                     result.duration.as_millis(),

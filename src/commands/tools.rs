@@ -3,13 +3,17 @@
 use std::{
     io::{BufRead, IsTerminal, Write},
     process::ExitCode,
+    sync::Arc,
 };
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use verity_runtime::{Approval, ApprovalRequest, Approver, AutoApprove, Caller, DenyAsk, ToolGate};
+use verity_runtime::{
+    Approval, ApprovalRequest, Approver, AutoApprove, CallEvent, CallObserver, Caller, DenyAsk,
+    ToolGate, Unobserved,
+};
 use verity_tools::{CallContext, FailureKind, ToolRegistry};
 
 use super::PolicyOpts;
@@ -63,7 +67,7 @@ fn list(json: bool) -> anyhow::Result<ExitCode> {
     let registry = match super::web_config() {
         Some(web) => {
             let engine = std::sync::Arc::new(verity_policies::PolicyEngine::load("default")?);
-            verity_runtime::web::builtin_tools(&engine, Some(web)).map_err(anyhow::Error::msg)?
+            verity_runtime::web::builtin_tools(&engine, Some(web))?
         }
         None => ToolRegistry::with_builtins(),
     };
@@ -150,12 +154,25 @@ fn call(
     };
     let caller = Caller::cli();
     let rt = super::runtime()?;
+    // On a terminal, a long call (code) shows its progress on stderr as it runs.
+    let observer: Arc<dyn CallObserver> = if std::io::stderr().is_terminal() {
+        Arc::new(|event: CallEvent<'_>| {
+            if let CallEvent::Progress(p) = event {
+                let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+                let message = p.message.as_deref().unwrap_or("");
+                eprintln!("verity: … {}{total} {message}", p.progress);
+            }
+        })
+    } else {
+        Arc::new(Unobserved)
+    };
     let call = rt.block_on(gate.call(
         &caller,
         name,
         args,
         approver.as_ref(),
         CallContext::default(),
+        observer,
     ));
     let mut out = std::io::stdout().lock();
     if json {

@@ -208,8 +208,11 @@ fn a_policy_denial_is_reported_to_the_model_and_nothing_runs() {
     );
 }
 
+/// Three calls of one turn all run, and `run --json` reports each one's life in order:
+/// proposed → decision → started → result. (That results reach the model in call order
+/// while events come as calls finish is a unit test with slow tools: agent_tests.rs.)
 #[test]
-fn parallel_calls_all_run_and_come_back_in_order() {
+fn parallel_calls_all_run_and_report_their_life_in_order() {
     let m = model_arg();
     let (_, events) = agent(
         &[
@@ -234,13 +237,33 @@ fn parallel_calls_all_run_and_come_back_in_order() {
         .map(|e| e["call"]["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(proposed.len(), 3, "{events:#?}");
-    let results: Vec<String> = of_type(&events, "tool_result")
+    let mut results: Vec<String> = of_type(&events, "tool_result")
         .iter()
         .map(|e| e["call_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(results, proposed, "results in call order");
+    results.sort();
+    let mut sorted = proposed.clone();
+    sorted.sort();
+    assert_eq!(results, sorted, "every call has one result");
     let unique: std::collections::HashSet<&String> = proposed.iter().collect();
     assert_eq!(unique.len(), 3, "distinct call ids");
+    for id in &proposed {
+        let life: Vec<&str> = events
+            .iter()
+            .filter(|e| e["call_id"] == id.as_str() || e["call"]["id"] == id.as_str())
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            life,
+            [
+                "tool_call_proposed",
+                "policy_decision",
+                "tool_started",
+                "tool_result"
+            ],
+            "{id}"
+        );
+    }
 }
 
 #[test]

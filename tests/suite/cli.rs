@@ -119,16 +119,48 @@ fn audit_log_records_every_decision() {
     );
 }
 
-/// Every subcommand's help renders (clap checks its argument definitions only when a
-/// command is built, so a clash would otherwise surface as a panic for a user).
+/// The subcommands a help text lists under `Commands:` (clap's own `help` left out).
+fn listed_subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every subcommand's help renders — found by walking the real command tree from
+/// `verity --help` down, not from a list kept by hand (clap checks argument definitions
+/// only when a command is built, so a clash would otherwise surface as a panic for a
+/// user; `Command::debug_assert` in main.rs checks the whole tree too).
 #[test]
 fn every_subcommand_has_working_help() {
-    for cmd in [
-        "setup", "tools", "index", "serve", "policy", "run", "chat", "model", "rollout", "verify",
-        "export",
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    let mut seen = Vec::new();
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = run(&args);
+        assert!(out.status.success(), "{path:?}: {}", stderr(&out));
+        let help = stdout(&out);
+        assert!(help.contains("Usage"), "{path:?}");
+        for sub in listed_subcommands(&help) {
+            let mut next = path.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+        seen.push(path.join(" "));
+    }
+    // The tree was walked, not just the top: nested commands are there too.
+    for expected in [
+        "run",
+        "rollout",
+        "tools call",
+        "index build",
+        "policy explain",
     ] {
-        let out = run(&[cmd, "--help"]);
-        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
-        assert!(stdout(&out).contains("Usage"), "{cmd}");
+        assert!(seen.iter().any(|s| s == expected), "{expected}: {seen:?}");
     }
 }

@@ -33,5 +33,6 @@ pub mod web;
 pub use error::{FailureKind, ToolFailure};
 pub use registry::ToolRegistry;
 pub use tool::{
-    Annotations, CallContext, DynTool, Limits, Progress, ProgressSink, Tool, ToolOutcome, ToolSpec,
+    Annotations, CallContext, Caller, DynTool, Limits, Progress, ProgressSink, Tool, ToolOutcome,
+    ToolSpec,
 };

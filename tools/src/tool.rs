@@ -5,70 +5,13 @@ use std::{future::Future, sync::Arc};
 
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{FailureKind, ToolFailure};
 
-/// Hints about a tool's behaviour, mirrored 1:1 into MCP tool annotations and visible to
-/// permission rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Annotations {
-    /// The tool does not change its environment.
-    pub read_only: bool,
-    /// The tool may perform destructive updates (meaningful only when not read-only).
-    pub destructive: bool,
-    /// Calling it twice with the same arguments has no further effect.
-    pub idempotent: bool,
-    /// The tool talks to an open world (the web, other people's systems).
-    pub open_world: bool,
-}
-
-impl Annotations {
-    /// A pure function of its arguments: read-only, idempotent, closed-world.
-    pub const PURE: Self = Self {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    };
-}
-
-/// Resource limits of one call. `None` means "the tool's own default". Limits only ever
-/// get tighter as they pass from the tool through the policy to the call (see
-/// [`Limits::tighten`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Wall-clock time in milliseconds.
-    pub wall_ms: Option<u64>,
-    /// Memory in MiB.
-    pub memory_mb: Option<u64>,
-    /// Output size in KiB (per stream where a tool has several).
-    pub output_kb: Option<u64>,
-    /// A deterministic CPU budget (tool-specific unit).
-    pub fuel: Option<u64>,
-}
-
-impl Limits {
-    /// The stricter of `self` and `other`, field by field. Never looser than either.
-    #[must_use]
-    pub fn tighten(self, other: Limits) -> Limits {
-        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, None) => a,
-                (None, b) => b,
-            }
-        }
-        Limits {
-            wall_ms: min(self.wall_ms, other.wall_ms),
-            memory_mb: min(self.memory_mb, other.memory_mb),
-            output_kb: min(self.output_kb, other.output_kb),
-            fuel: min(self.fuel, other.fuel),
-        }
-    }
-}
+pub use verity_types::{Annotations, Caller, Limits};
 
 /// One progress report of a long-running call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,9 +37,9 @@ pub struct CallContext {
     pub cancel: CancellationToken,
     /// Progress reports go here, if anyone listens.
     pub progress: Option<ProgressSink>,
-    /// Who is calling, as the front end names it (`kind:id`). Opaque to tools; they hand
-    /// it back to hooks such as a [`crate::web::UrlPolicy`].
-    pub caller: Option<std::sync::Arc<str>>,
+    /// Who is calling. Tools do not judge it; they hand it to hooks such as a
+    /// [`crate::web::UrlPolicy`].
+    pub caller: Option<Caller>,
 }
 
 impl std::fmt::Debug for CallContext {

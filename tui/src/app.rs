@@ -289,7 +289,7 @@ impl App {
             return match commands::parse(&text) {
                 Ok(c) => self.command(c),
                 Err(e) => {
-                    self.transcript.notice(NoticeKind::Error, e);
+                    self.transcript.notice(NoticeKind::Error, e.to_string());
                     None
                 }
             };

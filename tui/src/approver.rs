@@ -125,7 +125,7 @@ impl Approver for TuiApprover {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use verity_policies::{Caller, Decision};
+    use verity_runtime::{Caller, Decision};
 
     fn request(tool: &str) -> ApprovalRequest {
         ApprovalRequest {
@@ -133,7 +133,7 @@ mod tests {
             tool: tool.into(),
             args: serde_json::json!({}),
             decision: Decision {
-                verdict: verity_policies::Verdict::Ask,
+                verdict: verity_runtime::Verdict::Ask,
                 rule_id: "default".into(),
                 reason: String::new(),
                 limits: Default::default(),

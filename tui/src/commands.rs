@@ -93,8 +93,17 @@ pub enum Command {
     Quit,
 }
 
+/// A slash command that cannot be run; the message says what was wrong and what exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadCommand(String);
+
 /// Parses a line starting with `/`. The error says what was wrong and what exists.
-pub fn parse(line: &str) -> Result<Command, String> {
+pub fn parse(line: &str) -> Result<Command, BadCommand> {
+    parse_line(line).map_err(BadCommand)
+}
+
+fn parse_line(line: &str) -> Result<Command, String> {
     let line = line.trim();
     let mut parts = line.trim_start_matches('/').split_whitespace();
     let name = parts.next().unwrap_or("");
@@ -148,8 +157,14 @@ mod tests {
             parse("/policy revoke session-1"),
             Ok(Command::Revoke("session-1".into()))
         );
-        assert!(parse("/tools x").unwrap_err().contains("no arguments"));
-        assert!(parse("/frobnicate").unwrap_err().contains("/help"));
+        assert!(parse("/tools x")
+            .unwrap_err()
+            .to_string()
+            .contains("no arguments"));
+        assert!(parse("/frobnicate")
+            .unwrap_err()
+            .to_string()
+            .contains("/help"));
         assert_eq!(matching("/m").len(), 2);
     }
 }

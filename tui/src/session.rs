@@ -19,7 +19,9 @@ use verity_runtime::{
     hub::McpHub,
     model::{Message, ModelBackend, ModelError, ModelInfo, Role},
     reward::{self, Attempt, VerifierSpec},
-    trajectory::{chain::ChainWriter, TrajectoryBuilder},
+    trajectory::{
+        chain::ChainWriter, record::ChatRef, record_run, Record, TaskInfo, TrajectoryBuilder,
+    },
     Approver, AutoApprove, ToolGate,
 };
 
@@ -99,7 +101,6 @@ struct Session {
     agent: Option<Agent>,
     /// The model (for tokenizing tool results in records).
     model: Option<Arc<dyn ModelBackend>>,
-    model_info: Option<ModelInfo>,
     _hub: Option<McpHub>,
     conversation: Vec<Message>,
     running: Option<CancellationToken>,
@@ -146,7 +147,6 @@ pub async fn run_chat(options: ChatOptions, loader: Loader) -> Result<()> {
         app,
         agent: None,
         model: None,
-        model_info: None,
         _hub: None,
         running: None,
         builder: TrajectoryBuilder::new(),
@@ -289,7 +289,6 @@ impl Session {
                 );
                 self.app.info.tools = agent.tool_defs();
                 self.app.info.model = model_text(&info, &self.options.agent);
-                self.model_info = Some(info);
                 self.agent = Some(agent);
                 self._hub = Some(loaded.hub);
                 self.app.phase = Phase::Idle;
@@ -397,25 +396,28 @@ impl Session {
     }
 
     async fn record(&mut self, outcome: &RunOutcome) {
-        let (Some(writer), Some(info), Some(agent), Some(model)) = (
-            self.writer.as_mut(),
-            &self.model_info,
-            &self.agent,
-            &self.model,
-        ) else {
+        let (Some(writer), Some(agent), Some(model)) =
+            (self.writer.as_mut(), &self.agent, &self.model)
+        else {
             return;
         };
-        let builder = std::mem::take(&mut self.builder)
-            .with_tool_tokens(&**model, outcome)
-            .await;
-        let task = match &self.options.task {
-            Some(t) => {
-                json!({"chat": {"session": self.session_id, "exchange": self.exchanges}, "task": t.raw})
-            }
-            None => json!({"chat": {"session": self.session_id, "exchange": self.exchanges}}),
+        let task = TaskInfo::Chat {
+            chat: ChatRef {
+                session: self.session_id.clone(),
+                exchange: self.exchanges,
+            },
+            task: self.options.task.as_ref().map(|t| t.raw.clone()),
         };
-        let mut record = builder.finish(info, agent.config(), &agent.tool_defs(), outcome, task);
-        match writer.append(&mut record) {
+        let record = record_run(
+            std::mem::take(&mut self.builder),
+            &**model,
+            agent.config(),
+            &agent.tool_defs(),
+            outcome,
+            task,
+        )
+        .await;
+        match writer.append_record(&mut Record::Traj(record)) {
             Ok(_) => {
                 if let Some((_, n)) = &mut self.app.status.record {
                     *n += 1;

@@ -11,14 +11,13 @@ use std::{
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{backend::TestBackend, Terminal};
 use serde_json::json;
-use verity_policies::{Caller, Decision, Verdict};
 use verity_runtime::{
     agent::{AgentEvent, StopReason},
     hub::ServerStatus,
     model::{Finish, ModelOutput, ToolCall, Usage},
     Approval, ApprovalRequest, GatedCall,
 };
-use verity_tools::{FailureKind, Limits, ToolOutcome};
+use verity_runtime::{Caller, Decision, FailureKind, Limits, ToolOutcome, Verdict};
 
 use crate::{
     app::{App, Effect, Phase},
@@ -192,12 +191,41 @@ fn tool_card_states() {
         ("proposed", vec![]),
         (
             "running",
-            vec![AgentEvent::PolicyDecision {
-                call_id: "c1".into(),
-                verdict: Verdict::Allow,
-                rule_id: "calculator".into(),
-                reason: String::new(),
-            }],
+            vec![
+                AgentEvent::PolicyDecision {
+                    call_id: "c1".into(),
+                    verdict: Verdict::Allow,
+                    rule_id: "calculator".into(),
+                    reason: String::new(),
+                },
+                AgentEvent::ToolStarted {
+                    call_id: "c1".into(),
+                    tool: "calculator".into(),
+                    limits: Limits::default(),
+                },
+            ],
+        ),
+        (
+            "running_with_progress",
+            vec![
+                AgentEvent::PolicyDecision {
+                    call_id: "c1".into(),
+                    verdict: Verdict::Allow,
+                    rule_id: "calculator".into(),
+                    reason: String::new(),
+                },
+                AgentEvent::ToolStarted {
+                    call_id: "c1".into(),
+                    tool: "calculator".into(),
+                    limits: Limits::default(),
+                },
+                AgentEvent::ToolProgress {
+                    call_id: "c1".into(),
+                    progress: 1.0,
+                    total: Some(10.0),
+                    message: Some("running for 1.0 s".into()),
+                },
+            ],
         ),
         (
             "awaiting_approval",

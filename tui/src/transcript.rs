@@ -4,13 +4,11 @@
 use std::time::Instant;
 
 use serde_json::Value;
-use verity_policies::Verdict;
 use verity_runtime::{
     agent::{AgentEvent, StopReason},
     model::ModelOutput,
-    Approval, GatedCall,
+    Approval, FailureKind, GatedCall, Verdict,
 };
-use verity_tools::FailureKind;
 
 /// One thing in the chat pane.
 #[derive(Debug, Clone)]
@@ -102,6 +100,19 @@ pub struct ToolCard {
     pub result: Option<String>,
     /// Tool time in ms.
     pub duration_ms: Option<f64>,
+    /// The running tool's last progress report.
+    pub progress: Option<CardProgress>,
+}
+
+/// A running tool's last progress report, as its card shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardProgress {
+    /// Work done so far.
+    pub done: f64,
+    /// Total work, when known.
+    pub total: Option<f64>,
+    /// A short status.
+    pub message: Option<String>,
 }
 
 /// The chat pane's content.
@@ -225,6 +236,7 @@ impl Transcript {
                     started: now,
                     result: None,
                     duration_ms: None,
+                    progress: None,
                 })));
             }
             AgentEvent::PolicyDecision {
@@ -235,10 +247,6 @@ impl Transcript {
             } => {
                 if let Some(c) = self.card_mut(call_id) {
                     c.decision = Some((*verdict, rule_id.clone(), reason.clone()));
-                    if *verdict == Verdict::Allow {
-                        c.status = CardStatus::Running;
-                        c.started = now;
-                    }
                 }
             }
             AgentEvent::ApprovalRequested { call_id, .. } => {
@@ -256,6 +264,26 @@ impl Transcript {
                     c.approval = Some(approval.clone());
                 }
             }
+            AgentEvent::ToolStarted { call_id, .. } => {
+                if let Some(c) = self.card_mut(call_id) {
+                    c.status = CardStatus::Running;
+                    c.started = now;
+                }
+            }
+            AgentEvent::ToolProgress {
+                call_id,
+                progress,
+                total,
+                message,
+            } => {
+                if let Some(c) = self.card_mut(call_id) {
+                    c.progress = Some(CardProgress {
+                        done: *progress,
+                        total: *total,
+                        message: message.clone(),
+                    });
+                }
+            }
             AgentEvent::ToolResult {
                 call_id, result, ..
             } => {
@@ -271,22 +299,13 @@ impl Transcript {
                 }
                 let why = match stop {
                     StopReason::Answer => None,
-                    StopReason::Truncated => {
-                        Some("The answer was cut at the per-call token limit.".to_owned())
-                    }
-                    StopReason::MaxTurns => Some(format!(
-                        "Stopped: the turn budget ran out after {turns} model calls (--max-turns)."
-                    )),
-                    StopReason::MaxTokens => {
-                        Some("Stopped: the token budget ran out (--max-tokens).".to_owned())
-                    }
-                    StopReason::WallTime => {
-                        Some("Stopped: the time budget ran out (--max-time).".to_owned())
-                    }
+                    // Said as the CLI says it (`StopReason::explain`), with the turn count.
                     StopReason::Cancelled => Some("Turn cancelled.".to_owned()),
-                    StopReason::Calls => Some(
-                        "The model answered with calls to call-only functions (not run).".to_owned(),
-                    ),
+                    other => Some(format!(
+                        "Stopped after {turns} model call{}: {}.",
+                        if *turns == 1 { "" } else { "s" },
+                        other.explain()
+                    )),
                 };
                 if let Some(why) = why {
                     self.notice(NoticeKind::Warn, why);
@@ -338,12 +357,7 @@ fn apply_result(c: &mut ToolCard, result: &GatedCall) {
         Some(FailureKind::Denied) => CardStatus::Denied,
         Some(FailureKind::Timeout) => CardStatus::TimedOut,
         Some(FailureKind::Cancelled) => CardStatus::Cancelled,
-        Some(k) => CardStatus::Error(
-            serde_json::to_value(k)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-                .unwrap_or_else(|| "error".into()),
-        ),
+        Some(k) => CardStatus::Error(k.as_str().replace('_', " ")),
     };
 }
 

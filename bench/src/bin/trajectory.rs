@@ -27,7 +27,7 @@ use verity_runtime::{
         tiny, EmbeddedModel, LoadOptions, Message, ModelBackend, ModelSource, Role, Sampling,
         ToolChoice,
     },
-    trajectory::{chain, chain::ChainWriter, TrajectoryBuilder},
+    trajectory::{chain, chain::ChainWriter, record_run, Record, TaskInfo, TrajectoryBuilder},
     AutoApprove, ToolGate,
 };
 use verity_tools::ToolRegistry;
@@ -91,16 +91,14 @@ async fn rollout_and_recorder(dir: &Path, samples: usize) -> anyhow::Result<Vec<
         for e in &events {
             builder.observe(e);
         }
-        let builder = builder.with_tool_tokens(&*model, &outcome).await;
-        let mut record = builder.finish(
-            model.info(),
-            agent.config(),
-            &tools,
-            &outcome,
-            json!({"id": format!("t{i}")}),
-        );
-        writer.append(&mut record)?;
+        let task = TaskInfo::Prompt {
+            prompt: format!("t{i}"),
+        };
+        let record = record_run(builder, &*model, agent.config(), &tools, &outcome, task).await;
+        let mut record = Record::Traj(record);
+        writer.append_record(&mut record)?;
         let recorded = t.elapsed();
+        let record = serde_json::to_value(&record)?;
         if i == 0 {
             continue; // warm-up
         }

@@ -17,12 +17,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use verity_policies::{Caller, CallerKind};
-use verity_tools::{CallContext, Progress, ProgressSink, ToolSpec};
+use verity_tools::{CallContext, Progress, ToolSpec};
 
 use crate::{
     approver::{Approval, ApprovalRequest, Approver},
     error::{Error, Result},
-    gate::ToolGate,
+    gate::{CallEvent, CallObserver, ToolGate},
     mcp::http::Authenticated,
 };
 
@@ -233,24 +233,54 @@ fn approval_input_required(message: String) -> std::result::Result<InputRequired
     Ok(InputRequiredResult::from_input_requests(requests))
 }
 
-/// Forwards tool progress to the client as `notifications/progress`, in order.
-fn progress_sink(ctx: &RequestContext<RoleServer>) -> Option<ProgressSink> {
-    let token = ctx.meta.get_progress_token()?;
-    let peer = ctx.peer.clone();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-    tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
-            param.total = p.total;
-            param.message = p.message;
-            if peer.notify_progress(param).await.is_err() {
-                break;
+/// One MCP call's life: tool progress goes to the client as `notifications/progress`
+/// (in order, when the request carried a progress token), the finished call to the log.
+struct McpCallObserver {
+    caller: Caller,
+    progress: Option<tokio::sync::mpsc::UnboundedSender<Progress>>,
+}
+
+impl McpCallObserver {
+    fn new(caller: Caller, ctx: &RequestContext<RoleServer>) -> Self {
+        let progress = ctx.meta.get_progress_token().map(|token| {
+            let peer = ctx.peer.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
+                    param.total = p.total;
+                    param.message = p.message;
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tx
+        });
+        Self { caller, progress }
+    }
+}
+
+impl CallObserver for McpCallObserver {
+    fn observe(&self, event: CallEvent<'_>) {
+        match event {
+            CallEvent::Progress(p) => {
+                if let Some(tx) = &self.progress {
+                    let _ = tx.send(p.clone());
+                }
             }
+            CallEvent::Finished(call) => tracing::info!(
+                caller = %self.caller,
+                tool = %call.decision.tool,
+                decision = %call.decision.verdict,
+                rule = %call.decision.rule_id,
+                error = call.outcome.is_error(),
+                ms = call.duration.as_millis() as u64,
+                "tools/call"
+            ),
+            _ => {}
         }
-    });
-    Some(Arc::new(move |p: Progress| {
-        let _ = tx.send(p);
-    }))
+    }
 }
 
 impl ServerHandler for McpServer {
@@ -298,11 +328,11 @@ impl ServerHandler for McpServer {
         let caller = Self::caller(&context);
         let args = Value::Object(request.arguments.unwrap_or_default());
         let ctx = CallContext {
-            limits: Default::default(),
             cancel: context.ct.child_token(),
-            progress: progress_sink(&context),
-            caller: None,
+            ..CallContext::default()
         };
+        let observer: Arc<dyn CallObserver> =
+            Arc::new(McpCallObserver::new(caller.clone(), &context));
         // Handshake-era sessions get a server-to-client elicitation; the stateless protocol
         // (no `initialize`) gets an InputRequiredResult and the answer on the retry.
         let stateless = context.peer.peer_info().is_none();
@@ -321,7 +351,10 @@ impl ServerHandler for McpServer {
                 can_elicit,
                 needs_input: std::sync::Mutex::new(None),
             };
-            let call = self.gate.call(&caller, &name, args, &approver, ctx).await;
+            let call = self
+                .gate
+                .call(&caller, &name, args, &approver, ctx, observer)
+                .await;
             let needs = approver.needs_input.lock().ok().and_then(|mut s| s.take());
             (call, needs)
         } else {
@@ -330,22 +363,15 @@ impl ServerHandler for McpServer {
                 caller: caller.clone(),
             };
             (
-                self.gate.call(&caller, &name, args, &approver, ctx).await,
+                self.gate
+                    .call(&caller, &name, args, &approver, ctx, observer)
+                    .await,
                 None,
             )
         };
         if let Some(message) = needs_input {
             return Ok(approval_input_required(message)?.into());
         }
-        tracing::info!(
-            caller = %caller,
-            tool = %call.decision.tool,
-            decision = %call.decision.verdict,
-            rule = %call.decision.rule_id,
-            error = call.outcome.is_error(),
-            ms = call.duration.as_millis() as u64,
-            "tools/call"
-        );
         let result = match (call.outcome.failure, call.outcome.structured) {
             (None, Some(structured)) => CallToolResult::structured(structured),
             (None, None) => CallToolResult::success(vec![ContentBlock::text(call.outcome.text)]),

@@ -116,7 +116,7 @@ pub struct ToolDef {
 }
 
 /// Whether (and which) tool the model must call.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolChoice {
     /// The model decides.
@@ -130,18 +130,19 @@ pub enum ToolChoice {
     Named(String),
 }
 
+/// An empty `--tool-choice`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("empty tool choice; expected auto, none, required or a tool name")]
+pub struct EmptyToolChoice;
+
 impl std::str::FromStr for ToolChoice {
-    type Err = String;
+    type Err = EmptyToolChoice;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            "" => {
-                return Err(
-                    "empty tool choice; expected auto, none, required or a tool name".into(),
-                )
-            }
+            "" => return Err(EmptyToolChoice),
             name => ToolChoice::Named(name.to_owned()),
         })
     }
@@ -198,7 +199,7 @@ pub struct ModelRequest {
 }
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Finish {
     /// End of turn (EOS or a stop string).
@@ -227,7 +228,9 @@ impl Finish {
 }
 
 /// Token counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Usage {
     /// Prompt tokens.
     pub prompt_tokens: u64,

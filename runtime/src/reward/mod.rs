@@ -7,7 +7,7 @@ mod math;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use verity_tools::{code::CodeParams, CallContext, Tool};
 
 pub use math::{extract_answer, math_equal};
@@ -15,7 +15,7 @@ pub use math::{extract_answer, math_equal};
 use crate::model::ToolCall;
 
 /// Which verifier scores a task, with its settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifierSpec {
     /// Numeric / math answer equivalence against `ground_truth` (a number or LaTeX).
@@ -72,7 +72,7 @@ impl VerifierSpec {
 }
 
 /// One verifier's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RewardResult {
     /// Verifier name.
     pub name: String,
@@ -221,10 +221,10 @@ fn pure(spec: &VerifierSpec, gold: &Value, attempt: &Attempt) -> Verdict {
                 return Verdict::fail(None, "no answer could be extracted");
             };
             let g = gold_text(gold);
-            match math_equal(&extracted, &g) {
-                Ok(true) => Verdict::pass(Some(extracted), "equivalent"),
-                Ok(false) => Verdict::fail(Some(extracted), "not equivalent"),
-                Err(e) => Verdict::fail(Some(extracted), e),
+            if math_equal(&extracted, &g) {
+                Verdict::pass(Some(extracted), "equivalent")
+            } else {
+                Verdict::fail(Some(extracted), "not equivalent")
             }
         }
         VerifierSpec::Exact => {
@@ -409,11 +409,6 @@ fn extract_code(answer: &str) -> String {
         }
     }
     answer.to_owned()
-}
-
-/// The record's `reward` field for one verifier.
-pub fn reward_json(r: &RewardResult) -> Value {
-    json!({"total": r.score, "components": [r]})
 }
 
 #[cfg(test)]

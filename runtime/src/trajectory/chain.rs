@@ -13,7 +13,10 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::canonical::digest_without;
+use super::{
+    canonical::digest_without,
+    record::{Integrity, Record},
+};
 
 /// Digest of a record: everything but `integrity.digest`.
 pub fn record_digest(record: &Value) -> String {
@@ -48,6 +51,14 @@ pub enum ChainError {
         line: usize,
         /// What is wrong.
         why: String,
+    },
+    /// A record could not be encoded as JSON (a bug: records are plain data).
+    #[error("{path}: the record could not be encoded: {source}")]
+    Encode {
+        /// The file.
+        path: String,
+        /// The error.
+        source: serde_json::Error,
     },
 }
 
@@ -97,7 +108,10 @@ impl ChainWriter {
         if let Some(Value::Object(i)) = record.get_mut("integrity") {
             i.insert("digest".into(), Value::String(d.clone()));
         }
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        let mut line = serde_json::to_vec(record).map_err(|source| ChainError::Encode {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         line.push(b'\n');
         let io_err = |source| ChainError::Io {
             path: self.path.display().to_string(),
@@ -107,6 +121,28 @@ impl ChainWriter {
         self.file.sync_data().map_err(io_err)?;
         self.prev = Some(d.clone());
         Ok(d)
+    }
+}
+
+impl ChainWriter {
+    /// Seals a typed record (its `integrity` is set to the link written) and appends it.
+    /// Returns its digest.
+    pub fn append_record(&mut self, record: &mut Record) -> Result<String, ChainError> {
+        let prev = self.prev.clone();
+        let mut value = serde_json::to_value(&*record).map_err(|source| ChainError::Encode {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        let digest = self.append(&mut value)?;
+        let integrity = Some(Integrity {
+            prev,
+            digest: digest.clone(),
+        });
+        match record {
+            Record::Traj(t) => t.integrity = integrity,
+            Record::Group(g) => g.integrity = integrity,
+        }
+        Ok(digest)
     }
 }
 

@@ -1,14 +1,16 @@
 //! Group statistics for GRPO-style training, written after each task's samples: raw
 //! rewards stay the source of truth; advantages are advisory and their ε is recorded.
 
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use super::record::{Advantages, GroupStats};
 
 /// ε in GRPO's `(r − μ)/(σ + ε)`.
 pub const GRPO_EPS: f64 = 1e-6;
 
-/// The `group` record's statistics for rewards `r` (in sample order).
-pub fn stats(rewards: &[f64]) -> Value {
+/// The `group` record's statistics for rewards `r` (in sample order); the fields about
+/// members (tokens, digests, rounds) are left for the caller, which knows them.
+pub fn stats(rewards: &[f64]) -> GroupStats {
     let n = rewards.len();
     let nf = n as f64;
     let mean = if n == 0 {
@@ -38,16 +40,28 @@ pub fn stats(rewards: &[f64]) -> Value {
         })
         .collect();
     let solved = rewards.iter().filter(|r| **r >= 1.0).count();
-    json!({
-        "n": n,
-        "rewards": rewards,
-        "mean": mean,
-        "std_population": std_pop,
-        "std_unbiased": std_unbiased,
-        "zero_variance": zero_variance,
-        "solve_rate": if n == 0 { 0.0 } else { solved as f64 / nf },
-        "advantages": {"grpo": grpo, "grpo_eps": GRPO_EPS, "dr_grpo": dr_grpo, "rloo": rloo},
-    })
+    GroupStats {
+        n,
+        rewards: rewards.to_vec(),
+        mean,
+        std_population: std_pop,
+        std_unbiased,
+        zero_variance,
+        solve_rate: if n == 0 { 0.0 } else { solved as f64 / nf },
+        advantages: Advantages {
+            grpo,
+            grpo_eps: GRPO_EPS,
+            dr_grpo,
+            rloo,
+        },
+        generated_tokens: None,
+        max_length: None,
+        truncated: None,
+        members: Vec::new(),
+        merkle_root: None,
+        round: None,
+        discarded_zero_variance_rounds: None,
+    }
 }
 
 /// Merkle root (SHA-256, pairwise, odd node carried up) of member digests in order.
@@ -99,18 +113,16 @@ mod tests {
     #[test]
     fn grpo_rloo_and_zero_variance() {
         let s = stats(&[1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(s["mean"], 0.5);
-        assert_eq!(s["std_population"], 0.5);
-        assert_eq!(s["zero_variance"], false);
-        let g = s["advantages"]["grpo"][0].as_f64().unwrap();
-        assert!((g - 1.0).abs() < 1e-5);
+        assert_eq!(s.mean, 0.5);
+        assert_eq!(s.std_population, 0.5);
+        assert!(!s.zero_variance);
+        assert!((s.advantages.grpo[0] - 1.0).abs() < 1e-5);
         // RLOO: 1 − mean(0, 1, 0) = 2/3.
-        let r = s["advantages"]["rloo"][0].as_f64().unwrap();
-        assert!((r - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.advantages.rloo[0] - 2.0 / 3.0).abs() < 1e-12);
         let z = stats(&[1.0, 1.0, 1.0]);
-        assert_eq!(z["zero_variance"], true);
-        assert_eq!(z["advantages"]["grpo"][0], 0.0);
-        assert_eq!(z["solve_rate"], 1.0);
+        assert!(z.zero_variance);
+        assert_eq!(z.advantages.grpo[0], 0.0);
+        assert_eq!(z.solve_rate, 1.0);
     }
 
     #[test]

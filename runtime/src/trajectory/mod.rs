@@ -7,11 +7,18 @@
 //! (`prefix_consistent`: does the next prompt start with this prompt + this reply?); the
 //! flat trainer view (`tokens`) is only written when every turn joins, and otherwise says
 //! why not — a trainer must then use the per-turn data instead of a silently drifted
-//! sequence. The schema is documented in `docs/trajectory.schema.json`.
+//! sequence. The record types are in [`record`]; `docs/trajectory.schema.json` is generated
+//! from them.
+//!
+//! Every front end records a run the same way: feed the run's events to a
+//! [`TrajectoryBuilder`], then [`record_run`] turns it and the run's outcome into a
+//! [`TrajRecord`] that a [`chain::ChainWriter`] seals and appends.
 
 pub mod canonical;
 pub mod chain;
 pub mod group;
+pub mod record;
+pub mod replay;
 
 use std::{
     collections::BTreeMap,
@@ -23,23 +30,31 @@ use std::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use record::{
+    CallStatus, ChatFunction, ChatMessage, ChatToolCall, DecisionRecord, FlatTokens, Logprob,
+    ModelIdentity, NextPrompt, OfferedTool, Outcome, ParseFailureRecord, SamplingRecord,
+    TokenSource, TokenView, ToolCallRecord, TurnRecord,
+};
+pub use record::{Record, TaskInfo, TrajRecord, SCHEMA};
+
 use crate::{
     agent::{AgentConfig, AgentEvent, RunOutcome},
-    model::{sampler::call_seed, Message, ModelBackend, ModelInfo, ModelOutput, Role, ToolDef},
+    gate::GatedCall,
+    model::{
+        sampler::call_seed, Message, ModelBackend, ModelInfo, ModelOutput, Role, ToolCall, ToolDef,
+    },
 };
-
-/// Schema id written in every record.
-pub const SCHEMA: &str = "verity.traj/1";
 
 /// Collects one run's events into a record.
 #[derive(Debug, Default)]
 pub struct TrajectoryBuilder {
-    /// Token ids of each tool result as the model read it (see [`tool_tokens`]).
+    /// Token ids of each tool result as the model read it (see [`Self::with_tool_tokens`]).
     tool_tokens: Option<Vec<Vec<u32>>>,
     turns: Vec<(ModelOutput, u64)>,
-    tool_calls: Vec<Value>,
-    pending: BTreeMap<String, Value>,
-    parse_failures: Vec<Value>,
+    /// Calls in the order the model proposed them (parallel calls finish in any order),
+    /// with their result once it arrives.
+    tool_calls: Vec<(u32, ToolCall, Option<Box<GatedCall>>)>,
+    parse_failures: Vec<ParseFailureRecord>,
 }
 
 impl TrajectoryBuilder {
@@ -57,56 +72,47 @@ impl TrajectoryBuilder {
                 ..
             } => self.turns.push(((**output).clone(), *duration_ms)),
             AgentEvent::ToolCallProposed { turn, call } => {
-                self.pending.insert(
-                    call.id.clone(),
-                    json!({"id": call.id, "turn": turn, "name": call.name, "arguments": call.arguments}),
-                );
+                let turn = u32::try_from(*turn).unwrap_or(u32::MAX);
+                self.tool_calls.push((turn, call.clone(), None));
             }
-            AgentEvent::ParseFailure { turn, failure } => self
-                .parse_failures
-                .push(json!({"turn": turn, "raw": failure.raw, "error": failure.error})),
+            AgentEvent::ParseFailure { turn, failure } => {
+                self.parse_failures.push(ParseFailureRecord {
+                    turn: *turn,
+                    raw: failure.raw.clone(),
+                    error: failure.error.clone(),
+                })
+            }
             AgentEvent::ToolResult {
-                call_id, result, ..
+                call_id,
+                tool,
+                result,
             } => {
-                let mut entry = self
-                    .pending
-                    .remove(call_id)
-                    .unwrap_or_else(|| json!({"id": call_id}));
-                let status = match result.outcome.failure {
-                    None => "ok".to_owned(),
-                    Some(k) => serde_json::to_value(k)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "error".into()),
-                };
-                let io = json!({
-                    "tool": result.decision.tool,
-                    "arguments": entry.get("arguments").cloned().unwrap_or(Value::Null),
-                    "text": result.outcome.text,
-                    "structured": result.outcome.structured,
-                    "failure": result.outcome.failure,
-                });
-                if let Value::Object(m) = &mut entry {
-                    m.insert("status".into(), json!(status));
-                    m.insert(
-                        "decision".into(),
-                        json!({
-                            "verdict": result.decision.verdict,
-                            "rule_id": result.decision.rule_id,
-                            "reason": result.decision.reason,
-                        }),
-                    );
-                    m.insert("approval".into(), json!(result.approval));
-                    m.insert("limits".into(), json!(result.limits));
-                    m.insert("output".into(), json!(result.outcome.text));
-                    m.insert("structured".into(), json!(result.outcome.structured));
-                    m.insert("wall_ms".into(), json!(micros_as_ms(result.duration)));
-                    m.insert("io_digest".into(), json!(canonical::digest(&io)));
+                let slot = self
+                    .tool_calls
+                    .iter_mut()
+                    .find(|(_, c, done)| c.id == *call_id && done.is_none());
+                match slot {
+                    Some((_, _, done)) => *done = Some(result.clone()),
+                    // A result for a call never proposed (not from the agent loop): kept
+                    // with what is known of it.
+                    None => self.tool_calls.push((
+                        0,
+                        ToolCall {
+                            id: call_id.clone(),
+                            name: tool.clone(),
+                            arguments: Value::Null,
+                        },
+                        Some(result.clone()),
+                    )),
                 }
-                self.tool_calls.push(entry);
             }
             _ => {}
         }
+    }
+
+    /// Calls whose result was observed.
+    fn finished_calls(&self) -> usize {
+        self.tool_calls.iter().filter(|c| c.2.is_some()).count()
     }
 
     /// Tokenizes this run's tool results with the model's own tokenizer so the flat view
@@ -124,7 +130,7 @@ impl TrajectoryBuilder {
             .iter()
             .filter(|m| m.role == Role::Tool)
             .collect();
-        let this_run = &results[results.len().saturating_sub(self.tool_calls.len())..];
+        let this_run = &results[results.len().saturating_sub(self.finished_calls())..];
         let mut tokens = Vec::with_capacity(this_run.len());
         for m in this_run {
             match model.tokenize_text(&m.content).await {
@@ -136,7 +142,7 @@ impl TrajectoryBuilder {
         self
     }
 
-    /// The record of the run (not yet sealed: [`chain::ChainWriter::append`] adds
+    /// The record of the run (not yet sealed: [`chain::ChainWriter::append_record`] adds
     /// `integrity`).
     pub fn finish(
         self,
@@ -144,9 +150,9 @@ impl TrajectoryBuilder {
         config: &AgentConfig,
         tools: &[ToolDef],
         outcome: &RunOutcome,
-        task: Value,
-    ) -> Value {
-        let turns: Vec<Value> = self
+        task: TaskInfo,
+    ) -> TrajRecord {
+        let turns: Vec<TurnRecord> = self
             .turns
             .iter()
             .enumerate()
@@ -163,73 +169,136 @@ impl TrajectoryBuilder {
             .turns
             .last()
             .is_some_and(|(o, _)| o.finish == Some(crate::model::Finish::Length));
-        json!({
-            "schema": SCHEMA,
-            "kind": "traj",
-            "id": run_id(),
-            "created_unix_ms": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            "task": task,
-            "policy": model_identity(model),
-            "sampling": {
-                "greedy": config.sampling.greedy,
-                "temperature": config.sampling.temperature,
-                "top_p": config.sampling.top_p,
-                "top_k": config.sampling.top_k,
-                "seed": outcome.seed,
-                "max_tokens_per_turn": config.sampling.max_tokens,
-                "max_tokens_total": config.max_tokens,
-                "max_turns": config.max_turns,
-                "strict": config.strict,
-                "tool_choice": config.tool_choice,
+        TrajRecord {
+            schema: SCHEMA.to_owned(),
+            id: run_id(),
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            task,
+            group_id: None,
+            sample_index: None,
+            policy: model_identity(model),
+            sampling: SamplingRecord {
+                greedy: config.sampling.greedy,
+                temperature: config.sampling.temperature,
+                top_p: config.sampling.top_p,
+                top_k: config.sampling.top_k,
+                seed: outcome.seed,
+                max_tokens_per_turn: config.sampling.max_tokens,
+                max_tokens_total: config.max_tokens,
+                max_turns: config.max_turns,
+                strict: config.strict,
+                tool_choice: config.tool_choice.clone(),
             },
-            "tools": tools.iter().map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters})).collect::<Vec<_>>(),
-            "messages": outcome.messages.iter().map(message_json).collect::<Vec<_>>(),
-            "turns": turns,
-            "tokens": tokens,
-            "tool_calls": self.tool_calls,
-            "parse_failures": self.parse_failures,
-            "reward": Value::Null,
-            "outcome": {
-                "stop": outcome.stop,
-                "answer": outcome.answer,
-                "truncated": truncated,
-                "turns": outcome.turns,
-                "prompt_tokens": outcome.usage.prompt_tokens,
-                "completion_tokens": outcome.usage.completion_tokens,
+            tools: tools
+                .iter()
+                .map(|t| OfferedTool {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.parameters.clone(),
+                })
+                .collect(),
+            messages: outcome.messages.iter().map(chat_message).collect(),
+            turns,
+            tokens,
+            tool_calls: self
+                .tool_calls
+                .into_iter()
+                .filter_map(|(turn, call, result)| Some(call_record(turn, call, &result?)))
+                .collect(),
+            parse_failures: self.parse_failures,
+            reward: None,
+            outcome: Outcome {
+                stop: outcome.stop,
+                answer: outcome.answer.clone(),
+                truncated,
+                turns: outcome.turns,
+                prompt_tokens: outcome.usage.prompt_tokens,
+                completion_tokens: outcome.usage.completion_tokens,
             },
-        })
+            integrity: None,
+        }
     }
 }
 
-fn message_json(m: &Message) -> Value {
-    let mut v = json!({"role": m.role.as_str(), "content": m.content});
-    if let Value::Object(o) = &mut v {
-        if !m.tool_calls.is_empty() {
-            o.insert(
-                "tool_calls".into(),
-                m.tool_calls
-                    .iter()
-                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.to_string()}}))
-                    .collect(),
-            );
-        }
-        if let Some(id) = &m.tool_call_id {
-            o.insert("tool_call_id".into(), json!(id));
-        }
-        if let Some(name) = &m.name {
-            o.insert("name".into(), json!(name));
-        }
+/// The one way a run becomes a record: this run's tool results tokenized with the model's
+/// own tokenizer (so the flat view can tell tool output from template), then the record
+/// built from the observed events and the outcome. `verity run --record`, `verity rollout`
+/// and `verity chat --record` all go through here.
+pub async fn record_run(
+    events: TrajectoryBuilder,
+    model: &dyn ModelBackend,
+    config: &AgentConfig,
+    tools: &[ToolDef],
+    outcome: &RunOutcome,
+    task: TaskInfo,
+) -> TrajRecord {
+    events
+        .with_tool_tokens(model, outcome)
+        .await
+        .finish(model.info(), config, tools, outcome, task)
+}
+
+/// What a tool call recorded: the request, the decision, the result and its `io_digest`.
+fn call_record(turn: u32, call: ToolCall, result: &GatedCall) -> ToolCallRecord {
+    let io = json!({
+        "tool": result.decision.tool,
+        "arguments": call.arguments,
+        "text": result.outcome.text,
+        "structured": result.outcome.structured,
+        "failure": result.outcome.failure,
+    });
+    ToolCallRecord {
+        id: call.id,
+        turn: turn as usize,
+        name: call.name,
+        io_digest: canonical::digest(&io),
+        arguments: call.arguments,
+        status: CallStatus::of(result.outcome.failure),
+        decision: DecisionRecord {
+            verdict: result.decision.verdict,
+            rule_id: result.decision.rule_id.clone(),
+            reason: result.decision.reason.clone(),
+            tool: Some(result.decision.tool.clone()),
+        },
+        approval: result.approval.clone(),
+        limits: result.limits,
+        output: result.outcome.text.clone(),
+        structured: result.outcome.structured.clone(),
+        wall_ms: micros_as_ms(result.duration),
     }
-    v
+}
+
+fn chat_message(m: &Message) -> ChatMessage {
+    ChatMessage {
+        role: m.role.as_str().to_owned(),
+        content: m.content.clone(),
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|c| ChatToolCall {
+                id: c.id.clone(),
+                kind: "function".into(),
+                function: ChatFunction {
+                    name: c.name.clone(),
+                    arguments: c.arguments.to_string(),
+                },
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.clone(),
+        name: m.name.clone(),
+    }
 }
 
 /// An f32 as the f64 nearest its shortest decimal form (what a reader of the JSON gets
 /// back exactly, and what it meant: `-0.1`, not `-0.10000000149011612`).
-fn short(x: f32) -> f64 {
+fn short(x: f32) -> Logprob {
     if !x.is_finite() {
-        return f64::from(x);
+        return Logprob(f64::from(x));
     }
-    format!("{x}").parse().unwrap_or(f64::from(x))
+    Logprob(format!("{x}").parse().unwrap_or(f64::from(x)))
 }
 
 /// A duration in milliseconds, to the microsecond.
@@ -248,60 +317,62 @@ fn turn_record(
     ms: u64,
     seed: Option<u64>,
     next: Option<&ModelOutput>,
-) -> Value {
+) -> TurnRecord {
     // Does the next prompt continue this prompt + this reply token for token?
     let joined: Option<Vec<u32>> = match (&out.prompt_ids, &out.token_ids) {
         (Some(p), Some(g)) => Some(p.iter().chain(g).copied().collect()),
         _ => None,
     };
-    let (prefix_len, consistent, new_ids) =
-        match (next.and_then(|n| n.prompt_ids.as_ref()), &joined) {
-            (Some(np), Some(j)) => {
-                let k = common_prefix(np, j);
-                (Some(k), Some(k == j.len()), Some(np[k..].to_vec()))
+    let next = match (next.and_then(|n| n.prompt_ids.as_ref()), &joined) {
+        (Some(np), Some(j)) => {
+            let k = common_prefix(np, j);
+            NextPrompt {
+                prefix_len: Some(k),
+                prefix_consistent: Some(k == j.len()),
+                new_prompt_ids: Some(np[k..].to_vec()),
             }
-            _ => (None, None, None),
-        };
-    json!({
-        "index": i,
-        "seed": seed,
-        "prompt_len": out.prompt_ids.as_ref().map(Vec::len),
-        "prompt_ids": out.prompt_ids,
-        "gen_ids": out.token_ids,
-        "gen_logprobs": out.logprobs.as_ref().map(|l| l.iter().map(|x| short(*x)).collect::<Vec<_>>()),
-        "finish_reason": out.finish,
-        "text": out.text,
-        "reasoning": out.reasoning,
-        "usage": out.usage,
-        "model_ms": ms,
-        "missing": out.missing,
-        "next": {
-            "prefix_len": prefix_len,
-            "prefix_consistent": consistent,
-            "new_prompt_ids": new_ids,
-        },
-    })
+        }
+        _ => NextPrompt::default(),
+    };
+    TurnRecord {
+        index: i,
+        seed,
+        prompt_len: out.prompt_ids.as_ref().map(Vec::len),
+        prompt_ids: out.prompt_ids.clone(),
+        gen_ids: out.token_ids.clone(),
+        gen_logprobs: out
+            .logprobs
+            .as_ref()
+            .map(|l| l.iter().map(|x| short(*x)).collect()),
+        finish_reason: out.finish.clone(),
+        text: out.text.clone(),
+        reasoning: out.reasoning.clone(),
+        usage: out.usage,
+        model_ms: ms,
+        missing: out.missing.clone(),
+        next,
+    }
 }
 
-/// The flat view: one prompt, one response sequence with a loss mask (1 only on sampled
-/// tokens, the EOS/stop token included) and rollout logprobs (0 where the mask is 0).
 /// Relabels `inserted` tokens that are a tool result's ids as `tool`; when every result
 /// was found, the other inserted tokens are template scaffold (`template`). A result not
 /// found (a template that rewrites tool text) leaves the labels `inserted`: unknown, not
 /// guessed.
-fn label_inserted(response: &[u32], source: &mut [&str], tools: &[Vec<u32>]) {
+fn label_inserted(response: &[u32], source: &mut [TokenSource], tools: &[Vec<u32>]) {
     let mut all_found = true;
     let mut from = 0;
     for seq in tools.iter().filter(|t| !t.is_empty()) {
         let found = (from..response.len().saturating_sub(seq.len() - 1)).find(|&i| {
             response[i..i + seq.len()] == seq[..]
-                && source[i..i + seq.len()].iter().all(|s| *s == "inserted")
+                && source[i..i + seq.len()]
+                    .iter()
+                    .all(|s| *s == TokenSource::Inserted)
         });
         match found {
             Some(i) => {
                 source[i..i + seq.len()]
                     .iter_mut()
-                    .for_each(|s| *s = "tool");
+                    .for_each(|s| *s = TokenSource::Tool);
                 from = i + seq.len();
             }
             None => all_found = false,
@@ -310,65 +381,73 @@ fn label_inserted(response: &[u32], source: &mut [&str], tools: &[Vec<u32>]) {
     if all_found {
         source
             .iter_mut()
-            .filter(|s| **s == "inserted")
-            .for_each(|s| *s = "template");
+            .filter(|s| **s == TokenSource::Inserted)
+            .for_each(|s| *s = TokenSource::Template);
     }
 }
 
-fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> Value {
+/// The flat view: one prompt, one response sequence with a loss mask (1 only on sampled
+/// tokens, the EOS/stop token included) and rollout logprobs (0 where the mask is 0).
+fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> TokenView {
     let Some(first) = turns.first() else {
-        return json!({"available": false, "why": "no model call"});
+        return TokenView::unavailable("no model call");
     };
     let Some(prompt) = &first.prompt_ids else {
-        return json!({"available": false, "why": "the first prompt's ids are missing"});
+        return TokenView::unavailable("the first prompt's ids are missing");
     };
     let mut response: Vec<u32> = Vec::new();
     let mut mask: Vec<u8> = Vec::new();
-    let mut logprobs: Vec<f64> = Vec::new();
-    let mut source: Vec<&str> = Vec::new();
+    let mut logprobs: Vec<Logprob> = Vec::new();
+    let mut source: Vec<TokenSource> = Vec::new();
     let mut so_far: Vec<u32> = prompt.clone();
     for (i, t) in turns.iter().enumerate() {
         let (Some(p), Some(g), Some(lp)) = (&t.prompt_ids, &t.token_ids, &t.logprobs) else {
-            return json!({"available": false, "why": format!("turn {i}: token ids or logprobs are missing")});
+            return TokenView::unavailable(format!("turn {i}: token ids or logprobs are missing"));
         };
         if i > 0 {
             if common_prefix(p, &so_far) != so_far.len() {
-                return json!({
-                    "available": false,
-                    "why": format!("turn {i}: the prompt does not continue the previous turn token for token (the chat template re-renders history differently from what was generated); use the per-turn ids"),
-                });
+                return TokenView::unavailable(format!(
+                    "turn {i}: the prompt does not continue the previous turn token for token (the chat template re-renders history differently from what was generated); use the per-turn ids"
+                ));
             }
             let inserted = &p[so_far.len()..];
             response.extend_from_slice(inserted);
             mask.extend(std::iter::repeat_n(0, inserted.len()));
-            logprobs.extend(std::iter::repeat_n(0.0, inserted.len()));
-            source.extend(std::iter::repeat_n("inserted", inserted.len()));
+            logprobs.extend(std::iter::repeat_n(Logprob(0.0), inserted.len()));
+            source.extend(std::iter::repeat_n(TokenSource::Inserted, inserted.len()));
             so_far.extend_from_slice(inserted);
         }
         if lp.len() != g.len() {
-            return json!({"available": false, "why": format!("turn {i}: {} logprobs for {} tokens", lp.len(), g.len())});
+            return TokenView::unavailable(format!(
+                "turn {i}: {} logprobs for {} tokens",
+                lp.len(),
+                g.len()
+            ));
         }
         response.extend_from_slice(g);
         mask.extend(std::iter::repeat_n(1, g.len()));
         logprobs.extend(lp.iter().map(|x| short(*x)));
-        source.extend(std::iter::repeat_n("sampled", g.len()));
+        source.extend(std::iter::repeat_n(TokenSource::Sampled, g.len()));
         so_far.extend_from_slice(g);
     }
     if let Some(tools) = tool_tokens {
         label_inserted(&response, &mut source, tools);
     }
-    json!({
-        "available": true,
-        "prompt_ids": prompt,
-        "response_ids": response,
-        "loss_mask": mask,
-        "rollout_logprobs": logprobs,
-        "source": source,
-    })
+    TokenView {
+        available: true,
+        why: None,
+        view: Some(FlatTokens {
+            prompt_ids: prompt.clone(),
+            response_ids: response,
+            loss_mask: mask,
+            rollout_logprobs: logprobs,
+            source,
+        }),
+    }
 }
 
 /// Who generated: engine, model, and digests of its local files.
-fn model_identity(m: &ModelInfo) -> Value {
+fn model_identity(m: &ModelInfo) -> ModelIdentity {
     let mut files = BTreeMap::new();
     if let Some(root) = &m.files {
         for (key, name) in [
@@ -395,16 +474,16 @@ fn model_identity(m: &ModelInfo) -> Value {
             );
         }
     }
-    json!({
-        "engine": m.engine,
-        "engine_version": m.engine_version,
-        "model": m.model,
-        "device": m.device,
-        "dtype": m.dtype,
-        "context_window": m.context_window,
-        "digests": files,
-        "logprobs_mode": m.logprobs_mode,
-    })
+    ModelIdentity {
+        engine: m.engine.clone(),
+        engine_version: m.engine_version.clone(),
+        model: m.model.clone(),
+        device: m.device.clone(),
+        dtype: m.dtype.clone(),
+        context_window: m.context_window,
+        digests: files,
+        logprobs_mode: m.logprobs_mode.clone(),
+    }
 }
 
 fn weight_files(root: &Path) -> Vec<std::path::PathBuf> {
@@ -458,6 +537,10 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn to_value<T: serde::Serialize>(t: T) -> Value {
+        serde_json::to_value(t).unwrap()
+    }
     use crate::model::{Finish, Usage};
 
     fn out(prompt: Vec<u32>, gen: Vec<u32>) -> ModelOutput {
@@ -525,7 +608,28 @@ mod tests {
             turn: 1,
             call: call.clone(),
         });
-        b.tool_calls.push(json!({"id": "c2"}));
+        b.observe(&AgentEvent::ToolResult {
+            call_id: "c2".into(),
+            tool: "calculator".into(),
+            result: Box::new(crate::gate::GatedCall {
+                decision: verity_policies::Decision {
+                    verdict: verity_policies::Verdict::Allow,
+                    rule_id: "default".into(),
+                    reason: String::new(),
+                    limits: Default::default(),
+                    tool: "calculator".into(),
+                    matched: Vec::new(),
+                },
+                approval: None,
+                outcome: verity_tools::ToolOutcome {
+                    text: "new".into(),
+                    structured: None,
+                    failure: None,
+                },
+                limits: Default::default(),
+                duration: std::time::Duration::ZERO,
+            }),
+        });
         let b = b.with_tool_tokens(&model, &outcome).await;
         assert_eq!(
             b.tool_tokens,
@@ -537,7 +641,7 @@ mod tests {
     fn flat_view_masks_only_sampled_tokens() {
         let a = out(vec![1, 2], vec![3, 4]);
         let b = out(vec![1, 2, 3, 4, 9, 9], vec![5]);
-        let v = flat_view(&[&a, &b], None);
+        let v = to_value(flat_view(&[&a, &b], None));
         assert_eq!(v["available"], true);
         assert_eq!(v["response_ids"], json!([3, 4, 9, 9, 5]));
         assert_eq!(v["loss_mask"], json!([1, 1, 0, 0, 1]));
@@ -548,16 +652,16 @@ mod tests {
         );
         // With the tool result's ids: tool output vs template scaffold.
         let c = out(vec![1, 2, 3, 4, 7, 8, 9, 6], vec![5]);
-        let v = flat_view(&[&a, &c], Some(&[vec![8, 9]]));
+        let v = to_value(flat_view(&[&a, &c], Some(&[vec![8, 9]])));
         assert_eq!(
             v["source"],
             json!(["sampled", "sampled", "template", "tool", "tool", "template", "sampled"])
         );
         assert_eq!(v["loss_mask"], json!([1, 1, 0, 0, 0, 0, 1]));
         // A result that cannot be found leaves the labels unknown.
-        let v = flat_view(&[&a, &c], Some(&[vec![8, 9], vec![42]]));
+        let v = to_value(flat_view(&[&a, &c], Some(&[vec![8, 9], vec![42]])));
         assert_eq!(v["source"][2], "inserted");
-        let t = turn_record(0, &a, 1, None, Some(&b));
+        let t = to_value(turn_record(0, &a, 1, None, Some(&b)));
         assert_eq!(t["next"]["prefix_consistent"], true);
         assert_eq!(t["next"]["new_prompt_ids"], json!([9, 9]));
     }
@@ -566,10 +670,10 @@ mod tests {
     fn drift_at_the_template_boundary_is_reported_not_papered_over() {
         let a = out(vec![1, 2], vec![3, 4]);
         let b = out(vec![1, 2, 3, 7, 9], vec![5]);
-        let v = flat_view(&[&a, &b], None);
+        let v = to_value(flat_view(&[&a, &b], None));
         assert_eq!(v["available"], false);
         assert!(v["why"].as_str().unwrap().contains("turn 1"));
-        let t = turn_record(0, &a, 1, None, Some(&b));
+        let t = to_value(turn_record(0, &a, 1, None, Some(&b)));
         assert_eq!(t["next"]["prefix_consistent"], false);
         assert_eq!(t["next"]["prefix_len"], 3);
     }

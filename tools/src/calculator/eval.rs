@@ -331,182 +331,120 @@ impl Evaluator {
         check_approx(fa.pow(&fb, bits, RM, self.prec.consts()?))
     }
 
+    /// A function call: arity checked against [`SIGNATURES`], then one small method each.
     fn call(&mut self, name: &str, args: &[(Num, usize)], col: usize) -> Result<Num, CalcError> {
-        let bits = self.prec.bits;
-        let arity = |min: usize, max: usize| -> Result<(), CalcError> {
-            if args.len() < min || args.len() > max {
-                let want = match (min, max) {
-                    (a, b) if a == b => format!("{a}"),
-                    (a, usize::MAX) => format!("at least {a}"),
-                    (a, b) => format!("{a} or {b}"),
-                };
-                return Err(CalcError::at(
-                    col,
-                    format!(
-                        "{name}() takes {want} argument{}, got {}",
-                        if want == "1" { "" } else { "s" },
-                        args.len()
-                    ),
-                ));
-            }
-            Ok(())
+        let Some(&(_, min, max)) = SIGNATURES.iter().find(|s| s.0 == name) else {
+            return Err(unknown_function(name, col));
         };
-        let x = || args[0].0.clone();
+        if args.len() < min || args.len() > max {
+            return Err(arity_error(name, min, max, args.len(), col));
+        }
+        // Every function takes at least one argument (checked above).
+        let x = args[0].0.clone();
+        let second = || args.get(1).map(|a| a.0.clone());
         match name {
-            "abs" => {
-                arity(1, 1)?;
-                Ok(match x() {
-                    Num::Exact(r) => Num::Exact(r.abs()),
-                    Num::Approx(f) => Num::Approx(f.abs()),
-                })
-            }
-            "floor" | "ceil" => {
-                arity(1, 1)?;
-                let r = self.exactish(&x())?;
-                Ok(Num::Exact(if name == "floor" {
-                    r.floor()
-                } else {
-                    r.ceil()
-                }))
-            }
-            "round" => {
-                arity(1, 2)?;
-                let r = self.exactish(&x())?;
-                let places = match args.get(1) {
-                    None => 0,
-                    Some((n, c)) => int_arg(n, "round() digits", *c)?,
-                };
-                if places.unsigned_abs() > MAX_DIGITS {
-                    return Err(CalcError::limit("round() digits out of range"));
-                }
-                let scale = if places >= 0 {
-                    BigRational::from_integer(pow10(places as u64))
-                } else {
-                    BigRational::new(BigInt::one(), pow10(places.unsigned_abs()))
-                };
-                check_exact(BigRational::from_integer(round_half_away(&(&r * &scale))) / scale)
-            }
-            "min" | "max" => {
-                arity(1, usize::MAX)?;
-                let mut best = args[0].0.clone();
-                for (n, _) in &args[1..] {
-                    let ord = self.compare(n, &best);
-                    if (name == "min" && ord.is_lt()) || (name == "max" && ord.is_gt()) {
-                        best = n.clone();
-                    }
-                }
-                Ok(best)
-            }
-            "gcd" | "lcm" => {
-                arity(2, usize::MAX)?;
-                let mut acc = big_int_arg(&args[0].0, name, args[0].1)?;
-                for (n, c) in &args[1..] {
-                    let v = big_int_arg(n, name, *c)?;
-                    acc = if name == "gcd" {
-                        acc.gcd(&v)
-                    } else {
-                        acc.lcm(&v)
-                    };
-                }
-                check_exact(BigRational::from_integer(acc))
-            }
-            "mod" => {
-                arity(2, 2)?;
-                self.binary(BinOp::Mod, x(), args[1].0.clone())
-            }
-            "sqrt" => {
-                arity(1, 1)?;
-                self.root(x(), 2)
-            }
-            "cbrt" => {
-                arity(1, 1)?;
-                self.root(x(), 3)
-            }
-            "exp" => {
-                arity(1, 1)?;
-                let a = x();
-                if let Num::Exact(r) = &a {
-                    if r.is_zero() {
-                        return Ok(Num::Exact(BigRational::one()));
-                    }
-                }
-                let f = to_float(&a, bits);
-                if f.exponent().unwrap_or(0) > 15 {
-                    // |x| >= 2^15 ≈ 32768 > ln(10^10000) ≈ 23026.
-                    return Err(CalcError::limit(format!(
-                        "exp() of that argument is beyond 10^±{MAX_DIGITS}"
-                    )));
-                }
-                check_approx(f.exp(bits, RM, self.prec.consts()?))
-            }
-            "ln" => {
-                arity(1, 1)?;
-                self.log(x(), None)
-            }
-            "log" => {
-                arity(1, 2)?;
-                self.log(x(), args.get(1).map(|a| a.0.clone()))
-            }
-            "log10" => {
-                arity(1, 1)?;
-                self.log(x(), Some(Num::Exact(q(10))))
-            }
-            "log2" => {
-                arity(1, 1)?;
-                self.log(x(), Some(Num::Exact(q(2))))
-            }
-            "sin" | "cos" | "tan" => {
-                arity(1, 1)?;
-                self.trig(name, x())
-            }
-            "asin" | "acos" | "atan" => {
-                arity(1, 1)?;
-                let a = x();
-                if let Num::Exact(r) = &a {
-                    if (name == "asin" || name == "atan") && r.is_zero() {
-                        return Ok(Num::Exact(BigRational::zero()));
-                    }
-                    if name == "acos" && r.is_one() {
-                        return Ok(Num::Exact(BigRational::zero()));
-                    }
-                }
-                let f = to_float(&a, bits);
-                if name != "atan" && f.abs().cmp(&BigFloat::from_word(1, 64)) == Some(1) {
-                    return Err(CalcError::msg(format!(
-                        "{name}() is only real for arguments between -1 and 1"
-                    )));
-                }
-                let c = self.prec.consts()?;
-                let r = match name {
-                    "asin" => f.asin(bits, RM, c),
-                    "acos" => f.acos(bits, RM, c),
-                    _ => f.atan(bits, RM, c),
-                };
-                self.approx(r, &[&BigFloat::from_word(1, 64)])
-            }
-            "atan2" => {
-                arity(2, 2)?;
-                self.atan2(x(), args[1].0.clone())
-            }
-            "factorial" => {
-                arity(1, 1)?;
-                factorial(&x())
-            }
+            "abs" => Ok(match x {
+                Num::Exact(r) => Num::Exact(r.abs()),
+                Num::Approx(f) => Num::Approx(f.abs()),
+            }),
+            "floor" => Ok(Num::Exact(self.exactish(&x)?.floor())),
+            "ceil" => Ok(Num::Exact(self.exactish(&x)?.ceil())),
+            "round" => self.round(&x, args.get(1)),
+            "min" => Ok(self.extreme(args, std::cmp::Ordering::is_lt)),
+            "max" => Ok(self.extreme(args, std::cmp::Ordering::is_gt)),
+            "gcd" | "lcm" => gcd_lcm(name, args),
+            "mod" => self.binary(BinOp::Mod, x, args[1].0.clone()),
+            "sqrt" => self.root(x, 2),
+            "cbrt" => self.root(x, 3),
+            "exp" => self.exp(x),
+            "ln" => self.log(x, None),
+            "log" => self.log(x, second()),
+            "log10" => self.log(x, Some(Num::Exact(q(10)))),
+            "log2" => self.log(x, Some(Num::Exact(q(2)))),
+            "sin" | "cos" | "tan" => self.trig(name, x),
+            "asin" | "acos" | "atan" => self.inverse_trig(name, x),
+            "atan2" => self.atan2(x, args[1].0.clone()),
+            "factorial" => factorial(&x),
             "binomial" | "ncr" => {
-                arity(2, 2)?;
                 let n = big_int_arg(&args[0].0, name, args[0].1)?;
                 let k = big_int_arg(&args[1].0, name, args[1].1)?;
                 binomial(&n, &k)
             }
-            _ => {
-                let known: Vec<&str> = FUNCTIONS.iter().chain(CONSTANTS).copied().collect();
-                let err = CalcError::at(col, format!("unknown function '{name}'"));
-                Err(match suggest(name, &known) {
-                    Some(s) => err.hint(format!("did you mean '{s}'?")),
-                    None => err.hint(format!("available functions: {}", FUNCTIONS.join(", "))),
-                })
+            // SIGNATURES and this match list the same names (a unit test checks).
+            _ => Err(unknown_function(name, col)),
+        }
+    }
+
+    /// `round(x[, digits])`: half away from zero, exactly.
+    fn round(&mut self, x: &Num, digits: Option<&(Num, usize)>) -> Result<Num, CalcError> {
+        let r = self.exactish(x)?;
+        let places = match digits {
+            None => 0,
+            Some((n, c)) => int_arg(n, "round() digits", *c)?,
+        };
+        if places.unsigned_abs() > MAX_DIGITS {
+            return Err(CalcError::limit("round() digits out of range"));
+        }
+        let scale = if places >= 0 {
+            BigRational::from_integer(pow10(places as u64))
+        } else {
+            BigRational::new(BigInt::one(), pow10(places.unsigned_abs()))
+        };
+        check_exact(BigRational::from_integer(round_half_away(&(&r * &scale))) / scale)
+    }
+
+    /// `min`/`max`: the first argument that beats all others under `better`.
+    fn extreme(&mut self, args: &[(Num, usize)], better: fn(std::cmp::Ordering) -> bool) -> Num {
+        let mut best = args[0].0.clone();
+        for (n, _) in &args[1..] {
+            if better(self.compare(n, &best)) {
+                best = n.clone();
             }
         }
+        best
+    }
+
+    fn exp(&mut self, a: Num) -> Result<Num, CalcError> {
+        if let Num::Exact(r) = &a {
+            if r.is_zero() {
+                return Ok(Num::Exact(BigRational::one()));
+            }
+        }
+        let bits = self.prec.bits;
+        let f = to_float(&a, bits);
+        if f.exponent().unwrap_or(0) > 15 {
+            // |x| >= 2^15 ≈ 32768 > ln(10^10000) ≈ 23026.
+            return Err(CalcError::limit(format!(
+                "exp() of that argument is beyond 10^±{MAX_DIGITS}"
+            )));
+        }
+        check_approx(f.exp(bits, RM, self.prec.consts()?))
+    }
+
+    /// `asin`, `acos`, `atan`: exact at the points where the answer is 0.
+    fn inverse_trig(&mut self, name: &str, a: Num) -> Result<Num, CalcError> {
+        if let Num::Exact(r) = &a {
+            if (name == "asin" || name == "atan") && r.is_zero() {
+                return Ok(Num::Exact(BigRational::zero()));
+            }
+            if name == "acos" && r.is_one() {
+                return Ok(Num::Exact(BigRational::zero()));
+            }
+        }
+        let bits = self.prec.bits;
+        let f = to_float(&a, bits);
+        if name != "atan" && f.abs().cmp(&BigFloat::from_word(1, 64)) == Some(1) {
+            return Err(CalcError::msg(format!(
+                "{name}() is only real for arguments between -1 and 1"
+            )));
+        }
+        let c = self.prec.consts()?;
+        let r = match name {
+            "asin" => f.asin(bits, RM, c),
+            "acos" => f.acos(bits, RM, c),
+            _ => f.atan(bits, RM, c),
+        };
+        self.approx(r, &[&BigFloat::from_word(1, 64)])
     }
 
     /// The exact value, or the exact binary value of an approximation (for floor/round).
@@ -645,6 +583,74 @@ impl Evaluator {
         };
         check_approx(r)
     }
+}
+
+/// Every function: its name, fewest and most arguments.
+const SIGNATURES: &[(&str, usize, usize)] = &[
+    ("abs", 1, 1),
+    ("floor", 1, 1),
+    ("ceil", 1, 1),
+    ("round", 1, 2),
+    ("min", 1, usize::MAX),
+    ("max", 1, usize::MAX),
+    ("gcd", 2, usize::MAX),
+    ("lcm", 2, usize::MAX),
+    ("mod", 2, 2),
+    ("sqrt", 1, 1),
+    ("cbrt", 1, 1),
+    ("exp", 1, 1),
+    ("ln", 1, 1),
+    ("log", 1, 2),
+    ("log10", 1, 1),
+    ("log2", 1, 1),
+    ("sin", 1, 1),
+    ("cos", 1, 1),
+    ("tan", 1, 1),
+    ("asin", 1, 1),
+    ("acos", 1, 1),
+    ("atan", 1, 1),
+    ("atan2", 2, 2),
+    ("factorial", 1, 1),
+    ("binomial", 2, 2),
+    ("ncr", 2, 2),
+];
+
+fn arity_error(name: &str, min: usize, max: usize, got: usize, col: usize) -> CalcError {
+    let want = match (min, max) {
+        (a, b) if a == b => format!("{a}"),
+        (a, usize::MAX) => format!("at least {a}"),
+        (a, b) => format!("{a} or {b}"),
+    };
+    CalcError::at(
+        col,
+        format!(
+            "{name}() takes {want} argument{}, got {got}",
+            if want == "1" { "" } else { "s" },
+        ),
+    )
+}
+
+fn unknown_function(name: &str, col: usize) -> CalcError {
+    let known: Vec<&str> = FUNCTIONS.iter().chain(CONSTANTS).copied().collect();
+    let err = CalcError::at(col, format!("unknown function '{name}'"));
+    match suggest(name, &known) {
+        Some(s) => err.hint(format!("did you mean '{s}'?")),
+        None => err.hint(format!("available functions: {}", FUNCTIONS.join(", "))),
+    }
+}
+
+/// `gcd`/`lcm` of integer arguments.
+fn gcd_lcm(name: &str, args: &[(Num, usize)]) -> Result<Num, CalcError> {
+    let mut acc = big_int_arg(&args[0].0, name, args[0].1)?;
+    for (n, c) in &args[1..] {
+        let v = big_int_arg(n, name, *c)?;
+        acc = if name == "gcd" {
+            acc.gcd(&v)
+        } else {
+            acc.lcm(&v)
+        };
+    }
+    check_exact(BigRational::from_integer(acc))
 }
 
 fn too_many_digits() -> CalcError {
@@ -834,4 +840,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use super::*;
+
+    /// The signature table, the list the parser and error hints use, and the dispatch
+    /// agree: every listed function is known, and none is left unknown by `call`.
+    #[test]
+    fn every_function_is_listed_once_and_dispatched() {
+        let names: Vec<&str> = SIGNATURES.iter().map(|s| s.0).collect();
+        assert_eq!(names, FUNCTIONS);
+        for (name, min, _) in SIGNATURES {
+            let mut ev = Evaluator {
+                prec: Precision::new(15),
+            };
+            let args: Vec<(Num, usize)> = (0..*min).map(|_| (Num::Exact(q(1)), 1)).collect();
+            if let Err(e) = ev.call(name, &args, 1) {
+                assert!(!e.to_string().contains("unknown function"), "{name}: {e}");
+            }
+        }
+    }
 }

@@ -169,7 +169,6 @@ impl Tool for Code {
             wall_ms: Some(DEFAULT_WALL_MS),
             memory_mb: Some(DEFAULT_MEMORY_MB),
             output_kb: Some(DEFAULT_OUTPUT_KB),
-            fuel: None,
         }
     }
 

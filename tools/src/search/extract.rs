@@ -38,7 +38,7 @@ pub fn is_indexable(path: &Path) -> bool {
 }
 
 /// Extracts the passages of one file; `rel` is its path relative to the indexed root.
-pub fn passages(rel: &str, bytes: &[u8]) -> Result<Vec<Passage>, String> {
+pub fn passages(rel: &str, bytes: &[u8]) -> Result<Vec<Passage>, ExtractError> {
     let text = String::from_utf8_lossy(bytes);
     let ext = rel
         .rsplit('.')
@@ -55,7 +55,7 @@ pub fn passages(rel: &str, bytes: &[u8]) -> Result<Vec<Passage>, String> {
 
 /// A whole document as readable text: its title and its sections in order, each headed
 /// by its heading path. `name` picks the format by extension, as for [`passages`].
-pub fn document_text(name: &str, bytes: &[u8]) -> Result<(String, String), String> {
+pub fn document_text(name: &str, bytes: &[u8]) -> Result<(String, String), ExtractError> {
     let parts = passages(name, bytes)?;
     let title = parts.first().map(|p| p.title.clone()).unwrap_or_default();
     let mut text = String::new();
@@ -343,17 +343,29 @@ struct Record {
     url: Option<String>,
 }
 
-fn jsonl(rel: &str, src: &str) -> Result<Vec<Passage>, String> {
+/// A document that cannot be split into passages (only JSONL corpora can be malformed:
+/// every other format is read as text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: expected {{\"id\", \"title\", \"text\", \"url\"?}}: {message}")]
+pub struct ExtractError {
+    /// The file (relative to the indexed root).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What the JSON parser said.
+    pub message: String,
+}
+
+fn jsonl(rel: &str, src: &str) -> Result<Vec<Passage>, ExtractError> {
     let mut out = Vec::new();
     for (n, line) in src.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r: Record = serde_json::from_str(line).map_err(|e| {
-            format!(
-                "{rel}:{}: expected {{\"id\", \"title\", \"text\", \"url\"?}}: {e}",
-                n + 1
-            )
+        let r: Record = serde_json::from_str(line).map_err(|e| ExtractError {
+            file: rel.to_owned(),
+            line: n + 1,
+            message: e.to_string(),
         })?;
         let id = match r.id {
             serde_json::Value::String(s) => s,
@@ -412,8 +424,7 @@ mod tests {
         .unwrap_or_default();
         assert_eq!(p[0].id, "7");
         assert_eq!(p[0].url, "https://x");
-        assert!(
-            passages("d.jsonl", b"{\"title\": 1}\n").is_err_and(|e| e.starts_with("d.jsonl:1:"))
-        );
+        assert!(passages("d.jsonl", b"{\"title\": 1}\n")
+            .is_err_and(|e| e.to_string().starts_with("d.jsonl:1:")));
     }
 }

@@ -276,7 +276,7 @@ pub fn build(
         let ps: Vec<Passage> = match passages(rel, &bytes) {
             Ok(p) => p,
             Err(e) => {
-                report.skipped.push(e);
+                report.skipped.push(e.to_string());
                 continue;
             }
         };

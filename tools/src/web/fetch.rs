@@ -96,7 +96,7 @@ impl Fetch {
             self.check_target(&url)?;
             // The gate already judged the first URL; redirects are judged here.
             if hops > 0 {
-                match self.web.policy.check(ctx.caller.as_deref(), url.as_str()) {
+                match self.web.policy.check(ctx.caller.as_ref(), url.as_str()) {
                     UrlVerdict::Allow => {}
                     UrlVerdict::Ask { rule, .. } | UrlVerdict::Deny { rule, .. } => {
                         return Err(ToolFailure::new(

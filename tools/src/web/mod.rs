@@ -9,6 +9,7 @@
 mod fetch;
 mod searxng;
 
+use crate::Caller;
 use std::{sync::Arc, time::Duration};
 
 pub use fetch::{Fetch, FetchOutput, FetchParams};
@@ -45,8 +46,9 @@ pub enum UrlVerdict {
 
 /// Decides which URLs a caller may open (implemented by the runtime over the policy).
 pub trait UrlPolicy: Send + Sync {
-    /// The verdict for `url` and the caller tag from [`crate::CallContext::caller`].
-    fn check(&self, caller: Option<&str>, url: &str) -> UrlVerdict;
+    /// The verdict for `url` and the caller from [`crate::CallContext::caller`] (`None`:
+    /// the call came with no caller, judged as the command line).
+    fn check(&self, caller: Option<&Caller>, url: &str) -> UrlVerdict;
 }
 
 /// Settings of the web backend.
@@ -93,14 +95,16 @@ pub(crate) struct Web {
 }
 
 impl Web {
-    pub(crate) fn new(config: WebConfig, policy: Arc<dyn UrlPolicy>) -> Result<Self, String> {
+    pub(crate) fn new(
+        config: WebConfig,
+        policy: Arc<dyn UrlPolicy>,
+    ) -> Result<Self, WebSetupError> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("verity/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .build()?;
         Ok(Self {
             client,
             config: Arc::new(config),
@@ -109,8 +113,16 @@ impl Web {
     }
 }
 
+/// The web tools could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client: {0}")]
+pub struct WebSetupError(#[from] reqwest::Error);
+
 /// Both web tools over one configuration.
-pub fn tools(config: WebConfig, policy: Arc<dyn UrlPolicy>) -> Result<(WebSearch, Fetch), String> {
+pub fn tools(
+    config: WebConfig,
+    policy: Arc<dyn UrlPolicy>,
+) -> Result<(WebSearch, Fetch), WebSetupError> {
     let web = Web::new(config, policy)?;
     Ok((WebSearch::new(web.clone()), Fetch::new(web)))
 }

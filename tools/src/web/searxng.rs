@@ -177,7 +177,7 @@ impl Tool for WebSearch {
                 "the search engine at {url} did not return SearxNG JSON ({e})"
             ))
         })?;
-        let caller = ctx.caller.as_deref();
+        let caller = ctx.caller.as_ref();
         let mut results = Vec::new();
         let mut hidden = 0;
         let mut hiding_rules: Vec<String> = Vec::new();

@@ -7,11 +7,10 @@ use ratatui::{
     style::{Color, Modifier, Style},
     text::{Line, Span},
 };
-use verity_policies::Verdict;
-use verity_runtime::Approval;
+use verity_runtime::{Approval, Verdict};
 
 use crate::{
-    transcript::{CardStatus, ToolCard},
+    transcript::{CardProgress, CardStatus, ToolCard},
     wrap::{truncate, wrap_line},
 };
 
@@ -42,8 +41,17 @@ fn status_span(card: &ToolCard, now: Instant) -> Span<'static> {
         ),
         CardStatus::Running => {
             let el = now.saturating_duration_since(card.started).as_millis();
+            let progress = card
+                .progress
+                .as_ref()
+                .map(progress_text)
+                .unwrap_or_default();
             Span::styled(
-                format!("{} running {:.1}s", spinner(el), el as f64 / 1000.0),
+                format!(
+                    "{} running {:.1}s{progress}",
+                    spinner(el),
+                    el as f64 / 1000.0
+                ),
                 Style::new().fg(Color::Cyan),
             )
         }
@@ -56,6 +64,26 @@ fn status_span(card: &ToolCard, now: Instant) -> Span<'static> {
             Span::styled(format!("⏱ timed out{dur}"), Style::new().fg(Color::Red))
         }
         CardStatus::Cancelled => Span::styled("⊘ cancelled", Style::new().fg(Color::DarkGray)),
+    }
+}
+
+/// ` · 40% message`: the share done when the total is known, then the tool's status.
+fn progress_text(p: &CardProgress) -> String {
+    let share = p
+        .total
+        .filter(|t| *t > 0.0)
+        .map(|t| format!(" {:.0}%", (p.done / t * 100.0).clamp(0.0, 100.0)))
+        .unwrap_or_default();
+    let message = p
+        .message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(" {}", truncate(m, 40)))
+        .unwrap_or_default();
+    if share.is_empty() && message.is_empty() {
+        String::new()
+    } else {
+        format!(" ·{share}{message}")
     }
 }
 

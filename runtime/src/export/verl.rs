@@ -4,11 +4,12 @@
 
 use std::{fs::File, path::Path, sync::Arc};
 
-use anyhow::Context as _;
 use arrow_json::{reader::Decoder, ReaderBuilder};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::{arrow::ArrowWriter, basic::Compression, file::properties::WriterProperties};
 use serde_json::Value;
+
+use super::ExportError;
 
 /// Rows per record batch (and so per row group at most).
 const BATCH: usize = 1024;
@@ -69,7 +70,7 @@ pub fn schema() -> Arc<Schema> {
 }
 
 /// Writes verl rows to a Parquet file.
-pub struct VerlWriter {
+pub(super) struct VerlWriter {
     decoder: Decoder,
     writer: ArrowWriter<File>,
     pending: usize,
@@ -77,17 +78,22 @@ pub struct VerlWriter {
 
 impl VerlWriter {
     /// Creates (truncates) `path`.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
+    pub fn create(path: &Path) -> Result<Self, ExportError> {
         let schema = schema();
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let file = File::create(path).map_err(|source| ExportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| ExportError::Parquet(e.to_string()))?;
         let decoder = ReaderBuilder::new(schema)
             .with_batch_size(BATCH)
             .with_strict_mode(true)
-            .build_decoder()?;
+            .build_decoder()
+            .map_err(|e| ExportError::Parquet(e.to_string()))?;
         Ok(Self {
             decoder,
             writer,
@@ -96,10 +102,12 @@ impl VerlWriter {
     }
 
     /// Adds one row.
-    pub fn push(&mut self, row: &Value) -> anyhow::Result<()> {
+    pub fn push(&mut self, row: &Value) -> Result<(), ExportError> {
         self.decoder
             .serialize(std::slice::from_ref(row))
-            .context("a verl row does not fit the Parquet schema")?;
+            .map_err(|e| {
+                ExportError::Parquet(format!("a verl row does not fit the Parquet schema: {e}"))
+            })?;
         self.pending += 1;
         if self.pending >= BATCH {
             self.flush()?;
@@ -107,18 +115,21 @@ impl VerlWriter {
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(batch) = self.decoder.flush()? {
-            self.writer.write(&batch)?;
+    fn flush(&mut self) -> Result<(), ExportError> {
+        let parquet = |e: &dyn std::fmt::Display| ExportError::Parquet(e.to_string());
+        if let Some(batch) = self.decoder.flush().map_err(|e| parquet(&e))? {
+            self.writer.write(&batch).map_err(|e| parquet(&e))?;
         }
         self.pending = 0;
         Ok(())
     }
 
     /// Writes the footer.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    pub fn finish(mut self) -> Result<(), ExportError> {
         self.flush()?;
-        self.writer.close()?;
+        self.writer
+            .close()
+            .map_err(|e| ExportError::Parquet(e.to_string()))?;
         Ok(())
     }
 }

@@ -1,11 +1,10 @@
-//! `verity verify FILE...`: check trajectory files' hash chains.
+//! `verity verify FILE...`: check trajectory files' hash chains, and with `--replay` redo
+//! what they claim (`verity_runtime::trajectory::replay`).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Args;
-use verity_runtime::trajectory::chain;
-
-mod replay;
+use verity_runtime::trajectory::{chain, replay};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -23,6 +22,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let rt = super::runtime()?;
     let mut ok = true;
     let mut reports = Vec::new();
     for f in &args.files {
@@ -56,7 +56,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         let mut replay_report = serde_json::Value::Null;
         if args.replay && report.first_error.is_none() {
-            let r = replay::run(f)?;
+            let r = rt
+                .block_on(replay::replay(f))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
             if !r.problems.is_empty() {
                 ok = false;
             }

@@ -1,0 +1,164 @@
+//! `verity verify --replay`: what a record claims, done again. Deterministic tools are
+//! re-executed with the recorded arguments and limits and must give the same `io_digest`;
+//! rewards are recomputed with the recorded verifier; group statistics are recomputed from
+//! their members' rewards.
+
+use std::{collections::HashMap, io::BufRead, path::Path};
+
+use serde::Serialize;
+use serde_json::json;
+use verity_tools::{CallContext, ToolRegistry};
+
+use super::{
+    canonical, group,
+    record::{GroupRecord, TrajRecord},
+    Record,
+};
+use crate::reward::{self, Attempt};
+
+/// Tools whose output is a function of their input (and recorded seed/limits).
+const DETERMINISTIC: &[&str] = &["calculator", "code", "search"];
+
+/// What a replay found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReplayReport {
+    /// Deterministic tool calls re-executed.
+    pub calls: usize,
+    /// Of them, with the recorded `io_digest`.
+    pub calls_ok: usize,
+    /// Rewards recomputed.
+    pub rewards: usize,
+    /// Of them, equal to the recorded one.
+    pub rewards_ok: usize,
+    /// Group records recomputed.
+    pub groups: usize,
+    /// Of them, identical.
+    pub groups_ok: usize,
+    /// Every mismatch: `line N: what`.
+    pub problems: Vec<String>,
+}
+
+/// Replays every record of `path` (whose chain the caller has verified). An unreadable
+/// line is a problem of the report, not an error: the rest is still replayed.
+pub async fn replay(path: &Path) -> std::io::Result<ReplayReport> {
+    let registry = ToolRegistry::with_builtins();
+    let mut report = ReplayReport::default();
+    let mut rewards_by_digest: HashMap<String, f64> = HashMap::new();
+    let file = std::fs::File::open(path)?;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("line {}", n + 1);
+        match Record::from_json_line(&line) {
+            Ok(Record::Traj(r)) => {
+                replay_traj(&registry, &r, &at, &mut report).await;
+                if let (Some(reward), Some(i)) = (&r.reward, &r.integrity) {
+                    rewards_by_digest.insert(i.digest.clone(), reward.total);
+                }
+            }
+            Ok(Record::Group(g)) => replay_group(&g, &rewards_by_digest, &at, &mut report),
+            Err(e) => report
+                .problems
+                .push(format!("{at}: not a verity.traj/1 record: {e}")),
+        }
+    }
+    Ok(report)
+}
+
+async fn replay_traj(registry: &ToolRegistry, r: &TrajRecord, at: &str, report: &mut ReplayReport) {
+    for call in &r.tool_calls {
+        let name = call.tool();
+        if !call.status.ran() || !DETERMINISTIC.contains(&name) {
+            continue;
+        }
+        report.calls += 1;
+        let ctx = CallContext {
+            limits: call.limits,
+            ..CallContext::default()
+        };
+        let outcome = registry.call(name, call.arguments.clone(), ctx).await;
+        let io = json!({
+            "tool": name,
+            "arguments": call.arguments,
+            "text": outcome.text,
+            "structured": outcome.structured,
+            "failure": outcome.failure,
+        });
+        if canonical::digest(&io) == call.io_digest {
+            report.calls_ok += 1;
+        } else {
+            report.problems.push(format!(
+                "{at}: tool call \"{}\" ({name}) gave a different result on replay: {}",
+                call.id,
+                outcome.text.chars().take(120).collect::<String>()
+            ));
+        }
+    }
+    let (Some(reward), Some(task)) = (&r.reward, r.task.task()) else {
+        return;
+    };
+    report.rewards += 1;
+    // Every call the model made, as the rollout scored them: from the conversation
+    // (call-only functions are never run, so they are not among the executed `tool_calls`).
+    let calls = r
+        .messages
+        .iter()
+        .flat_map(|m| m.tool_calls.iter().map(|c| c.to_tool_call()))
+        .collect();
+    let attempt = Attempt {
+        answer: r.outcome.answer.clone(),
+        calls,
+    };
+    let again = reward::score(&task.verifier, &task.ground_truth, &attempt).await;
+    let recorded_version = reward.components.first().map(|c| c.version);
+    match recorded_version {
+        Some(v) if v != again.version => report.problems.push(format!(
+            "{at}: recorded with {} verifier v{v}, this build has v{}",
+            again.name, again.version
+        )),
+        _ if (again.score - reward.total).abs() < 1e-12 => report.rewards_ok += 1,
+        _ => report.problems.push(format!(
+            "{at}: reward recomputes to {} (recorded {})",
+            again.score, reward.total
+        )),
+    }
+}
+
+fn replay_group(
+    g: &GroupRecord,
+    rewards_by_digest: &HashMap<String, f64>,
+    at: &str,
+    report: &mut ReplayReport,
+) {
+    report.groups += 1;
+    let stats = &g.stats;
+    let rewards: Option<Vec<f64>> = stats
+        .members
+        .iter()
+        .map(|d| rewards_by_digest.get(d).copied())
+        .collect();
+    let Some(rewards) = rewards else {
+        report.problems.push(format!(
+            "{at}: a member of the group is not in the file (merge the shards first)"
+        ));
+        return;
+    };
+    let again = group::stats(&rewards);
+    let merkle = stats.merkle_root.as_deref() == Some(group::merkle_root(&stats.members).as_str());
+    if again.rewards == stats.rewards
+        && again.mean == stats.mean
+        && again.std_population == stats.std_population
+        && again.zero_variance == stats.zero_variance
+        && again.advantages == stats.advantages
+        && merkle
+    {
+        report.groups_ok += 1;
+    } else {
+        report.problems.push(format!(
+            "{at}: group statistics do not recompute (task \"{}\")",
+            g.task.id
+        ));
+    }
+}
