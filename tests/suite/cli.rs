@@ -125,6 +125,8 @@ fn listed_subcommands(help: &str) -> Vec<String> {
         .skip_while(|l| l.trim() != "Commands:")
         .skip(1)
         .take_while(|l| l.starts_with("  "))
+        // A command's line starts with two spaces; wrapped descriptions with more.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .map(str::to_owned)

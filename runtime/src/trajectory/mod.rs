@@ -206,7 +206,7 @@ impl TrajectoryBuilder {
             tool_calls: self
                 .tool_calls
                 .into_iter()
-                .filter_map(|(turn, call, result)| Some(call_record(turn, call, &result?)))
+                .filter_map(|(turn, call, result)| Some(call_record(turn, call, &*result?)))
                 .collect(),
             parse_failures: self.parse_failures,
             reward: None,
