@@ -164,3 +164,61 @@ pub fn verifiers(r: &TrajRecord) -> Result<Value, Skip> {
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trajectory::record::{example_record, TokenView};
+
+    #[test]
+    fn rows_carry_what_each_trainer_reads() {
+        let r = example_record();
+        let t = r.tokens.get().unwrap().clone();
+
+        let row = openai(&r).unwrap();
+        assert_eq!(row["messages"].as_array().unwrap().len(), r.messages.len());
+        assert_eq!(row["tools"][0]["type"], "function");
+        assert_eq!(row["reward"], Value::Null);
+
+        // The prompt is everything before the first model turn.
+        let row = trl(&r).unwrap();
+        assert_eq!(row["prompt"].as_array().unwrap().len(), 1);
+        assert_eq!(row["completion"][0]["role"], "assistant");
+
+        let row = trl_tokens(&r).unwrap();
+        assert_eq!(
+            row["completion_ids"].as_array().unwrap().len(),
+            t.response_ids.len()
+        );
+        assert_eq!(row["env_mask"], json!(t.loss_mask));
+
+        let row = verl(&r, 7).unwrap();
+        assert_eq!(row["extra_info"]["index"], 7);
+        assert_eq!(row["extra_info"]["trajectory_id"], r.id);
+        assert_eq!(row["extra_info"]["stop"], "truncated");
+        assert_eq!(row["data_source"], "verity");
+        assert_eq!(row["response_mask"], json!(t.loss_mask));
+        assert_eq!(
+            row["prompt"][0],
+            json!({"role": "user", "content": "What is 2+2?"})
+        );
+
+        let row = verifiers(&r).unwrap();
+        assert_eq!(
+            row["state"]["responses"].as_array().unwrap().len(),
+            r.turns.len()
+        );
+        assert_eq!(row["state"]["truncated"], true);
+    }
+
+    #[test]
+    fn token_formats_skip_a_run_without_a_token_view_and_say_why() {
+        let mut r = example_record();
+        r.tokens = TokenView::unavailable("turn 1: drift");
+        assert_eq!(trl_tokens(&r).unwrap_err(), "turn 1: drift");
+        // verl keeps the row, with null token columns.
+        assert_eq!(verl(&r, 0).unwrap()["response_ids"], Value::Null);
+        r.messages.retain(|m| m.role != "assistant");
+        assert_eq!(trl(&r).unwrap_err(), "no model turn");
+    }
+}

@@ -89,3 +89,82 @@ pub fn scan(path: &Path) -> Result<Done, RolloutError> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        reward::VerifierSpec,
+        trajectory::{
+            chain::ChainWriter,
+            group,
+            record::{example_record, GroupRecord, GroupTask, Reward, TaskRef},
+            TaskInfo, SCHEMA,
+        },
+    };
+
+    fn sample(task: &str, index: usize, reward: f64) -> Record {
+        let mut r = example_record();
+        r.integrity = None;
+        r.task = TaskInfo::Task(Box::new(TaskRef {
+            id: task.into(),
+            hash: "sha256:0".into(),
+            data_source: None,
+            ground_truth: serde_json::json!(4),
+            verifier: VerifierSpec::Math,
+            meta: serde_json::Value::Null,
+        }));
+        r.group_id = Some(task.into());
+        r.sample_index = Some(index);
+        r.reward = Some(Reward {
+            total: reward,
+            components: Vec::new(),
+        });
+        Record::Traj(r)
+    }
+
+    #[test]
+    fn a_file_tells_which_samples_and_groups_are_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.jsonl");
+        let mut w = ChainWriter::open(&path).unwrap();
+        let mut digests = Vec::new();
+        for (task, i, r) in [("a", 0, 1.0), ("a", 1, 0.0), ("b", 0, 1.0)] {
+            digests.push(w.append_record(&mut sample(task, i, r)).unwrap());
+        }
+        let mut stats = group::stats(&[1.0]);
+        stats.members = vec![digests[2].clone()];
+        w.append_record(&mut Record::Group(GroupRecord {
+            schema: SCHEMA.into(),
+            task: GroupTask { id: "b".into() },
+            group_id: "b".into(),
+            verifier: VerifierSpec::Math,
+            stats,
+            integrity: None,
+        }))
+        .unwrap();
+        // A record of `verity run` in the same file is no sample.
+        let mut run = example_record();
+        run.integrity = None;
+        w.append_record(&mut Record::Traj(run)).unwrap();
+
+        let done = scan(&path).unwrap();
+        assert_eq!(done.samples["a"].len(), 2);
+        assert_eq!(done.samples["a"][&1].reward, 0.0);
+        assert_eq!(done.samples["a"][&0].digest, digests[0]);
+        assert!(done.samples["a"][&0].truncated);
+        assert!(done.groups.contains("b") && !done.groups.contains("a"));
+        assert_eq!(done.samples.len(), 2);
+
+        // A damaged file is refused, naming the line.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"a\"", "\"z\"", 1)).unwrap();
+        let e = scan(&path).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("before resuming"), "{e}");
+        // A missing file is an empty one.
+        assert!(scan(&dir.path().join("none.jsonl"))
+            .unwrap()
+            .samples
+            .is_empty());
+    }
+}

@@ -755,6 +755,17 @@ pub fn json_schema() -> Value {
     schema
 }
 
+/// A real record (`docs/trajectory.example.json`: the README's first command, recorded) for
+/// tests of what reads records.
+#[cfg(test)]
+pub(crate) fn example_record() -> TrajRecord {
+    let text = include_str!("../../../docs/trajectory.example.json");
+    match serde_json::from_str::<Record>(text) {
+        Ok(Record::Traj(t)) => t,
+        other => panic!("the example is not a traj record: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

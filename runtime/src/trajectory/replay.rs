@@ -162,3 +162,76 @@ fn replay_group(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        reward::VerifierSpec,
+        trajectory::{
+            chain::ChainWriter,
+            record::{example_record, GroupTask, Reward, TaskRef},
+            TaskInfo, SCHEMA,
+        },
+    };
+
+    #[tokio::test]
+    async fn replay_redoes_calls_rewards_and_groups_and_names_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.jsonl");
+        let mut w = ChainWriter::open(&path).unwrap();
+        // The example: one calculator call (an empty expression, an error — replayed too).
+        let mut r = example_record();
+        r.integrity = None;
+        r.task = TaskInfo::Task(Box::new(TaskRef {
+            id: "t".into(),
+            hash: "sha256:0".into(),
+            data_source: None,
+            ground_truth: json!(4),
+            verifier: VerifierSpec::Math,
+            meta: serde_json::Value::Null,
+        }));
+        r.reward = Some(Reward {
+            total: 0.0,
+            components: Vec::new(),
+        });
+        let d1 = w.append_record(&mut Record::Traj(r.clone())).unwrap();
+        // The same run claiming reward 1 and a different calculator result.
+        r.reward = Some(Reward {
+            total: 1.0,
+            components: Vec::new(),
+        });
+        r.tool_calls[0].io_digest = "sha256:forged".into();
+        let d2 = w.append_record(&mut Record::Traj(r)).unwrap();
+        let mut stats = group::stats(&[0.0, 1.0]);
+        stats.merkle_root = Some(group::merkle_root(&[d1.clone(), d2.clone()]));
+        stats.members = vec![d1.clone(), d2.clone()];
+        let good = GroupRecord {
+            schema: SCHEMA.into(),
+            task: GroupTask { id: "t".into() },
+            group_id: "t".into(),
+            verifier: VerifierSpec::Math,
+            stats,
+            integrity: None,
+        };
+        let mut bad = good.clone();
+        bad.stats.mean = 0.75;
+        w.append_record(&mut Record::Group(good)).unwrap();
+        w.append_record(&mut Record::Group(bad)).unwrap();
+
+        let report = replay(&path).await.unwrap();
+        assert_eq!((report.calls, report.calls_ok), (2, 1), "{report:?}");
+        assert_eq!((report.rewards, report.rewards_ok), (2, 1), "{report:?}");
+        assert_eq!((report.groups, report.groups_ok), (2, 1), "{report:?}");
+        let problems = report.problems.join("\n");
+        assert!(problems.contains("line 2: tool call"), "{problems}");
+        assert!(
+            problems.contains("line 2: reward recomputes to 0 (recorded 1)"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("line 4: group statistics do not recompute"),
+            "{problems}"
+        );
+    }
+}
