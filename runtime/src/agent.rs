@@ -17,7 +17,7 @@ use verity_tools::{CallContext, Limits};
 
 use crate::{
     approver::{Approval, Approver},
-    gate::{CallEvent, CallObserver, GatedCall, ToolGate},
+    gate::{CallEvent, CallObserver, CallRequest, GatedCall, ToolGate},
     model::{
         Finish, Message, ModelBackend, ModelError, ModelOutput, ModelRequest, ParseFailure, Role,
         Sampling, ToolCall, ToolChoice, ToolDef, Usage,
@@ -188,8 +188,6 @@ pub enum AgentEvent {
     ToolStarted {
         /// Call id.
         call_id: String,
-        /// Tool (normalised name).
-        tool: String,
         /// Limits it runs under (its own, tightened by the policy).
         limits: Limits,
     },
@@ -533,31 +531,29 @@ impl Agent {
     ) -> Vec<String> {
         // Collected (and boxed) first: a lazy `map` adaptor inside the returned future
         // makes it not `Send` for every lifetime, so it could not be spawned.
+        // One observer for the turn's calls: each step names its call.
+        let observer: Arc<dyn CallObserver> = Arc::new(CallEvents {
+            events: events.clone(),
+        });
+        let observer = &observer;
         let futures: Vec<futures::future::BoxFuture<'_, String>> = calls
             .iter()
             .map(|call| {
-                let observer: Arc<dyn CallObserver> = Arc::new(CallEvents {
-                    events: events.clone(),
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                });
                 let ctx = CallContext {
                     limits: Limits::default(),
                     cancel: cancel.child_token(),
                     ..CallContext::default()
                 };
-                let caller = self.config.caller.clone();
                 async move {
+                    let request = CallRequest {
+                        id: &call.id,
+                        caller: &self.config.caller,
+                        name: &call.name,
+                        args: call.arguments.clone(),
+                    };
                     let result = self
                         .gate
-                        .call(
-                            &caller,
-                            &call.name,
-                            call.arguments.clone(),
-                            self.approver.as_ref(),
-                            ctx,
-                            observer,
-                        )
+                        .call(request, self.approver.as_ref(), ctx, observer)
                         .await;
                     let text = render_result(&result);
                     // The gate's `Finished` step, sent from here so the result moves into
@@ -621,39 +617,36 @@ fn render_result(result: &GatedCall) -> String {
     }
 }
 
-/// One call's life as agent events, on the run's channel.
+/// The calls' lives as agent events, on the run's channel.
 struct CallEvents {
     events: UnboundedSender<AgentEvent>,
-    call_id: String,
-    tool: String,
 }
 
 impl CallObserver for CallEvents {
-    fn observe(&self, event: CallEvent<'_>) {
-        let call_id = || self.call_id.clone();
+    fn observe(&self, call_id: &str, event: CallEvent<'_>) {
+        let call_id = call_id.to_owned();
         let event = match event {
             CallEvent::Decided(d) => AgentEvent::PolicyDecision {
-                call_id: call_id(),
+                call_id,
                 verdict: d.verdict,
                 rule_id: d.rule_id.clone(),
                 reason: d.reason.clone(),
             },
             CallEvent::ApprovalRequested(r) => AgentEvent::ApprovalRequested {
-                call_id: call_id(),
+                call_id,
                 tool: r.tool.clone(),
                 arguments: r.args.clone(),
             },
             CallEvent::ApprovalResolved(a) => AgentEvent::ApprovalResolved {
-                call_id: call_id(),
+                call_id,
                 approval: a.clone(),
             },
             CallEvent::Started(limits) => AgentEvent::ToolStarted {
-                call_id: call_id(),
-                tool: self.tool.clone(),
+                call_id,
                 limits: *limits,
             },
             CallEvent::Progress(p) => AgentEvent::ToolProgress {
-                call_id: call_id(),
+                call_id,
                 progress: p.progress,
                 total: p.total,
                 message: p.message.clone(),

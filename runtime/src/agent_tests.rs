@@ -96,6 +96,9 @@ impl verity_tools::Tool for Sleep {
     fn annotations(&self) -> verity_tools::Annotations {
         verity_tools::Annotations::PURE
     }
+    fn reports_progress(&self) -> bool {
+        true
+    }
     async fn call(
         &self,
         p: SleepParams,

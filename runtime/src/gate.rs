@@ -14,7 +14,8 @@ use serde::Serialize;
 use serde_json::Value;
 use verity_policies::{Caller, Decision, PolicyEngine, Request, Verdict};
 use verity_tools::{
-    CallContext, FailureKind, Limits, Progress, ToolFailure, ToolOutcome, ToolRegistry, ToolSpec,
+    CallContext, FailureKind, Limits, Progress, ProgressSink, ToolFailure, ToolOutcome,
+    ToolRegistry, ToolSpec,
 };
 
 use crate::approver::{Approval, ApprovalRequest, Approver};
@@ -40,16 +41,31 @@ pub enum CallEvent<'a> {
 
 /// Watches calls go through the gate. Called synchronously, in order, from the task that
 /// runs the call (progress from wherever the tool reports it): keep it cheap — send to a
-/// channel.
+/// channel. One observer can watch many calls: each step names its call by the id the
+/// caller gave in [`CallRequest::id`].
 pub trait CallObserver: Send + Sync {
-    /// One step of one call.
-    fn observe(&self, event: CallEvent<'_>);
+    /// One step of the call `call_id`.
+    fn observe(&self, call_id: &str, event: CallEvent<'_>);
 }
 
-impl<F: Fn(CallEvent<'_>) + Send + Sync> CallObserver for F {
-    fn observe(&self, event: CallEvent<'_>) {
-        self(event)
+impl<F: Fn(&str, CallEvent<'_>) + Send + Sync> CallObserver for F {
+    fn observe(&self, call_id: &str, event: CallEvent<'_>) {
+        self(call_id, event)
     }
+}
+
+/// One call as the gate receives it.
+#[derive(Debug, Clone)]
+pub struct CallRequest<'a> {
+    /// The caller's name for the call (the model's call id; any label elsewhere), handed
+    /// back with every [`CallEvent`].
+    pub id: &'a str,
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// The tool as the caller named it (the policy normalises it).
+    pub name: &'a str,
+    /// The arguments.
+    pub args: Value,
 }
 
 /// An observer that ignores everything (a caller that only wants the result).
@@ -57,7 +73,7 @@ impl<F: Fn(CallEvent<'_>) + Send + Sync> CallObserver for F {
 pub struct Unobserved;
 
 impl CallObserver for Unobserved {
-    fn observe(&self, _event: CallEvent<'_>) {}
+    fn observe(&self, _call_id: &str, _event: CallEvent<'_>) {}
 }
 
 /// Tools behind a policy. Cheap to clone.
@@ -119,33 +135,34 @@ impl ToolGate {
 
     /// Decides, asks if needed, runs; reports every step to `observer` (see [`CallEvent`]
     /// for the order). Never panics on input; every refusal is a [`ToolOutcome`] failure
-    /// the caller (or model) can read. The tool's progress reports go to the observer
+    /// the caller (or model) can read. A tool's progress reports go to the observer
     /// (whatever `ctx.progress` held is replaced).
     pub async fn call(
         &self,
-        caller: &Caller,
-        name: &str,
-        args: Value,
+        request: CallRequest<'_>,
         approver: &dyn Approver,
         ctx: CallContext,
-        observer: Arc<dyn CallObserver>,
+        observer: &Arc<dyn CallObserver>,
     ) -> GatedCall {
-        let call = self
-            .decide_and_run(caller, name, args, approver, ctx, &observer)
-            .await;
-        observer.observe(CallEvent::Finished(&call));
+        let id = request.id;
+        let call = self.decide_and_run(request, approver, ctx, observer).await;
+        observer.observe(id, CallEvent::Finished(&call));
         call
     }
 
     async fn decide_and_run(
         &self,
-        caller: &Caller,
-        name: &str,
-        args: Value,
+        request: CallRequest<'_>,
         approver: &dyn Approver,
         ctx: CallContext,
         observer: &Arc<dyn CallObserver>,
     ) -> GatedCall {
+        let CallRequest {
+            id,
+            caller,
+            name,
+            args,
+        } = request;
         // The policy normalises the name; the tool looked up is the one it judged.
         let normalized = verity_policies::normalize_tool_name(name).ok();
         let tool = normalized
@@ -157,7 +174,7 @@ impl ToolGate {
             request = request.with_annotations(t.spec().annotations);
         }
         let decision = self.policy.decide(&request);
-        observer.observe(CallEvent::Decided(&decision));
+        observer.observe(id, CallEvent::Decided(&decision));
         let refused = |decision: Decision, approval: Option<Approval>, message: String| GatedCall {
             decision,
             approval,
@@ -192,9 +209,9 @@ impl ToolGate {
                     args: args.clone(),
                     decision: decision.clone(),
                 };
-                observer.observe(CallEvent::ApprovalRequested(&req));
+                observer.observe(id, CallEvent::ApprovalRequested(&req));
                 let answer = approver.approve(&req).await;
-                observer.observe(CallEvent::ApprovalResolved(&answer));
+                observer.observe(id, CallEvent::ApprovalResolved(&answer));
                 if let Approval::Denied { reason, .. } = &answer {
                     let msg = format!("not approved: {reason}");
                     return refused(decision, Some(answer), msg);
@@ -207,16 +224,19 @@ impl ToolGate {
             .limits
             .tighten(decision.limits)
             .tighten(ctx.limits);
-        let progress = Arc::clone(observer);
+        // Only tools that report progress get a sink (it costs two allocations a call).
+        let progress: Option<ProgressSink> = tool.spec().reports_progress.then(|| {
+            let observer = Arc::clone(observer);
+            let id: Arc<str> = id.into();
+            Arc::new(move |p: Progress| observer.observe(&id, CallEvent::Progress(&p))) as _
+        });
         let ctx = CallContext {
             limits,
             caller: Some(caller.clone()),
-            progress: Some(Arc::new(move |p: Progress| {
-                progress.observe(CallEvent::Progress(&p));
-            })),
+            progress,
             ..ctx
         };
-        observer.observe(CallEvent::Started(&limits));
+        observer.observe(id, CallEvent::Started(&limits));
         let started = Instant::now();
         let backstop = (!tool.spec().enforces_wall_limit)
             .then_some(limits.wall_ms)

@@ -371,6 +371,8 @@ impl RemoteTool {
                 ..Limits::default()
             },
             enforces_wall_limit: false,
+            // Remote progress notifications are not forwarded (yet).
+            reports_progress: false,
         };
         Ok(Self {
             remote_name: t.name.to_string(),

@@ -23,7 +23,7 @@ pub mod web;
 
 pub use approver::{Approval, ApprovalRequest, Approver, AutoApprove, DenyAsk};
 pub use error::{Error, Result};
-pub use gate::{CallEvent, CallObserver, GatedCall, ToolGate, Unobserved};
+pub use gate::{CallEvent, CallObserver, CallRequest, GatedCall, ToolGate, Unobserved};
 pub use verity_policies::Decision;
 pub use verity_tools::{Progress, ToolOutcome};
 pub use verity_types::{Annotations, Caller, CallerKind, FailureKind, Limits, Verdict};

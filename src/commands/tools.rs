@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use verity_runtime::{
-    Approval, ApprovalRequest, Approver, AutoApprove, CallEvent, CallObserver, Caller, DenyAsk,
-    ToolGate, Unobserved,
+    Approval, ApprovalRequest, Approver, AutoApprove, CallEvent, CallObserver, CallRequest, Caller,
+    DenyAsk, ToolGate, Unobserved,
 };
 use verity_tools::{CallContext, FailureKind, ToolRegistry};
 
@@ -156,7 +156,7 @@ fn call(
     let rt = super::runtime()?;
     // On a terminal, a long call (code) shows its progress on stderr as it runs.
     let observer: Arc<dyn CallObserver> = if std::io::stderr().is_terminal() {
-        Arc::new(|event: CallEvent<'_>| {
+        Arc::new(|_call_id: &str, event: CallEvent<'_>| {
             if let CallEvent::Progress(p) = event {
                 let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
                 let message = p.message.as_deref().unwrap_or("");
@@ -166,13 +166,17 @@ fn call(
     } else {
         Arc::new(Unobserved)
     };
-    let call = rt.block_on(gate.call(
-        &caller,
+    let request = CallRequest {
+        id: "cli",
+        caller: &caller,
         name,
         args,
+    };
+    let call = rt.block_on(gate.call(
+        request,
         approver.as_ref(),
         CallContext::default(),
-        observer,
+        &observer,
     ));
     let mut out = std::io::stdout().lock();
     if json {

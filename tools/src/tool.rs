@@ -83,6 +83,9 @@ pub struct ToolSpec {
     /// limit is about, not around one-time setup such as compiling an interpreter).
     /// Callers then apply only cancellation, no timeout of their own.
     pub enforces_wall_limit: bool,
+    /// Whether the tool reports progress through [`CallContext::report`] (callers attach a
+    /// sink only then).
+    pub reports_progress: bool,
 }
 
 /// The result of a call, as a model and an MCP client see it.
@@ -138,6 +141,10 @@ pub trait Tool: Send + Sync + 'static {
     fn enforces_wall_limit(&self) -> bool {
         false
     }
+    /// Whether [`Tool::call`] reports progress (long-running tools should).
+    fn reports_progress(&self) -> bool {
+        false
+    }
     /// Runs the tool. Failures are values ([`ToolFailure`]), never panics.
     fn call(
         &self,
@@ -173,6 +180,7 @@ impl<T: Tool> Erased<T> {
             annotations: tool.annotations(),
             limits: tool.limits(),
             enforces_wall_limit: tool.enforces_wall_limit(),
+            reports_progress: tool.reports_progress(),
         };
         Self { tool, spec }
     }

@@ -200,7 +200,6 @@ fn tool_card_states() {
                 },
                 AgentEvent::ToolStarted {
                     call_id: "c1".into(),
-                    tool: "calculator".into(),
                     limits: Limits::default(),
                 },
             ],
@@ -216,7 +215,6 @@ fn tool_card_states() {
                 },
                 AgentEvent::ToolStarted {
                     call_id: "c1".into(),
-                    tool: "calculator".into(),
                     limits: Limits::default(),
                 },
                 AgentEvent::ToolProgress {

@@ -22,7 +22,7 @@ use verity_tools::{CallContext, Progress, ToolSpec};
 use crate::{
     approver::{Approval, ApprovalRequest, Approver},
     error::{Error, Result},
-    gate::{CallEvent, CallObserver, ToolGate},
+    gate::{CallEvent, CallObserver, CallRequest, ToolGate},
     mcp::http::Authenticated,
 };
 
@@ -262,7 +262,7 @@ impl McpCallObserver {
 }
 
 impl CallObserver for McpCallObserver {
-    fn observe(&self, event: CallEvent<'_>) {
+    fn observe(&self, _call_id: &str, event: CallEvent<'_>) {
         match event {
             CallEvent::Progress(p) => {
                 if let Some(tx) = &self.progress {
@@ -351,10 +351,13 @@ impl ServerHandler for McpServer {
                 can_elicit,
                 needs_input: std::sync::Mutex::new(None),
             };
-            let call = self
-                .gate
-                .call(&caller, &name, args, &approver, ctx, observer)
-                .await;
+            let request = CallRequest {
+                id: "",
+                caller: &caller,
+                name: &name,
+                args,
+            };
+            let call = self.gate.call(request, &approver, ctx, &observer).await;
             let needs = approver.needs_input.lock().ok().and_then(|mut s| s.take());
             (call, needs)
         } else {
@@ -364,7 +367,17 @@ impl ServerHandler for McpServer {
             };
             (
                 self.gate
-                    .call(&caller, &name, args, &approver, ctx, observer)
+                    .call(
+                        CallRequest {
+                            id: "",
+                            caller: &caller,
+                            name: &name,
+                            args,
+                        },
+                        &approver,
+                        ctx,
+                        &observer,
+                    )
                     .await,
                 None,
             )

@@ -172,6 +172,10 @@ impl Tool for Code {
         }
     }
 
+    fn reports_progress(&self) -> bool {
+        true
+    }
+
     fn enforces_wall_limit(&self) -> bool {
         // The limit applies to the guest's run, not to loading (or, once, compiling) the
         // interpreter before it.
