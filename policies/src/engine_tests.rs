@@ -36,6 +36,18 @@ decision = "deny"
 when = { "args.**" = { regex = "(?i)password" } }
 "#;
 
+/// A limit the tools cannot enforce is refused at load, not accepted and ignored: `fuel`
+/// used to be.
+#[test]
+fn unenforceable_limits_are_refused_with_their_line() {
+    let src = "default = \"deny\"\n[[rule]]\nid = \"c\"\ntool = \"code\"\ndecision = \"allow\"\nlimits = { wall_ms = 5, fuel = 100 }\n";
+    let e = Policy::from_toml_str(src, "p.toml").unwrap_err().to_string();
+    assert!(
+        e.starts_with("p.toml:6:") && e.contains("fuel") && e.contains("wall_ms"),
+        "{e}"
+    );
+}
+
 #[test]
 fn deny_beats_ask_beats_allow() {
     let p = policy(LAYERED);
