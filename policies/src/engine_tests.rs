@@ -41,7 +41,9 @@ when = { "args.**" = { regex = "(?i)password" } }
 #[test]
 fn unenforceable_limits_are_refused_with_their_line() {
     let src = "default = \"deny\"\n[[rule]]\nid = \"c\"\ntool = \"code\"\ndecision = \"allow\"\nlimits = { wall_ms = 5, fuel = 100 }\n";
-    let e = Policy::from_toml_str(src, "p.toml").unwrap_err().to_string();
+    let e = Policy::from_toml_str(src, "p.toml")
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("p.toml:6:") && e.contains("fuel") && e.contains("wall_ms"),
         "{e}"
