@@ -53,21 +53,7 @@ async fn run(
     policy: &str,
     config: AgentConfig,
 ) -> (RunOutcome, Vec<AgentEvent>) {
-    let agent = Agent::new(model, gate(policy), Arc::new(DenyAsk), config);
-    let (tx, mut rx) = unbounded_channel();
-    let outcome = agent
-        .run(
-            vec![Message::new(Role::User, "q")],
-            tx,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    (outcome, events)
+    run_with(model, gate(policy), Arc::new(DenyAsk), config).await
 }
 
 /// A test tool that waits `ms`, reporting progress before and after, and logs when it ran
