@@ -624,6 +624,11 @@ struct CallEvents {
 
 impl CallObserver for CallEvents {
     fn observe(&self, call_id: &str, event: CallEvent<'_>) {
+        // Sent by `run_calls` with the returned call (moved, not copied): nothing to do,
+        // and nothing to allocate, on the hot path.
+        if let CallEvent::Finished(_) = event {
+            return;
+        }
         let call_id = call_id.to_owned();
         let event = match event {
             CallEvent::Decided(d) => AgentEvent::PolicyDecision {
@@ -651,7 +656,6 @@ impl CallObserver for CallEvents {
                 total: p.total,
                 message: p.message.clone(),
             },
-            // Sent by `run_calls` with the returned call (moved, not copied).
             CallEvent::Finished(_) => return,
         };
         // A closed receiver is fine: nobody is watching.

@@ -181,6 +181,22 @@ fn streamed_answer() {
     insta::assert_snapshot!("streamed_answer_done", f.render(60, 22, 2000));
 }
 
+/// A call the policy allowed and the tool started.
+fn allowed_and_started() -> Vec<AgentEvent> {
+    vec![
+        AgentEvent::PolicyDecision {
+            call_id: "c1".into(),
+            verdict: Verdict::Allow,
+            rule_id: "calculator".into(),
+            reason: String::new(),
+        },
+        AgentEvent::ToolStarted {
+            call_id: "c1".into(),
+            limits: Limits::default(),
+        },
+    ]
+}
+
 /// One card per state, each drawn alone.
 #[test]
 fn tool_card_states() {
@@ -189,41 +205,19 @@ fn tool_card_states() {
     let ask = decision(Verdict::Ask, "code-limits", "running code needs approval");
     let cases: Vec<(&str, Vec<AgentEvent>)> = vec![
         ("proposed", vec![]),
-        (
-            "running",
-            vec![
-                AgentEvent::PolicyDecision {
-                    call_id: "c1".into(),
-                    verdict: Verdict::Allow,
-                    rule_id: "calculator".into(),
-                    reason: String::new(),
-                },
-                AgentEvent::ToolStarted {
-                    call_id: "c1".into(),
-                    limits: Limits::default(),
-                },
-            ],
-        ),
+        ("running", allowed_and_started()),
         (
             "running_with_progress",
-            vec![
-                AgentEvent::PolicyDecision {
-                    call_id: "c1".into(),
-                    verdict: Verdict::Allow,
-                    rule_id: "calculator".into(),
-                    reason: String::new(),
-                },
-                AgentEvent::ToolStarted {
-                    call_id: "c1".into(),
-                    limits: Limits::default(),
-                },
-                AgentEvent::ToolProgress {
+            [
+                allowed_and_started(),
+                vec![AgentEvent::ToolProgress {
                     call_id: "c1".into(),
                     progress: 1.0,
                     total: Some(10.0),
                     message: Some("running for 1.0 s".into()),
-                },
-            ],
+                }],
+            ]
+            .concat(),
         ),
         (
             "awaiting_approval",
