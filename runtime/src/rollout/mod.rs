@@ -358,17 +358,18 @@ impl Shared<'_> {
         );
         let tools = agent.tool_defs();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let collector = async move {
+        // The recorder consumes events on its own task, beside the run.
+        let collector = tokio::spawn(async move {
             let mut b = TrajectoryBuilder::new();
             while let Some(e) = rx.recv().await {
                 b.observe(&e);
             }
             b
-        };
-        let (outcome, events) = tokio::join!(
-            agent.run(task.task.messages(rollout.system.as_deref()), tx, cancel),
-            collector
-        );
+        });
+        let outcome = agent
+            .run(task.task.messages(rollout.system.as_deref()), tx, cancel)
+            .await;
+        let events = collector.await.unwrap_or_default();
         let outcome = outcome?;
         if outcome.stop == StopReason::Cancelled {
             return Ok(None);
