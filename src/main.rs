@@ -42,6 +42,8 @@ enum Command {
     Export(commands::export::ExportArgs),
     /// Check trajectory files: hash chain intact, first bad record named.
     Verify(commands::verify::VerifyArgs),
+    /// Score an answer against a ground truth with any verifier (as rollouts score).
+    Score(commands::score::ScoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(args),
         Command::Rollout(args) => commands::rollout::run(*args),
         Command::Export(args) => commands::export::run(args),
+        Command::Score(args) => commands::score::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ pub mod model;
 pub mod policy;
 pub mod rollout;
 pub mod run;
+pub mod score;
 pub mod serve;
 pub mod setup;
 pub mod tools;

@@ -24,7 +24,8 @@ pub struct RolloutArgs {
     /// Tasks, one JSON object per line: {id, prompt | messages, ground_truth, verifier,
     /// tools?, meta?}.
     tasks: PathBuf,
-    /// Samples per task (the GRPO group size).
+    /// Samples per task (the GRPO group size). Rollouts sample at temperature 1 unless
+    /// --temperature (or the config) says otherwise; `--temperature 0` decodes greedily.
     #[arg(long, short = 'g', default_value_t = 4)]
     samples: usize,
     /// Output trajectory file (appended to; resumes where it stopped).
@@ -43,6 +44,11 @@ pub struct RolloutArgs {
     /// signal), draw a fresh group, up to this many extra rounds (0: off).
     #[arg(long, default_value_t = 0)]
     dynamic_sampling: usize,
+    /// GRPO advantages in the group records: verl (unbiased std, ε 1e-6; a group of one
+    /// gets r), trl (unbiased std, ε 1e-4) or population (population std, ε 1e-6).
+    /// Dr. GRPO and RLOO advantages are written too, whatever this says.
+    #[arg(long, default_value = "verl")]
+    grpo_norm: verity_runtime::trajectory::group::GrpoNorm,
     #[command(flatten)]
     opts: AgentOpts,
 }
@@ -68,9 +74,24 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         tasks = shard.select(tasks);
     }
     let done = rollout::scan(&args.out)?;
-    let resolved = args
+    let mut resolved = args
         .opts
         .resolve(Caller::new(CallerKind::Rollout, "rollout"))?;
+    // A group of greedy samples is one sample G times: rollouts sample unless told not to.
+    let sampling = &mut resolved.agent.sampling;
+    if sampling.temperature.is_none() {
+        sampling.temperature = Some(1.0);
+        sampling.greedy = false;
+    }
+    if sampling.greedy && args.samples > 1 {
+        eprintln!(
+            "verity: warning: --temperature {} decodes greedily, so the {} samples of each \
+             task will be identical (zero-variance groups, no GRPO signal); give a \
+             temperature > 0 to sample",
+            sampling.temperature.unwrap_or(0.0),
+            args.samples
+        );
+    }
     let embedded = resolved.base_url.is_none();
     let concurrency = args
         .concurrency
@@ -78,6 +99,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         .max(1);
     let settings = RolloutSettings {
         dynamic_sampling: args.dynamic_sampling,
+        grpo_norm: args.grpo_norm,
         ..RolloutSettings::for_backend(args.samples, concurrency, embedded)
     };
     let rt = super::runtime()?;

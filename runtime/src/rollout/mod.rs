@@ -122,6 +122,8 @@ pub struct RolloutSettings {
     pub tasks_at_once: usize,
     /// Samples of one task run side by side.
     pub samples_at_once: usize,
+    /// How the group records' GRPO advantages normalise.
+    pub grpo_norm: group::GrpoNorm,
 }
 
 impl RolloutSettings {
@@ -139,8 +141,24 @@ impl RolloutSettings {
             dynamic_sampling: 0,
             tasks_at_once,
             samples_at_once,
+            grpo_norm: group::GrpoNorm::default(),
         }
     }
+}
+
+/// The seed of sample `index` of task `task_id` under the rollout's base seed: the first 8
+/// bytes of SHA-256(base ‖ task id ‖ index). Every (task, sample) has its own stream — sample
+/// i of two tasks no longer share one — and the record keeps it, so `verity run --seed`
+/// draws the sample again alone.
+pub fn sample_seed(base: u64, task_id: &str, index: usize) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(base.to_le_bytes());
+    h.update((task_id.len() as u64).to_le_bytes());
+    h.update(task_id.as_bytes());
+    h.update((index as u64).to_le_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 /// Hears how far a rollout is (a progress bar).
@@ -328,7 +346,12 @@ impl Shared<'_> {
         let Some(batch) = batch else {
             return Ok(false);
         };
-        let mut record = Record::Group(group_record(task, &batch, round));
+        if let Ok(mut t) = self.totals.lock() {
+            t.groups += 1;
+            t.zero_variance_groups +=
+                usize::from(batch.windows(2).all(|w| w[0].reward == w[1].reward));
+        }
+        let mut record = Record::Group(group_record(task, &batch, round, self.settings.grpo_norm));
         self.writer.lock().await.append_record(&mut record)?;
         Ok(true)
     }
@@ -342,10 +365,10 @@ impl Shared<'_> {
     ) -> Result<Option<Member>, RolloutError> {
         let rollout = self.rollout;
         let mut config = rollout.base.clone();
-        // Sample i uses seed + i (`--seed`, default 0): any sample can be drawn again alone
-        // (`verity run --seed`), whatever else ran beside it.
+        // Each (task, sample) has its own seed, derived from `--seed` (default 0): any sample
+        // can be drawn again alone (`verity run --seed`), whatever else ran beside it.
         let base_seed = rollout.base.sampling.seed.unwrap_or(0);
-        config.sampling.seed = Some(base_seed.wrapping_add(index as u64));
+        config.sampling.seed = Some(sample_seed(base_seed, &task.task.id, index));
         if let Some(t) = &task.task.tools {
             config.tool_allow_list = Some(t.clone());
         }
@@ -397,6 +420,7 @@ impl Shared<'_> {
         record.sample_index = Some(index);
         record.reward = Some(Reward::of(&result));
         let parse_failures = record.parse_failures.len();
+        let drawn = generated_digest(&record);
         let truncated = record.outcome.truncated;
         let digest = self
             .writer
@@ -411,6 +435,10 @@ impl Shared<'_> {
             for c in &attempt.calls {
                 *t.tool_calls.entry(c.name.clone()).or_default() += 1;
             }
+            t.distinct
+                .entry(task.task.id.clone())
+                .or_default()
+                .insert(drawn);
             let e = t.per_task.entry(task.task.id.clone()).or_default();
             e.0 += 1;
             e.1 += usize::from(result.passed);
@@ -425,11 +453,31 @@ impl Shared<'_> {
     }
 }
 
+/// What a sample generated, as a digest: its sampled token ids where the backend gave
+/// them, else its assistant texts and calls (to count distinct samples per group).
+fn generated_digest(record: &crate::trajectory::TrajRecord) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in &record.turns {
+        match &t.gen_ids {
+            Some(ids) => ids.iter().for_each(|id| h.update(id.to_le_bytes())),
+            None => h.update(t.text.as_bytes()),
+        }
+        h.update([0xff]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 /// The `group` record of a task's members (the `round`-th round of its samples).
-fn group_record(task: &LoadedTask, batch: &[Member], round: usize) -> GroupRecord {
+fn group_record(
+    task: &LoadedTask,
+    batch: &[Member],
+    round: usize,
+    norm: group::GrpoNorm,
+) -> GroupRecord {
     let rewards: Vec<f64> = batch.iter().map(|m| m.reward).collect();
     let digests: Vec<String> = batch.iter().map(|m| m.digest.clone()).collect();
-    let mut stats = group::stats(&rewards);
+    let mut stats = group::stats(&rewards, norm);
     stats.generated_tokens = Some(batch.iter().map(|m| m.tokens).sum());
     stats.max_length = Some(batch.iter().map(|m| m.tokens).max().unwrap_or(0));
     stats.truncated = Some(batch.iter().filter(|m| m.truncated).count());
@@ -463,6 +511,22 @@ mod tests {
             let e = bad.parse::<Shard>().unwrap_err().to_string();
             assert!(e.contains("expected I/N"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn every_task_and_sample_has_its_own_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for task in ["a", "b", "ab"] {
+            for i in 0..50 {
+                assert!(seen.insert(sample_seed(0, task, i)), "{task} {i}");
+            }
+        }
+        // Stable (records name it; the README's examples rely on it) and keyed by the base.
+        assert_eq!(sample_seed(7, "a", 3), sample_seed(7, "a", 3));
+        assert_ne!(sample_seed(7, "a", 3), sample_seed(8, "a", 3));
+        // The task id is length-prefixed: ("a", "b…") and ("ab", …) cannot collide by
+        // concatenation.
+        assert_ne!(sample_seed(0, "a", 0), sample_seed(0, "", 0));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a rollout reports when it is done: a summary (mean reward, solve rate, pass@k,
 //! tool use, parse failures) and a reward histogram as a small standalone SVG.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
@@ -22,6 +22,12 @@ pub struct Totals {
     pub per_task: BTreeMap<String, (usize, usize)>,
     /// Every reward, in the order drawn.
     pub rewards: Vec<f64>,
+    /// task id → digests of the distinct generated token sequences (or texts) drawn.
+    pub distinct: BTreeMap<String, BTreeSet<String>>,
+    /// Groups written in this run.
+    pub groups: usize,
+    /// Of those, groups whose rewards were all equal (no GRPO learning signal).
+    pub zero_variance_groups: usize,
 }
 
 impl Totals {
@@ -48,6 +54,12 @@ impl Totals {
                 / tasks
         };
         let pass1 = mean_pass(&|_| 1);
+        let distinct: Vec<usize> = self.distinct.values().map(BTreeSet::len).collect();
+        let mean_distinct = if distinct.is_empty() {
+            0.0
+        } else {
+            distinct.iter().sum::<usize>() as f64 / distinct.len() as f64
+        };
         let passk = mean_pass(&|n| k.min(n));
         json!({
             "samples_this_run": self.samples,
@@ -58,6 +70,14 @@ impl Totals {
             format!("pass@{k}"): passk,
             "tool_calls": self.tool_calls,
             "parse_failure_rate": if self.samples == 0 { 0.0 } else { self.parse_failures as f64 / self.samples as f64 },
+            // Samples of one task that differ (by generated tokens): 1 everywhere means the
+            // groups carry no signal whatever the rewards.
+            "distinct_samples_per_task": {
+                "mean": mean_distinct,
+                "min": distinct.iter().copied().min().unwrap_or(0),
+            },
+            "groups_this_run": self.groups,
+            "zero_variance_groups": self.zero_variance_groups,
         })
     }
 }
@@ -112,7 +132,17 @@ mod tests {
             e.0 += 1;
             e.1 += usize::from(r >= 1.0);
         }
+        t.distinct
+            .entry("a".into())
+            .or_default()
+            .extend(["x".into(), "y".into()]);
+        t.distinct.entry("b".into()).or_default().insert("x".into());
+        t.groups = 2;
+        t.zero_variance_groups = 1;
         let s = t.summary(2);
+        assert_eq!(s["distinct_samples_per_task"]["mean"], 1.5);
+        assert_eq!(s["distinct_samples_per_task"]["min"], 1);
+        assert_eq!(s["zero_variance_groups"], 1);
         assert_eq!(s["mean_reward"], 0.25);
         assert_eq!(s["solve_rate"], 0.5);
         assert_eq!(s["pass@1"], 0.25);

@@ -132,7 +132,7 @@ mod tests {
         for (task, i, r) in [("a", 0, 1.0), ("a", 1, 0.0), ("b", 0, 1.0)] {
             digests.push(w.append_record(&mut sample(task, i, r)).unwrap());
         }
-        let mut stats = group::stats(&[1.0]);
+        let mut stats = group::stats(&[1.0], group::GrpoNorm::Verl);
         stats.members = vec![digests[2].clone()];
         w.append_record(&mut Record::Group(GroupRecord {
             schema: SCHEMA.into(),

@@ -710,13 +710,34 @@ pub struct GroupStats {
     pub discarded_zero_variance_rounds: Option<usize>,
 }
 
+/// Which standard deviation and ε GRPO's `(r − μ)/(σ + ε)` uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrpoNorm {
+    /// verl's `compute_grpo_outcome_advantage` (the default): unbiased std, ε 1e-6; a group
+    /// of one gets r/(1+ε).
+    #[default]
+    Verl,
+    /// TRL's GRPOTrainer: unbiased std, ε 1e-4.
+    Trl,
+    /// Population std, ε 1e-6 (records written before the convention was named).
+    Population,
+}
+
+fn population() -> GrpoNorm {
+    GrpoNorm::Population
+}
+
 /// Per-member advantages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Advantages {
-    /// GRPO: `(r − μ)/(σ + ε)`.
+    /// GRPO: `(r − μ)/(σ + ε)`, σ and ε as `grpo_norm` says.
     pub grpo: Vec<f64>,
     /// GRPO's ε.
     pub grpo_eps: f64,
+    /// The convention of `grpo` (absent in older records: population).
+    #[serde(default = "population")]
+    pub grpo_norm: GrpoNorm,
     /// Dr. GRPO: `r − μ`.
     pub dr_grpo: Vec<f64>,
     /// RLOO: each reward minus the mean of the others.

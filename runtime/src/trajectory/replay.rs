@@ -145,7 +145,7 @@ fn replay_group(
         ));
         return;
     };
-    let again = group::stats(&rewards);
+    let again = group::stats(&rewards, stats.advantages.grpo_norm);
     let merkle = stats.merkle_root.as_deref() == Some(group::merkle_root(&stats.members).as_str());
     if again.rewards == stats.rewards
         && again.mean == stats.mean
@@ -203,7 +203,7 @@ mod tests {
         });
         r.tool_calls[0].io_digest = "sha256:forged".into();
         let d2 = w.append_record(&mut Record::Traj(r)).unwrap();
-        let mut stats = group::stats(&[0.0, 1.0]);
+        let mut stats = group::stats(&[0.0, 1.0], group::GrpoNorm::Verl);
         stats.merkle_root = Some(group::merkle_root(&[d1.clone(), d2.clone()]));
         stats.members = vec![d1.clone(), d2.clone()];
         let good = GroupRecord {
