@@ -39,6 +39,10 @@ pub struct ScoreArgs {
     /// (for the tool_call verifier).
     #[arg(long)]
     calls: Option<String>,
+    /// The run was cut by the token limit (the math verifier then scores 0 unless its
+    /// spec says `allow_truncated`).
+    #[arg(long)]
+    truncated: bool,
     /// Print the verdict as JSON (score, extracted answer, reason).
     #[arg(long)]
     json: bool,
@@ -62,6 +66,8 @@ struct Request {
     answer: Option<String>,
     #[serde(default)]
     calls: Vec<CallJson>,
+    #[serde(default)]
+    truncated: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +134,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &args.truth {
         gold = Some(parse_truth(t));
     }
-    let spec = spec.unwrap_or(VerifierSpec::Math);
+    let spec = spec.unwrap_or(VerifierSpec::MATH);
     let gold = gold.with_context(|| "no ground truth: pass --truth (or --task)")?;
     let answer = match args.answer.as_deref() {
         Some("-") | None => {
@@ -150,6 +156,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let attempt = Attempt {
         answer: Some(answer),
         calls,
+        truncated: args.truncated,
     };
     let result = rt.block_on(reward::score(&spec, &gold, &attempt));
     let mut out = std::io::stdout().lock();
@@ -207,11 +214,12 @@ async fn score_line(line: &str) -> anyhow::Result<RewardResult> {
     let req: Request = serde_json::from_str(line).context("not a score request")?;
     let spec = match &req.verifier {
         Some(v) => parse_verifier(v)?,
-        None => VerifierSpec::Math,
+        None => VerifierSpec::MATH,
     };
     let attempt = Attempt {
         answer: req.answer,
         calls: calls_of(req.calls),
+        truncated: req.truncated,
     };
     Ok(reward::score(&spec, &req.ground_truth, &attempt).await)
 }

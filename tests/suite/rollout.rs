@@ -246,6 +246,7 @@ async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
         let good = Attempt {
             answer: Some(format!("Here it is:\n```python\n{canonical}\n```")),
             calls: Vec::new(),
+            truncated: false,
         };
         let r = score(&spec, &t["ground_truth"], &good).await;
         assert!(r.passed, "{}: {}", t["id"], r.detail);
@@ -255,6 +256,7 @@ async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
                     .replace("return", "return None #"),
             ),
             calls: Vec::new(),
+            truncated: false,
         };
         let r = score(&spec, &t["ground_truth"], &broken).await;
         assert!(!r.passed, "{}: a broken solution passed", t["id"]);
@@ -527,6 +529,7 @@ async fn bfcl_possible_answers_pass_the_tool_call_verifier() {
                 &Attempt {
                     answer: None,
                     calls: calls.clone(),
+                    truncated: false,
                 },
             )
             .await;
@@ -546,6 +549,7 @@ async fn bfcl_possible_answers_pass_the_tool_call_verifier() {
                 &Attempt {
                     answer: None,
                     calls: wrong,
+                    truncated: false,
                 },
             )
             .await;

@@ -470,6 +470,7 @@ impl Session {
                 .iter()
                 .flat_map(|m| m.tool_calls.iter().cloned())
                 .collect(),
+            truncated: last.stop == verity_runtime::agent::StopReason::Truncated,
         };
         let (spec, gold, id, out) = (
             task.verifier.clone(),

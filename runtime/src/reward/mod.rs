@@ -18,8 +18,14 @@ use crate::model::ToolCall;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifierSpec {
-    /// Numeric / math answer equivalence against `ground_truth` (a number or LaTeX).
-    Math,
+    /// Math answer equivalence against `ground_truth` (a number, LaTeX, a tuple, set,
+    /// interval, equation, expression or choice letter) — see `reward/math`. A run cut by
+    /// the token limit scores 0 unless `allow_truncated`.
+    Math {
+        /// Score truncated runs too (by what they stated before the cut).
+        #[serde(default)]
+        allow_truncated: bool,
+    },
     /// The answer equals `ground_truth` exactly (after trimming).
     Exact,
     /// Equal after lower-casing, removing punctuation and articles, collapsing spaces.
@@ -56,10 +62,15 @@ pub enum VerifierSpec {
 }
 
 impl VerifierSpec {
+    /// The math verifier with default settings.
+    pub const MATH: Self = VerifierSpec::Math {
+        allow_truncated: false,
+    };
+
     /// Name and version recorded with every result; a change in behaviour bumps it.
     pub fn id(&self) -> (&'static str, u32) {
         match self {
-            VerifierSpec::Math => ("math", 1),
+            VerifierSpec::Math { .. } => ("math", 2),
             VerifierSpec::Exact => ("exact", 1),
             VerifierSpec::Normalized => ("normalized", 1),
             VerifierSpec::Regex { .. } => ("regex", 1),
@@ -104,6 +115,8 @@ pub struct Attempt {
     pub answer: Option<String>,
     /// Every tool call the model made, in order.
     pub calls: Vec<ToolCall>,
+    /// The run was cut by the token limit (its last reply is incomplete).
+    pub truncated: bool,
 }
 
 /// Scores one attempt.
@@ -216,7 +229,13 @@ fn pure(spec: &VerifierSpec, gold: &Value, attempt: &Attempt) -> Verdict {
         return Verdict::fail(None, "no answer");
     };
     match spec {
-        VerifierSpec::Math => {
+        VerifierSpec::Math { allow_truncated } => {
+            if attempt.truncated && !allow_truncated {
+                return Verdict::fail(
+                    None,
+                    "the run was cut by the token limit (set allow_truncated to score it)",
+                );
+            }
             let Some(extracted) = extract_answer(answer) else {
                 return Verdict::fail(None, "no answer could be extracted");
             };

@@ -11,7 +11,9 @@ fn math_verify_style_cases() {
         ("1,234", "1234", true),
         ("1,234,567.5", "1234567.5", true),
         ("\\{1, 2\\}", "\\{2,1\\}", true),
-        ("(1, 2)", "(2, 1)", true),
+        // Ordered pairs and intervals are not sets.
+        ("(1, 2)", "(2, 1)", false),
+        ("(1, 2)", "[1, 2]", false),
         ("17", "18", false),
         ("\\sqrt{2}", "1.4142135623730951", true),
         ("2\\pi", "6.283185307179586", true),
@@ -44,22 +46,22 @@ fn answers_come_out_of_prose() {
 fn attempt(answer: &str) -> Attempt {
     Attempt {
         answer: Some(answer.into()),
-        calls: Vec::new(),
+        ..Attempt::default()
     }
 }
 
 #[tokio::test]
 async fn verifiers_score_and_say_why() {
     let r = score(
-        &VerifierSpec::Math,
+        &VerifierSpec::MATH,
         &json!("18"),
         &attempt("so \\boxed{18}"),
     )
     .await;
     assert!(r.passed && r.score == 1.0 && r.extracted.as_deref() == Some("18"));
-    let r = score(&VerifierSpec::Math, &json!(18), &attempt("it is 17")).await;
+    let r = score(&VerifierSpec::MATH, &json!(18), &attempt("it is 17")).await;
     assert!(!r.passed);
-    assert_eq!((r.name.as_str(), r.version), ("math", 1));
+    assert_eq!((r.name.as_str(), r.version), ("math", 2));
 
     let r = score(
         &VerifierSpec::Normalized,
@@ -88,7 +90,7 @@ async fn verifiers_score_and_say_why() {
     )
     .await;
     assert!(r.passed, "{r:?}");
-    let r = score(&VerifierSpec::Math, &json!("1"), &Attempt::default()).await;
+    let r = score(&VerifierSpec::MATH, &json!("1"), &Attempt::default()).await;
     assert!(!r.passed && r.detail == "no answer");
 }
 
@@ -106,6 +108,7 @@ async fn tool_call_matching_is_bfcl_style() {
     let run = |calls: Vec<ToolCall>| Attempt {
         answer: None,
         calls,
+        truncated: false,
     };
     // Order-insensitive; an optional argument may be omitted.
     let ok = run(vec![

@@ -402,11 +402,6 @@ impl Shared<'_> {
             .iter()
             .flat_map(|m| m.tool_calls.iter().cloned())
             .collect();
-        let attempt = Attempt {
-            answer: outcome.answer.clone(),
-            calls,
-        };
-        let result = reward::score(&task.task.verifier, &task.task.ground_truth, &attempt).await;
         let mut record = record_run(
             events,
             &*rollout.model,
@@ -416,6 +411,12 @@ impl Shared<'_> {
             task.task_info(),
         )
         .await;
+        let attempt = Attempt {
+            answer: outcome.answer.clone(),
+            calls,
+            truncated: record.outcome.truncated,
+        };
+        let result = reward::score(&task.task.verifier, &task.task.ground_truth, &attempt).await;
         record.group_id = Some(task.task.id.clone());
         record.sample_index = Some(index);
         record.reward = Some(Reward::of(&result));

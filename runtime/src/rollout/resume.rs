@@ -111,7 +111,7 @@ mod tests {
             hash: "sha256:0".into(),
             data_source: None,
             ground_truth: serde_json::json!(4),
-            verifier: VerifierSpec::Math,
+            verifier: VerifierSpec::MATH,
             meta: serde_json::Value::Null,
         }));
         r.group_id = Some(task.into());
@@ -138,7 +138,7 @@ mod tests {
             schema: SCHEMA.into(),
             task: GroupTask { id: "b".into() },
             group_id: "b".into(),
-            verifier: VerifierSpec::Math,
+            verifier: VerifierSpec::MATH,
             stats,
             integrity: None,
         }))

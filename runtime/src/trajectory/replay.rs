@@ -110,6 +110,7 @@ async fn replay_traj(registry: &ToolRegistry, r: &TrajRecord, at: &str, report: 
     let attempt = Attempt {
         answer: r.outcome.answer.clone(),
         calls,
+        truncated: r.outcome.truncated,
     };
     let again = reward::score(&task.verifier, &task.ground_truth, &attempt).await;
     let recorded_version = reward.components.first().map(|c| c.version);
@@ -188,7 +189,7 @@ mod tests {
             hash: "sha256:0".into(),
             data_source: None,
             ground_truth: json!(4),
-            verifier: VerifierSpec::Math,
+            verifier: VerifierSpec::MATH,
             meta: serde_json::Value::Null,
         }));
         r.reward = Some(Reward {
@@ -210,7 +211,7 @@ mod tests {
             schema: SCHEMA.into(),
             task: GroupTask { id: "t".into() },
             group_id: "t".into(),
-            verifier: VerifierSpec::Math,
+            verifier: VerifierSpec::MATH,
             stats,
             integrity: None,
         };
