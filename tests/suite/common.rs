@@ -29,6 +29,11 @@ pub fn python() -> PathBuf {
     require(repo().join(".venv/bin/python"))
 }
 
+/// The venv with PrimeIntellect's `verifiers` (its own: it pins an older `mcp`).
+pub fn verifiers_python() -> PathBuf {
+    require(repo().join(".venv-verifiers/bin/python"))
+}
+
 pub fn node_modules() -> PathBuf {
     require(repo().join("node_modules"))
 }

@@ -315,9 +315,46 @@ fn zero_variance_groups_are_resampled_up_to_the_cap() {
         .output()
         .unwrap();
     assert!(v.status.success(), "{}", stdout(&v));
+
+    // Exports are the group's members, with the group's own advantages; the discarded
+    // round comes only when asked for.
+    let export = |extra: &[&str]| -> Vec<Value> {
+        let e = Command::new(verity())
+            .arg("export")
+            .arg(&out)
+            .args(["--format", "trl"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", stderr(&e));
+        stdout(&e)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let rows = export(&[]);
+    assert_eq!(rows.len(), 2, "only the kept round");
+    let adv = &g["stats"]["advantages"];
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row["group_id"], "add");
+        assert_eq!(row["round"], 1);
+        assert_eq!(row["sample_index"], 2 + k as u64);
+        assert_eq!(row["advantages"]["grpo"], adv["grpo"][k]);
+        assert_eq!(row["advantages"]["dr_grpo"], adv["dr_grpo"][k]);
+        assert_eq!(row["advantages"]["rloo"], adv["rloo"][k]);
+        assert_eq!(row["advantages"]["grpo_norm"], "verl");
+        // The prompt is what the run was given: the system prompt and the task.
+        assert_eq!(
+            row["prompt"].as_array().unwrap().last().unwrap()["content"],
+            "What is 2+2?"
+        );
+        assert_eq!(row["completion"][0]["role"], "assistant");
+    }
+    assert_eq!(export(&["--include-discarded"]).len(), 4);
 }
 
-/// Per-sample seeds with the embedded engine: sample i of a task draws from seed + i, and
+/// Per-sample seeds with the embedded engine: sample i of task T draws from its own seed
+/// (`sample_seed(base, T, i)`: no two tasks share a stream), and
 /// `verity run --seed` draws it again on its own — the same ids and logprobs. Logprobs
 /// are natural-log probabilities of the sampled tokens. A batched rollout (tasks side by
 /// side, never two samples of one prompt) draws exactly the same samples. A sample whose
@@ -335,7 +372,7 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
-    // A rollout of 3 samples per task at temperature 1, seeds 100 + i: each sample's first
+    // A rollout of 3 samples per task at temperature 1, base seed 100: each sample's first
     // turn (ids, logprobs), after checking its seeds and that nothing is missing.
     let sampled_rollout = |name: &str, concurrency: &str| -> Samples {
         let out = dir.path().join(name);
@@ -356,10 +393,27 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
             .filter(|r| r["kind"] == "traj")
             .map(|r| {
                 let i = r["sample_index"].as_u64().unwrap();
-                assert_eq!(r["sampling"]["seed"], 100 + i, "sample {i}'s seed");
-                assert_eq!(r["turns"][0]["seed"], 100 + i);
+                let task = r["task"]["id"].as_str().unwrap();
+                let seed = verity_runtime::rollout::sample_seed(100, task, i as usize);
+                assert_eq!(r["sampling"]["seed"], seed, "sample {i}'s seed");
+                assert_eq!(r["turns"][0]["seed"], seed);
                 let turn = &r["turns"][0];
                 assert!(turn["missing"].as_array().unwrap().is_empty(), "{turn}");
+                // Two logprobs per token: the full distribution's, and the one actually
+                // sampled from — where the grammar forced a token (the call's JSON
+                // scaffold), that one is 0 while the model's own is far below.
+                let full = numbers(&turn["gen_logprobs"]);
+                let drawn = numbers(&turn["sampling_logprobs"]);
+                assert_eq!(full.len(), drawn.len());
+                assert!(drawn.iter().all(|x| *x <= 0.0));
+                assert!(
+                    full.iter().zip(&drawn).any(|(f, d)| *d == 0.0 && *f < -1.0),
+                    "no forced token: {drawn:?}"
+                );
+                assert!(
+                    drawn.iter().any(|d| *d < 0.0),
+                    "nothing was free: {drawn:?}"
+                );
                 assert_eq!(r["tokens"]["available"], true);
                 let ids = numbers(&turn["gen_ids"])
                     .into_iter()
@@ -404,6 +458,9 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
             "{task}: three samples at temperature 1 all came out the same"
         );
     }
+    // Sample i of different tasks no longer share a stream (with seed + i, the tiny model
+    // wrote byte-identical replies for sample i of every task).
+    assert_ne!(a[&("add".to_owned(), 1)].0, a[&("call".to_owned(), 1)].0);
     for (_, lps) in a.values() {
         assert!(lps.iter().all(|l| l.is_finite() && *l <= 0.0), "{lps:?}");
         // The random tiny model is close to uniform over its ~260 tokens: ln p ≈ -5.6.
@@ -440,9 +497,10 @@ fn sampled_rollouts_reproduce_each_sample_from_its_seed() {
         "--tools",
         "calculator",
     ];
+    let seed0 = verity_runtime::rollout::sample_seed(100, "add", 0).to_string();
     let flags = [
         &strict[..],
-        &["--max-tokens-per-call", "96", "--seed", "100"],
+        &["--max-tokens-per-call", "96", "--seed", &seed0],
     ]
     .concat();
     let (_, again) = run(&flags, "again.jsonl", "What is 2+2?");
@@ -636,6 +694,7 @@ fn bfcl_rollout_verify_replay_and_export_every_format() {
         ("trl-tokens", "jsonl"),
         ("verifiers", "jsonl"),
         ("openai", "jsonl"),
+        ("trl-sft", "jsonl"),
     ] {
         let path = dir.path().join(format!("export-{format}.{ext}"));
         let e = Command::new(verity())
@@ -648,43 +707,70 @@ fn bfcl_rollout_verify_replay_and_export_every_format() {
         assert!(e.status.success(), "{format}: {}", stderr(&e));
         files.push(path);
     }
+    // verl's reward function was written beside its prompt set.
+    let reward_py = dir.path().join("verity_reward.py");
+    assert!(reward_py.exists());
+    // Loaded the way trainers load them: pyarrow and Hugging Face `datasets`; verl's
+    // prompt set scored through the reward function verl would load.
     let check = r#"
-import json, os, sys
+import importlib.util, json, os, sys
 import pyarrow.parquet as pq
 import datasets
-verl, trl, trl_tokens, verifiers, openai = sys.argv[1:6]
+verl, trl, trl_tokens, verifiers, openai, sft, reward_py = sys.argv[1:8]
 t = pq.read_table(verl)
-need = {"data_source", "prompt", "ability", "reward_model", "extra_info",
-        "prompt_ids", "response_ids", "response_mask", "rollout_log_probs"}
-assert need <= set(t.column_names), t.column_names
+assert set(t.column_names) == {"data_source", "prompt", "ability", "reward_model", "extra_info"}, t.column_names
 rows = t.to_pylist()
+assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows))), "index = task index"
+assert len({r["extra_info"]["task_id"] for r in rows}) == len(rows), "one row per task"
 r = rows[0]
 assert r["data_source"].startswith("bfcl/"), r["data_source"]
-assert r["prompt"][0]["role"] == "user" and r["prompt"][0]["content"]
-assert json.loads(r["reward_model"]["ground_truth"]) is not None
+assert r["prompt"][-1]["role"] == "user" and r["prompt"][-1]["content"]
 assert r["reward_model"]["style"] == "rule"
-assert r["extra_info"]["task_id"] and r["extra_info"]["trajectory_id"]
-with_tokens = [x for x in rows if x["response_ids"] is not None]
-for x in with_tokens:
-    assert len(x["response_ids"]) == len(x["response_mask"]) == len(x["rollout_log_probs"])
+spec = importlib.util.spec_from_file_location("verity_reward", reward_py)
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+scored = 0
+for x in rows:
+    gold = json.loads(x["reward_model"]["ground_truth"])
+    if not gold:
+        continue  # irrelevance: no call expected
+    # verl decodes the response as text; the tool_call verifier reads calls, so score a
+    # reply with the expected calls through the same path `verity score --stdio` serves.
+    calls = [{"name": c["name"], "arguments": {k: v[0] for k, v in c["arguments"].items() if v and v[0] != ""}} for c in gold]
+    v = mod.score("", x["reward_model"]["ground_truth"], x["extra_info"]["verifier"], calls=calls)
+    assert v["score"] == 1.0, v
+    v = mod.score("", x["reward_model"]["ground_truth"], x["extra_info"]["verifier"])
+    assert v["score"] == 0.0, v
+    scored += 1
+assert mod.compute_score("verity", "The answer is 4.", "4", {"verifier": json.dumps({"type": "math"})}) == 1.0
+assert mod.compute_score("verity", "The answer is 5.", "4", {"verifier": json.dumps({"type": "math"})}) == 0.0
 ds = datasets.load_dataset("parquet", data_files=verl, split="train")
 assert len(ds) == len(rows)
+group_cols = {"group_id", "sample_index", "round", "reward", "advantages"}
 trl_ds = datasets.load_dataset("json", data_files=trl, split="train")
-assert {"prompt", "completion", "tools", "reward"} <= set(trl_ds.column_names), trl_ds.column_names
+assert {"prompt", "completion", "tools"} | group_cols <= set(trl_ds.column_names), trl_ds.column_names
 tok = datasets.load_dataset("json", data_files=trl_tokens, split="train")
-assert {"prompt_ids", "completion_ids", "logprobs", "env_mask"} <= set(tok.column_names)
+assert {"prompt_ids", "completion_ids", "logprobs", "sampling_logprobs", "env_mask"} <= set(tok.column_names)
+for x in tok:
+    assert len(x["completion_ids"]) == len(x["env_mask"]) == len(x["logprobs"]) == len(x["sampling_logprobs"])
+    assert x["logprobs_info"]["temperature"] == 1.0
+sft_ds = datasets.load_dataset("json", data_files=sft, split="train")
+for x in sft_ds:
+    assert len(x["input_ids"]) == len(x["assistant_masks"]) == len(x["completion_mask"])
+    assert sum(x["assistant_masks"]) > 0
 ver = datasets.load_dataset("json", data_files=verifiers, split="train")
-assert {"prompt", "completion", "answer", "task", "info", "reward", "state"} <= set(ver.column_names)
+assert {"example_id", "prompt", "completion", "answer", "reward", "trajectory", "is_truncated"} <= set(ver.column_names)
 oa = datasets.load_dataset("json", data_files=openai, split="train")
 assert {"messages", "tools"} <= set(oa.column_names)
-print(json.dumps({"verl": len(rows), "with_tokens": len(with_tokens), "trl": len(trl_ds),
-                  "trl_tokens": len(tok), "verifiers": len(ver), "openai": len(oa)}))
+print(json.dumps({"verl": len(rows), "trl": len(trl_ds), "trl_tokens": len(tok), "sft": len(sft_ds),
+                  "verifiers": len(ver), "openai": len(oa), "scored": scored}))
 "#;
     let cache = dir.path().join("hf-cache");
     let py = Command::new(super::common::python())
         .arg("-c")
         .arg(check)
         .args(&files)
+        .arg(&reward_py)
+        .env("VERITY_BIN", verity())
         .env("HF_HOME", &cache)
         .env("HF_DATASETS_OFFLINE", "1")
         .env("HF_HUB_OFFLINE", "1")
@@ -692,9 +778,27 @@ print(json.dumps({"verl": len(rows), "with_tokens": len(with_tokens), "trl": len
         .unwrap();
     assert!(py.status.success(), "{}{}", stdout(&py), stderr(&py));
     let counts: Value = serde_json::from_str(stdout(&py).trim()).unwrap();
-    assert_eq!(counts["verl"], 6, "{counts}");
+    assert_eq!(counts["verl"], 3, "{counts}");
     assert_eq!(counts["trl"], 6, "{counts}");
     assert_eq!(counts["verifiers"], 6, "{counts}");
     assert_eq!(counts["openai"], 6, "{counts}");
-    assert_eq!(counts["trl_tokens"], counts["with_tokens"], "{counts}");
+    assert_eq!(counts["scored"], 2, "{counts}");
+    assert_eq!(counts["trl_tokens"], counts["sft"], "{counts}");
+
+    // verifiers' own loader (its `load_outputs` drops rows without `example_id`) and its
+    // metadata builder (pass@k by example) read every row.
+    let results = dir.path().join("vf-results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::copy(&files[3], results.join("results.jsonl")).unwrap();
+    let vf = Command::new(super::common::verifiers_python())
+        .arg(super::common::repo().join("tests/clients/verifiers_load.py"))
+        .arg(&results)
+        .arg("2")
+        .env("HF_HOME", &cache)
+        .output()
+        .unwrap();
+    assert!(vf.status.success(), "{}{}", stdout(&vf), stderr(&vf));
+    let loaded: Value = serde_json::from_str(stdout(&vf).trim()).unwrap();
+    assert_eq!(loaded["rows"], 6, "{loaded}");
+    assert_eq!(loaded["examples"], 3, "{loaded}");
 }

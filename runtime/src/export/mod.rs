@@ -14,10 +14,15 @@ use std::{
 
 use serde_json::Value;
 
-pub use rows::{openai, trl, trl_tokens, verifiers, verl as verl_row};
+pub use rows::{
+    openai, split_messages, trl, trl_sft, trl_tokens, verifiers, verl as verl_row, Membership, Row,
+    Skip,
+};
 pub use verl::schema as verl_schema;
 
-use crate::trajectory::{chain, Record};
+use std::collections::HashMap;
+
+use crate::trajectory::{chain, Record, TrajRecord};
 
 /// A trainer's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +34,24 @@ pub enum ExportFormat {
     /// TRL token level: `{prompt_ids, completion_ids, logprobs, env_mask, reward}` from the
     /// exact recorded ids (JSONL).
     TrlTokens,
-    /// verl: Parquet with the RLHF dataset columns and AgentLoop's token fields.
+    /// Pre-tokenised SFT for TRL's SFTTrainer: `{input_ids, assistant_masks,
+    /// completion_mask}` (JSONL).
+    TrlSft,
+    /// verl: a Parquet prompt set, one row per task, scored by `verity_reward.py`.
     Verl,
-    /// verifiers-style rollouts with one step per model call (JSONL).
+    /// verifiers' `RolloutOutput` rows, one trajectory step per model call (JSONL).
     Verifiers,
+}
+
+/// What an export keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportOptions {
+    /// Also export samples that are not members of their group: dynamic-sampling rounds
+    /// the group discarded, and samples of groups never closed.
+    pub include_discarded: bool,
+    /// Only runs whose reward is at least this (rejection-sampling fine-tuning); runs
+    /// without a reward are left out too when it is set.
+    pub min_reward: Option<f64>,
 }
 
 /// Why an export failed (nothing is exported from a damaged file).
@@ -105,19 +124,106 @@ impl Sink {
     }
 }
 
-/// One record's row in `format` (`index`: the row's position, verl's `extra_info.index`).
-pub fn row(
-    format: ExportFormat,
-    record: &crate::trajectory::TrajRecord,
-    index: usize,
-) -> Result<Value, rows::Skip> {
+/// One record's row in `format`.
+pub fn row(format: ExportFormat, row: &Row<'_>) -> Result<Value, Skip> {
     match format {
-        ExportFormat::Openai => openai(record),
-        ExportFormat::Trl => trl(record),
-        ExportFormat::TrlTokens => trl_tokens(record),
-        ExportFormat::Verl => verl_row(record, index),
-        ExportFormat::Verifiers => verifiers(record),
+        ExportFormat::Openai => openai(row),
+        ExportFormat::Trl => trl(row),
+        ExportFormat::TrlTokens => trl_tokens(row),
+        ExportFormat::TrlSft => trl_sft(row),
+        ExportFormat::Verl => verl_row(row),
+        ExportFormat::Verifiers => verifiers(row),
     }
+}
+
+/// Reads every record of `files` (merged, in order), each file's chain verified first.
+fn each_record(
+    files: &[PathBuf],
+    mut f: impl FnMut(Record) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExportError::Io { path, source }
+    };
+    for file in files {
+        let handle = std::fs::File::open(file).map_err(io(file))?;
+        for (i, line) in std::io::BufReader::new(handle).lines().enumerate() {
+            let line = line.map_err(io(file))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record = Record::from_json_line(&line).map_err(|e| ExportError::Damaged {
+                path: file.clone(),
+                line: i + 1,
+                why: format!("not a verity.traj/1 record: {e}"),
+            })?;
+            f(record)?;
+        }
+    }
+    Ok(())
+}
+
+/// Group members by record digest, and the tasks in order of first appearance.
+#[derive(Debug, Default)]
+struct Groups {
+    members: HashMap<String, Membership>,
+    task_index: HashMap<String, usize>,
+}
+
+impl Groups {
+    fn read(files: &[PathBuf]) -> Result<Self, ExportError> {
+        let mut g = Groups::default();
+        each_record(files, |record| {
+            match record {
+                Record::Group(group) => {
+                    let s = &group.stats;
+                    let a = &s.advantages;
+                    for (k, digest) in s.members.iter().enumerate() {
+                        g.members.insert(
+                            digest.clone(),
+                            Membership {
+                                group_id: group.group_id.clone(),
+                                round: s.round.unwrap_or(0),
+                                member: k,
+                                group_size: s.members.len(),
+                                grpo: a.grpo.get(k).copied().unwrap_or(0.0),
+                                dr_grpo: a.dr_grpo.get(k).copied().unwrap_or(0.0),
+                                rloo: a.rloo.get(k).copied().unwrap_or(0.0),
+                                grpo_norm: a.grpo_norm,
+                            },
+                        );
+                    }
+                }
+                Record::Traj(t) => {
+                    if let Some(id) = t.task.id() {
+                        let next = g.task_index.len();
+                        g.task_index.entry(id.to_owned()).or_insert(next);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(g)
+    }
+}
+
+/// Whether `r` is exported, or why not.
+fn keep(r: &TrajRecord, membership: Option<&Membership>, opts: ExportOptions) -> Result<(), Skip> {
+    if r.group_id.is_some() && membership.is_none() && !opts.include_discarded {
+        return Err(
+            "not a member of its group (a discarded dynamic-sampling round, or a \
+                    group never closed); --include-discarded exports it"
+                .into(),
+        );
+    }
+    if let Some(min) = opts.min_reward {
+        match r.reward.as_ref().map(|r| r.total) {
+            Some(x) if x >= min => {}
+            Some(x) => return Err(format!("reward {x} below --min-reward {min}")),
+            None => return Err(format!("no reward (--min-reward {min})")),
+        }
+    }
+    Ok(())
 }
 
 /// Exports the `traj` records of `files` (merged, in order) to `out` (stdout when `None`;
@@ -126,6 +232,7 @@ pub fn export(
     files: &[PathBuf],
     format: ExportFormat,
     out: Option<&Path>,
+    opts: ExportOptions,
 ) -> Result<ExportReport, ExportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -142,6 +249,7 @@ pub fn export(
             });
         }
     }
+    let groups = Groups::read(files)?;
     let mut sink = match (format, out) {
         (ExportFormat::Verl, Some(p)) => Sink::Parquet(Box::new(verl::VerlWriter::create(p)?)),
         (ExportFormat::Verl, None) => return Err(ExportError::ParquetNeedsFile),
@@ -157,32 +265,45 @@ pub fn export(
         ),
     };
     let mut report = ExportReport::default();
-    for f in files {
-        let file = std::fs::File::open(f).map_err(io(f))?;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io(f))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let damaged = |why: String| ExportError::Damaged {
-                path: f.clone(),
-                line: i + 1,
-                why,
-            };
-            let record = Record::from_json_line(&line)
-                .map_err(|e| damaged(format!("not a verity.traj/1 record: {e}")))?;
-            let Record::Traj(r) = record else {
-                continue;
-            };
-            match row(format, &r, report.written) {
-                Ok(v) => {
-                    sink.push(&v)?;
-                    report.written += 1;
+    // verl: one prompt row per task.
+    let mut tasks_written = std::collections::HashSet::new();
+    each_record(files, |record| {
+        let Record::Traj(r) = record else {
+            return Ok(());
+        };
+        let membership = r
+            .integrity
+            .as_ref()
+            .and_then(|i| groups.members.get(&i.digest));
+        if let Err(why) = keep(&r, membership, opts) {
+            report.skipped.push(format!("{}: {why}", r.id));
+            return Ok(());
+        }
+        let task_index = r
+            .task
+            .id()
+            .and_then(|id| groups.task_index.get(id).copied());
+        if format == ExportFormat::Verl {
+            if let Some(id) = r.task.id() {
+                if !tasks_written.insert(id.to_owned()) {
+                    return Ok(());
                 }
-                Err(why) => report.skipped.push(format!("{}: {why}", r.id)),
             }
         }
-    }
+        let args = Row {
+            record: &r,
+            membership,
+            task_index,
+        };
+        match row(format, &args) {
+            Ok(v) => {
+                sink.push(&v)?;
+                report.written += 1;
+            }
+            Err(why) => report.skipped.push(format!("{}: {why}", r.id)),
+        }
+        Ok(())
+    })?;
     sink.finish()?;
     Ok(report)
 }

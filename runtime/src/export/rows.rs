@@ -1,15 +1,52 @@
 //! One trajectory record → one row of a trainer's format. Rows are JSON values; the verl
 //! writer turns them into Parquet (`verl.rs`), the others are written as JSONL.
+//!
+//! Every row splits the conversation where the run began: the prompt is exactly the
+//! messages the run was given (system prompt and the task's messages, few-shot turns
+//! included), the completion is what the run added. Rows of rollout samples carry their
+//! group: id, sample index, round, and the three advantages from the group record.
 
 use serde_json::{json, Value};
 
 use crate::trajectory::{
-    record::{ChatMessage, FlatTokens},
+    record::{ChatMessage, FlatTokens, GrpoNorm},
     TrajRecord,
 };
 
 /// Why a record has no row in a format (the run is skipped and counted, not an error).
 pub type Skip = String;
+
+/// What the group record says about one of its members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    /// The group (task) id.
+    pub group_id: String,
+    /// The round of samples the group kept (dynamic sampling).
+    pub round: usize,
+    /// The member's position in the group.
+    pub member: usize,
+    /// Members in the group.
+    pub group_size: usize,
+    /// GRPO advantage, under `grpo_norm`.
+    pub grpo: f64,
+    /// Dr. GRPO advantage (r − μ).
+    pub dr_grpo: f64,
+    /// RLOO advantage.
+    pub rloo: f64,
+    /// The GRPO convention.
+    pub grpo_norm: GrpoNorm,
+}
+
+/// A record with what the export knows about it beyond the record itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// The record.
+    pub record: &'a TrajRecord,
+    /// Its group, when it is a member of one.
+    pub membership: Option<&'a Membership>,
+    /// The task's position among the export's tasks (first appearance), when it has one.
+    pub task_index: Option<usize>,
+}
 
 /// The tools as OpenAI function definitions.
 fn tools(r: &TrajRecord) -> Value {
@@ -21,14 +58,28 @@ fn tools(r: &TrajRecord) -> Value {
     )
 }
 
-/// Messages before the first model turn, and from it on.
-fn split_messages(r: &TrajRecord) -> Result<(&[ChatMessage], &[ChatMessage]), Skip> {
-    let split = r
-        .messages
-        .iter()
-        .position(|m| m.role == "assistant")
-        .ok_or("no model turn")?;
-    Ok(r.messages.split_at(split))
+/// The messages the run was given, and those it added. Older records without
+/// `prompt_messages` split before the first assistant message.
+pub fn split_messages(r: &TrajRecord) -> Result<(&[ChatMessage], &[ChatMessage]), Skip> {
+    let split = match r.prompt_messages {
+        Some(n) if n <= r.messages.len() => n,
+        Some(n) => {
+            return Err(format!(
+                "prompt_messages is {n} but the record has {} messages",
+                r.messages.len()
+            ))
+        }
+        None => r
+            .messages
+            .iter()
+            .position(|m| m.role == "assistant")
+            .ok_or("no model turn")?,
+    };
+    let (prompt, completion) = r.messages.split_at(split);
+    if completion.is_empty() {
+        return Err("no model turn".into());
+    }
+    Ok((prompt, completion))
 }
 
 fn reward(r: &TrajRecord) -> Option<f64> {
@@ -40,33 +91,106 @@ fn tokens(r: &TrajRecord) -> Result<&FlatTokens, Skip> {
     r.tokens.get().map_err(str::to_owned)
 }
 
-/// `{messages, tools, reward}`: plain OpenAI chat format.
-pub fn openai(r: &TrajRecord) -> Result<Value, Skip> {
-    Ok(json!({"messages": r.messages, "tools": tools(r), "reward": reward(r)}))
+/// The group columns every row format carries (null outside a group).
+fn group_columns(row: &Row<'_>) -> serde_json::Map<String, Value> {
+    let r = row.record;
+    let m = row.membership;
+    let mut out = serde_json::Map::new();
+    out.insert("trajectory_id".into(), json!(r.id));
+    out.insert("task_id".into(), json!(r.task.id()));
+    out.insert(
+        "group_id".into(),
+        json!(m.map(|m| &m.group_id).or(r.group_id.as_ref())),
+    );
+    out.insert("sample_index".into(), json!(r.sample_index));
+    out.insert("round".into(), json!(m.map(|m| m.round)));
+    out.insert("reward".into(), json!(reward(r)));
+    out.insert(
+        "advantages".into(),
+        match m {
+            Some(m) => json!({
+                "grpo": m.grpo,
+                "dr_grpo": m.dr_grpo,
+                "rloo": m.rloo,
+                "grpo_norm": m.grpo_norm,
+            }),
+            None => Value::Null,
+        },
+    );
+    out
 }
 
-/// TRL conversational: `{prompt, completion, tools, reward}`.
-pub fn trl(r: &TrajRecord) -> Result<Value, Skip> {
-    let (prompt, completion) = split_messages(r)?;
-    Ok(json!({
-        "prompt": prompt,
-        "completion": completion,
-        "tools": tools(r),
-        "reward": reward(r),
-    }))
+/// What the logprob columns are: the engine's description and the temperature.
+fn logprob_info(r: &TrajRecord) -> Value {
+    json!({
+        "mode": r.policy.logprobs_mode,
+        "temperature": if r.sampling.greedy { None } else { Some(r.sampling.temperature.unwrap_or(1.0)) },
+        "greedy": r.sampling.greedy,
+    })
 }
 
-/// TRL token level: `{prompt_ids, completion_ids, logprobs, env_mask, reward}`.
-pub fn trl_tokens(r: &TrajRecord) -> Result<Value, Skip> {
-    let t = tokens(r)?;
-    Ok(json!({
-        "prompt_ids": t.prompt_ids,
-        "completion_ids": t.response_ids,
-        "logprobs": t.rollout_logprobs,
-        // TRL's env_mask: 1 where the model generated, 0 where the environment did.
-        "env_mask": t.loss_mask,
-        "reward": reward(r),
-    }))
+fn with(mut base: serde_json::Map<String, Value>, extra: Value) -> Value {
+    if let Value::Object(e) = extra {
+        base.extend(e);
+    }
+    Value::Object(base)
+}
+
+/// `{messages, tools, reward, …group}`: plain OpenAI chat format.
+pub fn openai(row: &Row<'_>) -> Result<Value, Skip> {
+    let r = row.record;
+    Ok(with(
+        group_columns(row),
+        json!({"messages": r.messages, "tools": tools(r)}),
+    ))
+}
+
+/// TRL conversational: `{prompt, completion, tools, …group}`.
+pub fn trl(row: &Row<'_>) -> Result<Value, Skip> {
+    let (prompt, completion) = split_messages(row.record)?;
+    Ok(with(
+        group_columns(row),
+        json!({"prompt": prompt, "completion": completion, "tools": tools(row.record)}),
+    ))
+}
+
+/// TRL token level: `{prompt_ids, completion_ids, logprobs, env_mask, …group}`.
+pub fn trl_tokens(row: &Row<'_>) -> Result<Value, Skip> {
+    let t = tokens(row.record)?;
+    Ok(with(
+        group_columns(row),
+        json!({
+            "prompt_ids": t.prompt_ids,
+            "completion_ids": t.response_ids,
+            "logprobs": t.rollout_logprobs,
+            "sampling_logprobs": t.sampling_logprobs,
+            "logprobs_info": logprob_info(row.record),
+            // TRL's env_mask: 1 where the model generated, 0 where the environment did.
+            "env_mask": t.loss_mask,
+        }),
+    ))
+}
+
+/// Pre-tokenised SFT (rejection-sampling fine-tuning): `input_ids` = prompt + response,
+/// `assistant_masks` 1 exactly on sampled tokens — the column TRL's SFT collator turns into
+/// `labels = -100` elsewhere, whatever `completion_only_loss` says — and `completion_mask`
+/// (the same mask, for `completion_only_loss`).
+pub fn trl_sft(row: &Row<'_>) -> Result<Value, Skip> {
+    let t = tokens(row.record)?;
+    let n = t.prompt_ids.len() + t.response_ids.len();
+    let mut input_ids = Vec::with_capacity(n);
+    input_ids.extend_from_slice(&t.prompt_ids);
+    input_ids.extend_from_slice(&t.response_ids);
+    let mut mask = vec![0u8; t.prompt_ids.len()];
+    mask.extend_from_slice(&t.loss_mask);
+    Ok(with(
+        group_columns(row),
+        json!({
+            "input_ids": input_ids,
+            "assistant_masks": mask,
+            "completion_mask": mask,
+        }),
+    ))
 }
 
 /// A string as is; anything else as compact JSON (verl's `ground_truth` is a string).
@@ -78,62 +202,97 @@ fn as_text(v: &Value) -> Value {
     }
 }
 
-/// verl: the RLHF dataset columns (`data_source`, `prompt`, `ability`, `reward_model`,
-/// `extra_info`) plus the AgentLoop token fields (`prompt_ids`, `response_ids`,
-/// `response_mask`, `rollout_log_probs`, null when the run has no exact token view).
-pub fn verl(r: &TrajRecord, index: usize) -> Result<Value, Skip> {
-    let (prompt, completion) = split_messages(r)?;
-    let task = r.task.task();
-    let verifier = task.map_or("none", |t| t.verifier.id().0);
+/// verl's prompt set: one row per task (`data_source`, `prompt`, `ability`,
+/// `reward_model`, `extra_info` with `index` = the task's index and the verifier as JSON,
+/// which `verity_reward.py` scores with). verl's `main_ppo` samples its own responses from
+/// these prompts, so the rollout's samples are not rows.
+pub fn verl(row: &Row<'_>) -> Result<Value, Skip> {
+    let r = row.record;
+    let task = r
+        .task
+        .task()
+        .ok_or("not a task-file run (verl needs a ground truth and verifier)")?;
+    let (prompt, _) = split_messages(r)?;
     let prompt: Vec<Value> = prompt
         .iter()
         .map(|m| json!({"role": m.role, "content": m.content}))
         .collect();
-    let t = tokens(r).ok();
+    let verifier = task.verifier.id().0;
     let ability = task
-        .and_then(|t| t.meta.get("ability"))
+        .meta
+        .get("ability")
         .and_then(Value::as_str)
         .unwrap_or(verifier);
     Ok(json!({
-        "data_source": task.and_then(|t| t.data_source.as_deref()).unwrap_or("verity"),
+        "data_source": task.data_source.as_deref().unwrap_or("verity"),
         "prompt": prompt,
         "ability": ability,
-        "reward_model": {"style": "rule", "ground_truth": as_text(task.map_or(&Value::Null, |t| &t.ground_truth))},
+        "reward_model": {"style": "rule", "ground_truth": as_text(&task.ground_truth)},
         "extra_info": {
             "split": "train",
-            "index": index,
-            "task_id": task.map_or("", |t| t.id.as_str()),
-            "trajectory_id": r.id,
-            "digest": r.integrity.as_ref().map_or("", |i| i.digest.as_str()),
-            "verifier": verifier,
-            "stop": r.outcome.stop,
-            "truncated": r.outcome.truncated,
-            "turns": r.outcome.turns,
+            "index": row.task_index.unwrap_or(0),
+            "task_id": task.id,
+            "task_hash": task.hash,
+            "verifier": serde_json::to_string(&task.verifier).unwrap_or_default(),
+            "tools": r.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         },
-        "response": completion.last().map_or("", |m| m.content.as_str()),
-        "reward": reward(r),
-        "prompt_ids": t.map(|t| &t.prompt_ids),
-        "response_ids": t.map(|t| &t.response_ids),
-        "response_mask": t.map(|t| &t.loss_mask),
-        "rollout_log_probs": t.map(|t| &t.rollout_logprobs),
     }))
 }
 
-/// verifiers-style rollout (`prompt`, `completion`, `answer`, `task`, `info`, `reward`,
-/// `metrics`, `state` with one step per model call: ids, logprobs, finish reason).
-pub fn verifiers(r: &TrajRecord) -> Result<Value, Skip> {
+/// verifiers' `RolloutOutput` (its `load_outputs` keeps only rows with `example_id`): the
+/// run as a whole plus `trajectory`, one step per model call with its exact tokens.
+pub fn verifiers(row: &Row<'_>) -> Result<Value, Skip> {
+    let r = row.record;
     let (prompt, completion) = split_messages(r)?;
     let task = r.task.task();
+    let base = prompt.len();
+    // The assistant message of each model call, in order.
+    let assistant_at: Vec<usize> = r
+        .messages
+        .iter()
+        .enumerate()
+        .skip(base)
+        .filter(|(_, m)| m.role == "assistant")
+        .map(|(i, _)| i)
+        .collect();
+    let advantage = row.membership.map(|m| m.grpo);
+    let start = r.created_unix_ms as f64 / 1000.0;
     let steps: Vec<Value> = r
         .turns
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(k, t)| {
+            let at = assistant_at.get(k).copied();
+            let step_prompt = &r.messages[..at.unwrap_or(r.messages.len())];
+            let step_completion = at.map_or(&[][..], |i| &r.messages[i..=i]);
+            let truncated = t.finish_reason == Some(crate::model::Finish::Length);
+            let tokens = match (&t.prompt_ids, &t.gen_ids, &t.gen_logprobs) {
+                (Some(p), Some(g), Some(lp)) => json!({
+                    "prompt_ids": p,
+                    "prompt_mask": vec![0u8; p.len()],
+                    "completion_ids": g,
+                    "completion_mask": vec![1u8; g.len()],
+                    "completion_logprobs": lp,
+                    "overlong_prompt": false,
+                    "is_truncated": truncated,
+                    "routed_experts": null,
+                }),
+                _ => Value::Null,
+            };
             json!({
-                "prompt_ids": t.prompt_ids,
-                "completion_ids": t.gen_ids,
-                "completion_logprobs": t.gen_logprobs,
-                "finish_reason": t.finish_reason,
-                "prefix_consistent": t.next.prefix_consistent,
+                "prompt": step_prompt,
+                "completion": step_completion,
+                "response": {"finish_reason": t.finish_reason, "text": t.text},
+                "tokens": tokens,
+                "reward": reward(r),
+                "advantage": advantage,
+                "is_truncated": truncated,
+                "trajectory_id": r.id,
+                "extras": {
+                    "seed": t.seed,
+                    "sampling_logprobs": t.sampling_logprobs,
+                    "prefix_consistent": t.next.prefix_consistent,
+                },
             })
         })
         .collect();
@@ -143,24 +302,33 @@ pub fn verifiers(r: &TrajRecord) -> Result<Value, Skip> {
         .flat_map(|r| &r.components)
         .map(|c| (c.name.clone(), json!(c.score)))
         .collect();
+    let gen_ms: u64 = r.turns.iter().map(|t| t.model_ms).sum();
     Ok(json!({
+        "example_id": row.task_index.unwrap_or(0),
         "prompt": prompt,
         "completion": completion,
         "answer": as_text(task.map_or(&Value::Null, |t| &t.ground_truth)),
         "task": task.and_then(|t| t.data_source.as_deref()).unwrap_or("verity"),
-        "info": {
-            "task_id": task.map(|t| &t.id),
-            "trajectory_id": r.id,
+        "info": with(group_columns(row), json!({
             "meta": task.map(|t| &t.meta),
-            "tools": tools(r),
-        },
-        "reward": reward(r),
+            "logprobs_info": logprob_info(r),
+        })),
+        "reward": reward(r).unwrap_or(0.0),
+        "advantage": advantage,
         "metrics": metrics,
-        "state": {
-            "turn": r.turns.len(),
-            "stop": r.outcome.stop,
-            "truncated": r.outcome.truncated,
-            "responses": steps,
+        "timing": {
+            "start_time": start,
+            "generation": {"start": start, "end": start + gen_ms as f64 / 1000.0},
+        },
+        "is_completed": !r.outcome.truncated,
+        "is_truncated": r.outcome.truncated,
+        "stop_condition": r.outcome.stop,
+        "error": null,
+        "trajectory": steps,
+        "tool_defs": tools(r),
+        "token_usage": {
+            "input_tokens": r.outcome.prompt_tokens,
+            "output_tokens": r.outcome.completion_tokens,
         },
     }))
 }
@@ -170,55 +338,77 @@ mod tests {
     use super::*;
     use crate::trajectory::record::{example_record, TokenView};
 
+    fn row(r: &TrajRecord) -> Row<'_> {
+        Row {
+            record: r,
+            membership: None,
+            task_index: Some(3),
+        }
+    }
+
     #[test]
     fn rows_carry_what_each_trainer_reads() {
         let r = example_record();
         let t = r.tokens.get().unwrap().clone();
 
-        let row = openai(&r).unwrap();
-        assert_eq!(row["messages"].as_array().unwrap().len(), r.messages.len());
-        assert_eq!(row["tools"][0]["type"], "function");
-        assert_eq!(row["reward"], Value::Null);
+        let v = openai(&row(&r)).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), r.messages.len());
+        assert_eq!(v["tools"][0]["type"], "function");
+        assert_eq!(v["reward"], Value::Null);
+        assert_eq!(v["advantages"], Value::Null);
 
-        // The prompt is everything before the first model turn.
-        let row = trl(&r).unwrap();
-        assert_eq!(row["prompt"].as_array().unwrap().len(), 1);
-        assert_eq!(row["completion"][0]["role"], "assistant");
+        // The prompt is what the run was given.
+        let v = trl(&row(&r)).unwrap();
+        assert_eq!(v["prompt"].as_array().unwrap().len(), 1);
+        assert_eq!(v["completion"][0]["role"], "assistant");
 
-        let row = trl_tokens(&r).unwrap();
+        let v = trl_tokens(&row(&r)).unwrap();
         assert_eq!(
-            row["completion_ids"].as_array().unwrap().len(),
+            v["completion_ids"].as_array().unwrap().len(),
             t.response_ids.len()
         );
-        assert_eq!(row["env_mask"], json!(t.loss_mask));
+        assert_eq!(v["env_mask"], json!(t.loss_mask));
 
-        let row = verl(&r, 7).unwrap();
-        assert_eq!(row["extra_info"]["index"], 7);
-        assert_eq!(row["extra_info"]["trajectory_id"], r.id);
-        assert_eq!(row["extra_info"]["stop"], "truncated");
-        assert_eq!(row["data_source"], "verity");
-        assert_eq!(row["response_mask"], json!(t.loss_mask));
-        assert_eq!(
-            row["prompt"][0],
-            json!({"role": "user", "content": "What is 2+2?"})
-        );
+        let v = trl_sft(&row(&r)).unwrap();
+        let ids = v["input_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), t.prompt_ids.len() + t.response_ids.len());
+        assert_eq!(v["assistant_masks"].as_array().unwrap().len(), ids.len());
 
-        let row = verifiers(&r).unwrap();
-        assert_eq!(
-            row["state"]["responses"].as_array().unwrap().len(),
-            r.turns.len()
-        );
-        assert_eq!(row["state"]["truncated"], true);
+        let v = verifiers(&row(&r)).unwrap();
+        assert_eq!(v["example_id"], 3);
+        assert_eq!(v["trajectory"].as_array().unwrap().len(), r.turns.len());
+        assert_eq!(v["is_truncated"], true);
+    }
+
+    #[test]
+    fn few_shot_messages_stay_in_the_prompt() {
+        let mut r = example_record();
+        let user = r.messages[0].clone();
+        let shot = ChatMessage {
+            role: "assistant".into(),
+            content: "an example answer".into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        };
+        r.messages.splice(0..0, [user, shot]);
+        r.prompt_messages = Some(3);
+        let v = trl(&row(&r)).unwrap();
+        assert_eq!(v["prompt"].as_array().unwrap().len(), 3);
+        assert_eq!(v["prompt"][1]["content"], "an example answer");
+        assert_ne!(v["completion"][0]["content"], "an example answer");
     }
 
     #[test]
     fn token_formats_skip_a_run_without_a_token_view_and_say_why() {
         let mut r = example_record();
         r.tokens = TokenView::unavailable("turn 1: drift");
-        assert_eq!(trl_tokens(&r).unwrap_err(), "turn 1: drift");
-        // verl keeps the row, with null token columns.
-        assert_eq!(verl(&r, 0).unwrap()["response_ids"], Value::Null);
+        assert_eq!(trl_tokens(&row(&r)).unwrap_err(), "turn 1: drift");
+        assert_eq!(trl_sft(&row(&r)).unwrap_err(), "turn 1: drift");
         r.messages.retain(|m| m.role != "assistant");
-        assert_eq!(trl(&r).unwrap_err(), "no model turn");
+        r.prompt_messages = None;
+        assert_eq!(trl(&row(&r)).unwrap_err(), "no model turn");
+        // verl needs a task (ground truth, verifier).
+        assert!(verl(&row(&r)).unwrap_err().contains("task"));
     }
 }

@@ -22,9 +22,9 @@ fn list(name: &str, item: DataType) -> Field {
     )
 }
 
-/// The columns verl's `RLHFDataset` reads, plus AgentLoop's token fields.
+/// The columns verl's `RLHFDataset` reads (a prompt set: one row per task).
 pub fn schema() -> Arc<Schema> {
-    use DataType::{Boolean, Float64, Int64, Utf8};
+    use DataType::{Int64, Utf8};
     let message = DataType::Struct(Fields::from(vec![
         Field::new("role", Utf8, false),
         Field::new("content", Utf8, false),
@@ -51,21 +51,12 @@ pub fn schema() -> Arc<Schema> {
                 Field::new("split", Utf8, false),
                 Field::new("index", Int64, false),
                 Field::new("task_id", Utf8, false),
-                Field::new("trajectory_id", Utf8, false),
-                Field::new("digest", Utf8, false),
+                Field::new("task_hash", Utf8, false),
                 Field::new("verifier", Utf8, false),
-                Field::new("stop", Utf8, false),
-                Field::new("truncated", Boolean, false),
-                Field::new("turns", Int64, false),
+                list("tools", Utf8),
             ])),
             false,
         ),
-        Field::new("response", Utf8, false),
-        Field::new("reward", Float64, true),
-        list("prompt_ids", Int64),
-        list("response_ids", Int64),
-        list("response_mask", Int64),
-        list("rollout_log_probs", Float64),
     ]))
 }
 

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    grammar,
+    grammar, grammar_mask,
     sampler::{self, Rule, Step, TokenSampler},
     tiny, toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput,
     ModelRequest, TokenSink, Usage,
@@ -150,6 +150,8 @@ pub struct EmbeddedModel {
     /// The model's tokenizer, when we can read it ourselves (not for GGUF): streams text
     /// from token ids and maps the final token's text back to its id.
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+    /// Grammar parsers for that tokenizer (built on first use).
+    grammars: std::sync::OnceLock<Option<Arc<mistralrs::llguidance::ParserFactory>>>,
 }
 
 impl std::fmt::Debug for EmbeddedModel {
@@ -243,6 +245,7 @@ impl EmbeddedModel {
             model: Arc::new(model),
             info,
             tokenizer,
+            grammars: std::sync::OnceLock::new(),
         })
     }
 
@@ -319,22 +322,27 @@ impl EmbeddedModel {
                 .await?,
         );
         let seed = req.sampling.seed.unwrap_or_else(sampler::fresh_seed);
+        let lark = if let Some(g) = &req.grammar {
+            Some(g.clone())
+        } else if req.strict {
+            grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn)
+        } else {
+            None
+        };
+        // Our own matcher over the same grammar, so the sampler knows each step's mask.
+        let mask = match &lark {
+            Some(g) => Some(self.grammar_mask(g)),
+            None => None,
+        };
         let recorder = Arc::new(Recorder::new(
             prompt_ids.clone(),
             TokenSampler::new(Rule::from_sampling(&req.sampling), seed),
+            mask,
             self.tokenizer.clone(),
             on_token.clone(),
         ));
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let constraint = if let Some(g) = &req.grammar {
-            Constraint::Lark(g.clone())
-        } else if req.strict {
-            grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn)
-                .map(Constraint::Lark)
-                .unwrap_or(Constraint::None)
-        } else {
-            Constraint::None
-        };
+        let constraint = lark.map(Constraint::Lark).unwrap_or(Constraint::None);
         // Not streamed by the engine: its streaming mode withholds the per-token logprobs
         // of replies that contain tool calls. The text still streams — from the recorder,
         // which decodes each token id as the engine produces it.
@@ -404,13 +412,17 @@ impl EmbeddedModel {
         let taken = recorder.take();
         let prompt_ok = prompt_ids.len() as u64 == usage.prompt_tokens
             && taken.prompt_consistent != Some(false);
-        let (token_ids, logprobs) = match reply_tokens(&taken.context_ids, &taken.steps) {
-            Ok(t) => t,
-            Err(why) => {
-                missing.push(format!("token_ids: {why}"));
-                (Vec::new(), Vec::new())
-            }
-        };
+        let (token_ids, logprobs, sampling_logprobs) =
+            match reply_tokens(&taken.context_ids, &taken.steps) {
+                Ok(t) => t,
+                Err(why) => {
+                    missing.push(format!("token_ids: {why}"));
+                    (Vec::new(), Vec::new(), Vec::new())
+                }
+            };
+        if let Some(why) = &taken.mask_unknown {
+            missing.push(format!("sampling_logprobs: {why}"));
+        }
         recorder.finish(token_ids.last().copied());
         let ids_ok = token_ids.len() as u64 == usage.completion_tokens;
         if !ids_ok && missing.is_empty() {
@@ -441,10 +453,34 @@ impl EmbeddedModel {
             prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
             token_ids: ids_ok.then_some(token_ids),
             logprobs: ids_ok.then_some(logprobs),
+            sampling_logprobs: (ids_ok && taken.mask_unknown.is_none())
+                .then_some(sampling_logprobs),
             finish: Some(finish),
             usage,
             missing,
         })
+    }
+}
+
+impl EmbeddedModel {
+    /// A matcher for `lark`, or why the sampler cannot know the grammar's mask (no
+    /// tokenizer of our own — GGUF — or a grammar llguidance refuses here; the engine
+    /// still enforces it, but sampling logprobs are then not recorded).
+    fn grammar_mask(&self, lark: &str) -> Result<grammar_mask::GrammarMask, String> {
+        let factory = self.grammars.get_or_init(|| {
+            let t = self.tokenizer.as_ref()?;
+            grammar_mask::factory(t)
+                .map_err(|e| tracing::warn!("{e}"))
+                .ok()
+        });
+        match factory {
+            Some(f) => grammar_mask::GrammarMask::new(f, lark),
+            None => Err(
+                "the grammar's mask is not known to the sampler (no tokenizer.json \
+                         for this model)"
+                    .into(),
+            ),
+        }
     }
 }
 
@@ -496,12 +532,12 @@ fn sampling(req: &ModelRequest) -> SamplingParams {
 /// The reply's ids and logprobs. The contexts the processor saw give every id but the
 /// last (the ids the engine actually continued with); the sampler's steps give each
 /// position's choice and logprob, the last id included. They must agree.
-fn reply_tokens(
-    context_ids: &[u32],
-    steps: &[Option<Step>],
-) -> Result<(Vec<u32>, Vec<f32>), String> {
+type ReplyTokens = (Vec<u32>, Vec<f32>, Vec<f32>);
+
+fn reply_tokens(context_ids: &[u32], steps: &[Option<Step>]) -> Result<ReplyTokens, String> {
     let mut ids = Vec::with_capacity(steps.len());
     let mut logprobs = Vec::with_capacity(steps.len());
+    let mut sampling = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let Some(step) = step else {
             return Err(format!("the engine added token {i} without sampling it"));
@@ -516,6 +552,7 @@ fn reply_tokens(
         }
         ids.push(step.token);
         logprobs.push(step.logprob);
+        sampling.push(step.sampling_logprob);
     }
     if context_ids.len() > ids.len() {
         return Err(format!(
@@ -524,7 +561,7 @@ fn reply_tokens(
             ids.len()
         ));
     }
-    Ok((ids, logprobs))
+    Ok((ids, logprobs, sampling))
 }
 
 fn engine_tool(t: &super::ToolDef) -> Tool {
@@ -598,6 +635,10 @@ struct RecState {
     generated: Vec<u32>,
     prompt_consistent: Option<bool>,
     sampler: TokenSampler,
+    /// The grammar's matcher, or why the mask is unknown (`None`: no grammar).
+    mask: Option<Result<grammar_mask::GrammarMask, String>>,
+    /// The masked logits (reused).
+    masked: Vec<f32>,
     stream: TextStream,
 }
 
@@ -610,12 +651,15 @@ struct Taken {
     context_ids: Vec<u32>,
     /// The sampler's choice at each position.
     steps: Vec<Option<Step>>,
+    /// Why the sampling distribution is not known (a grammar the sampler could not follow).
+    mask_unknown: Option<String>,
 }
 
 impl Recorder {
     fn new(
         prompt: Arc<Vec<u32>>,
         sampler: TokenSampler,
+        mask: Option<Result<grammar_mask::GrammarMask, String>>,
         tokenizer: Option<Arc<tokenizers::Tokenizer>>,
         sink: TokenSink,
     ) -> Self {
@@ -625,6 +669,8 @@ impl Recorder {
                 generated: Vec::new(),
                 prompt_consistent: None,
                 sampler,
+                mask,
+                masked: Vec::new(),
                 stream: TextStream {
                     tokenizer,
                     sink,
@@ -642,11 +688,16 @@ impl Recorder {
                 prompt_consistent: s.prompt_consistent,
                 context_ids: std::mem::take(&mut s.generated),
                 steps: s.sampler.steps().to_vec(),
+                mask_unknown: match &s.mask {
+                    Some(Err(why)) => Some(why.clone()),
+                    _ => None,
+                },
             },
             Err(_) => Taken {
                 prompt_consistent: None,
                 context_ids: Vec::new(),
                 steps: Vec::new(),
+                mask_unknown: Some("the recorder's state was lost".into()),
             },
         }
     }
@@ -682,10 +733,28 @@ impl CustomLogitsProcessor for Recorder {
             }
         }
         let position = s.generated.len();
-        let token = s
-            .sampler
-            .sample(&values, position)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let st = &mut *s;
+        let mask = match &mut st.mask {
+            Some(Ok(m)) => match m.allowed(&st.generated) {
+                Ok(vob) => Some(vob),
+                Err(why) => {
+                    // The engine still enforces the grammar; only the record loses the
+                    // sampling distribution.
+                    st.mask = Some(Err(why));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let token = match mask {
+            Some(vob) => {
+                grammar_mask::apply(&values, &vob, &mut st.masked);
+                st.sampler
+                    .sample_masked(&values, Some(&st.masked), position)
+            }
+            None => st.sampler.sample(&values, position),
+        }
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         // Only the chosen token stays finite: the engine's argmax takes it.
         let mut forced = vec![f32::NEG_INFINITY; values.len()];
         forced[token as usize] = 0.0;

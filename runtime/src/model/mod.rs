@@ -5,6 +5,7 @@
 mod embedded;
 pub mod gguf;
 pub mod grammar;
+mod grammar_mask;
 mod openai;
 pub mod sampler;
 mod scripted;
@@ -256,9 +257,15 @@ pub struct ModelOutput {
     /// Generated token ids (the engine's, not re-tokenised).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<u32>>,
-    /// Logprob of each generated token under the sampling distribution.
+    /// Logprob of each generated token: full-vocabulary `log_softmax(z / T)` for the
+    /// embedded engine, the server's numbers for HTTP backends (`ModelInfo::logprobs_mode`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<f32>>,
+    /// Logprob of each generated token under the distribution it was actually drawn from
+    /// (after temperature, top-k, top-p and the grammar mask; 0 under argmax), when the
+    /// backend knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_logprobs: Option<Vec<f32>>,
     /// Why generation stopped.
     pub finish: Option<Finish>,
     /// Token counts.

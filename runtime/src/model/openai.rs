@@ -40,6 +40,9 @@ pub struct OpenAiConfig {
     /// Ask for vLLM's token-id extensions (`return_token_ids`, `return_tokens_as_token_ids`).
     /// Servers that reject unknown fields need this off.
     pub vllm_extensions: bool,
+    /// What the server's logprobs are, as its operator knows it (vLLM's `--logprobs-mode`:
+    /// `raw_logprobs`, `processed_logprobs`, …); `None`: unknown, and recorded as such.
+    pub logprobs_mode: Option<String>,
 }
 
 impl OpenAiConfig {
@@ -55,6 +58,7 @@ impl OpenAiConfig {
             max_retries: 3,
             backoff: Duration::from_millis(250),
             vllm_extensions: false,
+            logprobs_mode: None,
         }
     }
 }
@@ -83,7 +87,15 @@ impl OpenAiModel {
             context_window: None,
             dtype: None,
             files: None,
-            logprobs_mode: "as the server reports them (vLLM: raw model logprobs unless started with another --logprobs-mode)".into(),
+            logprobs_mode: match &config.logprobs_mode {
+                Some(mode) => {
+                    format!("as the server reports them: {mode} (given with --logprobs-mode)")
+                }
+                None => "unknown: as the server reports them (vLLM's default is raw_logprobs, \
+                         before temperature and sampling filters; pass --logprobs-mode to \
+                         record what the server was started with)"
+                    .into(),
+            },
         };
         Ok(Self {
             client,
@@ -515,9 +527,30 @@ impl Accumulator {
             prompt_ids: self.prompt_ids,
             token_ids,
             logprobs,
+            // The server samples; it does not say from what distribution.
+            sampling_logprobs: None,
             finish: self.finish,
             usage: self.usage.unwrap_or_default(),
             missing,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_say_what_the_servers_logprobs_are_or_that_it_is_unknown() {
+        let mut cfg = OpenAiConfig::new("http://127.0.0.1:1/v1", "m");
+        let m = OpenAiModel::new(cfg.clone()).unwrap();
+        assert!(
+            m.info.logprobs_mode.starts_with("unknown"),
+            "{}",
+            m.info.logprobs_mode
+        );
+        cfg.logprobs_mode = Some("processed_logprobs".into());
+        let m = OpenAiModel::new(cfg).unwrap();
+        assert!(m.info.logprobs_mode.contains("processed_logprobs"));
     }
 }

@@ -10,10 +10,13 @@
 //! request's seed, returns logits that leave the engine no other choice, and keeps the
 //! chosen token's logprob.
 //!
-//! The recorded logprob is `log softmax(logits / T)` of the chosen token over the whole
-//! vocabulary (T = 1 under argmax): what verl, TRL and OpenRLHF recompute in the trainer,
-//! so the ratio of the two measures engine/trainer mismatch only. Top-k, top-p and a
-//! grammar mask restrict where the draw may land, not the recorded value.
+//! Two logprobs are recorded per token. `logprob` is `log softmax(logits / T)` of the
+//! chosen token over the whole vocabulary (T = 1 under argmax): what verl, TRL and
+//! OpenRLHF recompute in the trainer, so the ratio of the two measures engine/trainer
+//! mismatch only. `sampling_logprob` is the token's log-probability under the distribution
+//! it was actually drawn from — temperature, then the grammar mask, top-k and top-p,
+//! renormalised (vLLM's "processed" logprobs); 0 under argmax, which is a point mass. A
+//! token the grammar forced has `sampling_logprob` 0 whatever the model thought of it.
 //!
 //! The engine may call a processor twice for one position: under a grammar it samples
 //! first, and if the token is not allowed it masks the logits (`-inf`) and samples again.
@@ -28,8 +31,11 @@ use rand_chacha::{
 use super::Sampling;
 
 /// What the logprobs this sampler records are (written into trajectory records).
-pub const LOGPROBS_MODE: &str = "natural log of softmax(logits / temperature) over the whole \
-     vocabulary (temperature 1 when greedy), before top-k, top-p and grammar masks";
+pub const LOGPROBS_MODE: &str = "gen_logprobs/rollout_logprobs: natural log of \
+     softmax(logits / temperature) over the whole vocabulary (temperature 1 when greedy), \
+     before top-k, top-p and grammar masks; sampling_logprobs: natural log of the probability \
+     under the distribution actually sampled from (after temperature, grammar mask, top-k and \
+     top-p, renormalised; 0 when greedy)";
 
 /// What the sampler could not do with a step's logits.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,6 +82,9 @@ pub struct Step {
     pub token: u32,
     /// `log softmax(logits / T)[token]`, natural log.
     pub logprob: f32,
+    /// The token's natural-log probability under the distribution it was drawn from
+    /// (after temperature, mask, top-k and top-p; 0 under argmax).
+    pub sampling_logprob: f32,
     /// The log-normaliser of the position's first (unmasked) call.
     lse: f64,
 }
@@ -116,23 +125,51 @@ impl TokenSampler {
 
     /// Chooses the token at `position` (0 = the reply's first token).
     pub fn sample(&mut self, logits: &[f32], position: usize) -> Result<u32, SampleError> {
+        self.sample_masked(logits, None, position)
+    }
+
+    /// Chooses the token at `position` from `masked` (the logits with disallowed tokens at
+    /// `-inf`, e.g. by a grammar) when given, else from `logits`; `logprob` is still over
+    /// the whole vocabulary of `logits`.
+    pub fn sample_masked(
+        &mut self,
+        logits: &[f32],
+        masked: Option<&[f32]>,
+        position: usize,
+    ) -> Result<u32, SampleError> {
         let t = self.rule.temperature.unwrap_or(1.0);
         let (total, max) = fill_weights(logits, t, &mut self.weights)?;
-        self.total = total;
         let lse = f64::from(max) / t + total.ln();
+        // The draw's weights: of the masked logits, relative to their own maximum (so a
+        // forced token far below the best one does not underflow to 0).
+        let (draw_total, draw_max, draw_logits) = match masked {
+            Some(m) => {
+                let (total, max) = fill_weights(m, t, &mut self.weights)?;
+                (total, max, m)
+            }
+            None => (total, max, logits),
+        };
+        self.total = draw_total;
         let attempt = match self.last_position {
             Some(p) if p == position => self.attempts,
             _ => 0,
         };
         self.last_position = Some(position);
         self.attempts = attempt + 1;
-        let token = match self.rule.temperature {
+        let (token, sampling_logprob) = match self.rule.temperature {
             // The first maximum (found by value: a vectorised scan, no branchy fold).
-            None => logits
-                .iter()
-                .position(|&l| l == max)
-                .ok_or(SampleError::Empty)? as u32,
-            Some(_) => self.draw(position, attempt)?,
+            None => (
+                draw_logits
+                    .iter()
+                    .position(|&l| l == draw_max)
+                    .ok_or(SampleError::Empty)? as u32,
+                0.0,
+            ),
+            Some(_) => {
+                let (token, kept) = self.draw(position, attempt)?;
+                let w = (f64::from(draw_logits[token as usize]) - f64::from(draw_max)) / t;
+                (token, (w - kept.ln()).min(0.0) as f32)
+            }
         };
         // A retry keeps the normaliser of the unmasked call before it.
         let lse = match self.steps.get(position) {
@@ -142,6 +179,7 @@ impl TokenSampler {
         let step = Step {
             token,
             logprob: (f64::from(logits[token as usize]) / t - lse) as f32,
+            sampling_logprob,
             lse,
         };
         if self.steps.len() <= position {
@@ -181,7 +219,10 @@ impl TokenSampler {
     /// Only the head of the distribution (weight ≥ 1e-6 of the top token) gets noise;
     /// the negligible tail is chosen as a whole with probability = its mass, then drawn
     /// by inverse CDF — an exact mixture that keeps the per-token cost on the head.
-    fn draw(&self, position: usize, attempt: u64) -> Result<u32, SampleError> {
+    ///
+    /// Returns the token and the total weight of the tokens it was drawn among (the
+    /// normaliser of the distribution actually sampled from).
+    fn draw(&self, position: usize, attempt: u64) -> Result<(u32, f64), SampleError> {
         let w = &self.weights;
         let filtered = self.rule.top_k.is_some_and(|k| k < w.len()) || self.rule.top_p.is_some();
         let lanes = w.len() as u128 + 2;
@@ -217,7 +258,8 @@ impl TokenSampler {
         } else {
             sum_below(w, HEAD)
         };
-        if tail_mass > 0.0 && noise.unit(0) * (head_mass + tail_mass) >= head_mass {
+        let kept = head_mass + tail_mass;
+        if tail_mass > 0.0 && noise.unit(0) * kept >= head_mass {
             let target = noise.unit(1) * tail_mass;
             let mut acc = 0.0;
             let mut last = None;
@@ -229,17 +271,17 @@ impl TokenSampler {
             if filtered {
                 for &(id, x) in &tail {
                     if walk(id, x) {
-                        return Ok(id);
+                        return Ok((id, kept));
                     }
                 }
             } else {
                 for (i, &x) in w.iter().enumerate() {
                     if x > 0.0 && x < HEAD && walk(i as u32, f64::from(x)) {
-                        return Ok(i as u32);
+                        return Ok((i as u32, kept));
                     }
                 }
             }
-            return last.ok_or(SampleError::Empty);
+            return last.map(|id| (id, kept)).ok_or(SampleError::Empty);
         }
         let mut best: Option<(u32, f64)> = None;
         for &(id, x) in &head {
@@ -250,7 +292,7 @@ impl TokenSampler {
                 best = Some((id, score));
             }
         }
-        best.map(|(id, _)| id).ok_or(SampleError::Empty)
+        best.map(|(id, _)| (id, kept)).ok_or(SampleError::Empty)
     }
 
     /// Tokens that top-k and top-p could keep, most likely first (ties: lower id first),
@@ -596,6 +638,68 @@ mod tests {
         s.sample(&logits, 0).unwrap();
         let want = log_softmax(&logits, 1.0)[0];
         assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-6);
+    }
+
+    fn sampling_logprob(s: &TokenSampler, position: usize) -> f32 {
+        s.steps()[position].expect("sampled").sampling_logprob
+    }
+
+    #[test]
+    fn sampling_logprobs_are_of_the_distribution_actually_drawn_from() {
+        let logits = [3.0f32, 2.9, 1.0, 0.5, 0.4, -2.0];
+        let full = log_softmax(&logits, 1.0);
+        // No filter: the two logprobs agree.
+        let mut s = TokenSampler::new(rule(Some(1.0), None, None), 5);
+        let tok = s.sample(&logits, 0).unwrap() as usize;
+        assert!((f64::from(sampling_logprob(&s, 0)) - full[tok]).abs() < 1e-5);
+        // Top-k 2: renormalised over the two kept tokens.
+        for seed in 0..20 {
+            let mut s = TokenSampler::new(rule(Some(1.0), Some(2), None), seed);
+            let tok = s.sample(&logits, 0).unwrap() as usize;
+            let kept = (full[0].exp() + full[1].exp()).ln();
+            assert!((f64::from(sampling_logprob(&s, 0)) - (full[tok] - kept)).abs() < 1e-5);
+            assert!((f64::from(logprob(&s, 0)) - full[tok]).abs() < 1e-5);
+        }
+        // At a temperature: renormalised softmax(z/T).
+        let mut s = TokenSampler::new(rule(Some(0.5), None, None), 1);
+        let tok = s.sample(&logits, 0).unwrap() as usize;
+        let at_t = log_softmax(&logits, 0.5);
+        assert!((f64::from(sampling_logprob(&s, 0)) - at_t[tok]).abs() < 1e-5);
+        // Greedy: a point mass.
+        let mut g = TokenSampler::new(rule(None, None, None), 0);
+        g.sample(&logits, 0).unwrap();
+        assert_eq!(sampling_logprob(&g, 0), 0.0);
+    }
+
+    #[test]
+    fn a_token_the_mask_forces_has_sampling_logprob_zero() {
+        // The grammar allows only token 5, which the model gives about e^-5.
+        let logits = [3.0f32, 2.9, 1.0, 0.5, 0.4, -2.0];
+        let mut masked = [f32::NEG_INFINITY; 6];
+        masked[5] = -2.0;
+        for r in [
+            rule(Some(1.0), None, None),
+            rule(None, None, None),
+            rule(Some(0.7), Some(3), Some(0.9)),
+        ] {
+            let mut s = TokenSampler::new(r, 3);
+            assert_eq!(s.sample_masked(&logits, Some(&masked), 0).unwrap(), 5);
+            assert_eq!(sampling_logprob(&s, 0), 0.0);
+            let t = if r.temperature.is_none() {
+                1.0
+            } else {
+                r.temperature.unwrap()
+            };
+            let want = log_softmax(&logits, t)[5];
+            assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-5, "{r:?}");
+        }
+        // Two allowed tokens: renormalised over them.
+        masked[4] = 0.4;
+        let mut s = TokenSampler::new(rule(Some(1.0), None, None), 0);
+        let tok = s.sample_masked(&logits, Some(&masked), 0).unwrap() as usize;
+        let full = log_softmax(&logits, 1.0);
+        let kept = (full[4].exp() + full[5].exp()).ln();
+        assert!((f64::from(sampling_logprob(&s, 0)) - (full[tok] - kept)).abs() < 1e-5);
     }
 
     #[test]

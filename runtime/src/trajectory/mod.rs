@@ -179,6 +179,7 @@ impl TrajectoryBuilder {
             task,
             group_id: None,
             sample_index: None,
+            prompt_messages: Some(outcome.prompt_messages),
             policy: model_identity(model),
             sampling: SamplingRecord {
                 greedy: config.sampling.greedy,
@@ -344,6 +345,10 @@ fn turn_record(
             .logprobs
             .as_ref()
             .map(|l| l.iter().map(|x| short(*x)).collect()),
+        sampling_logprobs: out
+            .sampling_logprobs
+            .as_ref()
+            .map(|l| l.iter().map(|x| short(*x)).collect()),
         finish_reason: out.finish.clone(),
         text: out.text.clone(),
         reasoning: out.reasoning.clone(),
@@ -398,6 +403,8 @@ fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> TokenV
     let mut response: Vec<u32> = Vec::new();
     let mut mask: Vec<u8> = Vec::new();
     let mut logprobs: Vec<Logprob> = Vec::new();
+    // The sampling-distribution logprobs, while every turn has them.
+    let mut sampling: Option<Vec<Logprob>> = Some(Vec::new());
     let mut source: Vec<TokenSource> = Vec::new();
     let mut so_far: Vec<u32> = prompt.clone();
     for (i, t) in turns.iter().enumerate() {
@@ -414,6 +421,9 @@ fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> TokenV
             response.extend_from_slice(inserted);
             mask.extend(std::iter::repeat_n(0, inserted.len()));
             logprobs.extend(std::iter::repeat_n(Logprob(0.0), inserted.len()));
+            if let Some(s) = &mut sampling {
+                s.extend(std::iter::repeat_n(Logprob(0.0), inserted.len()));
+            }
             source.extend(std::iter::repeat_n(TokenSource::Inserted, inserted.len()));
             so_far.extend_from_slice(inserted);
         }
@@ -427,6 +437,13 @@ fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> TokenV
         response.extend_from_slice(g);
         mask.extend(std::iter::repeat_n(1, g.len()));
         logprobs.extend(lp.iter().map(|x| short(*x)));
+        sampling = match (sampling, &t.sampling_logprobs) {
+            (Some(mut s), Some(slp)) if slp.len() == g.len() => {
+                s.extend(slp.iter().map(|x| short(*x)));
+                Some(s)
+            }
+            _ => None,
+        };
         source.extend(std::iter::repeat_n(TokenSource::Sampled, g.len()));
         so_far.extend_from_slice(g);
     }
@@ -441,6 +458,7 @@ fn flat_view(turns: &[&ModelOutput], tool_tokens: Option<&[Vec<u32>]>) -> TokenV
             response_ids: response,
             loss_mask: mask,
             rollout_logprobs: logprobs,
+            sampling_logprobs: sampling,
             source,
         }),
     }
@@ -600,6 +618,7 @@ mod tests {
                 Message::tool_result(&call, "new"),
             ],
             turns: 2,
+            prompt_messages: 0,
             usage: Usage::default(),
             seed: None,
         };

@@ -73,6 +73,11 @@ pub struct TrajRecord {
     /// count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_index: Option<usize>,
+    /// How many leading `messages` the run was given (system prompt, the task's messages —
+    /// few-shot turns included — or earlier chat exchanges); the rest is what it added.
+    /// Exports split prompt from completion here. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_messages: Option<usize>,
     /// The model (RL's policy — not the permission policy).
     pub policy: ModelIdentity,
     /// How every model call sampled.
@@ -361,8 +366,14 @@ pub struct TurnRecord {
     pub prompt_ids: Option<Vec<u32>>,
     /// Sampled token ids, the stop/EOS token included.
     pub gen_ids: Option<Vec<u32>>,
-    /// Logprob of each sampled token.
+    /// Logprob of each sampled token under the full-vocabulary `log_softmax(z / T)` (T = 1
+    /// when greedy): what trainers recompute (see `policy.logprobs_mode`).
     pub gen_logprobs: Option<Vec<Logprob>>,
+    /// Logprob of each sampled token under the distribution it was actually drawn from —
+    /// after temperature, top-k, top-p and the grammar mask (0 when greedy: argmax is a
+    /// point mass). Absent where the backend cannot say (HTTP servers, older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_logprobs: Option<Vec<Logprob>>,
     /// Why generation stopped.
     pub finish_reason: Option<Finish>,
     /// Visible text.
@@ -452,8 +463,14 @@ pub struct FlatTokens {
     /// 1 exactly on sampled tokens (EOS/stop included); 0 on tool output and template
     /// scaffold.
     pub loss_mask: Vec<u8>,
-    /// The sampled tokens' logprobs; 0 where loss_mask is 0.
+    /// The sampled tokens' full-vocabulary logprobs (`turns[].gen_logprobs`); 0 where
+    /// loss_mask is 0.
     pub rollout_logprobs: Vec<Logprob>,
+    /// The sampled tokens' logprobs under the distribution actually sampled from
+    /// (`turns[].sampling_logprobs`); 0 where loss_mask is 0. Absent unless every turn has
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_logprobs: Option<Vec<Logprob>>,
     /// Where each response token came from.
     pub source: Vec<TokenSource>,
 }

@@ -111,7 +111,12 @@ fn sentence(s: &str) -> String {
     let s = s.trim();
     // ". " ends the sentence; a decimal point has no space after it.
     let cut = s.find(". ").unwrap_or(s.len());
-    s[..cut].trim().trim_end_matches('.').trim().to_owned()
+    let phrase = s[..cut].trim().trim_end_matches('.').trim();
+    // `$0.5$` → `0.5`; a lone `$5` (currency) is kept for `read`, which drops it.
+    match phrase.strip_prefix('$').and_then(|p| p.strip_suffix('$')) {
+        Some(inner) if !inner.is_empty() => inner.trim().to_owned(),
+        _ => phrase.to_owned(),
+    }
 }
 
 /// The last number that stands alone as a word: after the start, a space, `=`, `(` or `:`;
