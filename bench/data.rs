@@ -31,13 +31,13 @@ const TASKS: &str = concat!(
     "\n",
 );
 
-fn verity() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
+fn verity() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
     // target/debug/examples/data-bench → target/debug/verity
     exe.parent()
         .and_then(Path::parent)
         .map(|d| d.join("verity"))
-        .expect("target dir")
+        .ok_or_else(|| anyhow::anyhow!("no target dir above {}", exe.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let replicas: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(250);
     let repeat: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
     let dir = tempfile::tempdir()?;
-    let verity = verity();
+    let verity = verity()?;
     anyhow::ensure!(
         verity.exists(),
         "build the binary first: {}",
@@ -174,10 +174,15 @@ fn main() -> anyhow::Result<()> {
     let pipe = |cmd: &mut Command, input: String| -> anyhow::Result<f64> {
         let t = Instant::now();
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
-        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
         let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
         let out = child.wait_with_output()?;
-        writer.join().expect("writer")?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
         anyhow::ensure!(out.status.success(), "scorer failed");
         anyhow::ensure!(
             out.stdout.iter().filter(|b| **b == b'\n').count() == n,

@@ -209,7 +209,28 @@ fn shards_split_tasks_and_bad_task_files_are_named() {
             .map(|r| r["task"]["id"].as_str().unwrap().to_owned())
             .collect();
         assert!(ids.iter().all(|i| i == id), "{shard}: {ids:?}");
+        // Rollouts sample by default (the record says temperature 1).
+        let t = records(&out).into_iter().find(|r| r["kind"] == "traj").unwrap();
+        assert_eq!(t["sampling"]["greedy"], false);
+        assert_eq!(t["sampling"]["temperature"], 1.0);
     }
+    // Greedy with several samples per task is one sample G times: it is allowed, and said.
+    let o = rollout(
+        dir.path(),
+        &model,
+        &tasks,
+        &dir.path().join("greedy.jsonl"),
+        &["--shard", "0/2", "--samples", "2", "--temperature", "0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("decodes greedily") && stderr(&o).contains("zero-variance"),
+        "{}",
+        stderr(&o)
+    );
+    let summary: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["distinct_samples_per_task"]["min"], 1, "{summary}");
+    assert_eq!(summary["zero_variance_groups"], 1, "{summary}");
     let bad = write_file(
         dir.path(),
         "bad.jsonl",
@@ -754,6 +775,8 @@ for x in tok:
     assert len(x["completion_ids"]) == len(x["env_mask"]) == len(x["logprobs"]) == len(x["sampling_logprobs"])
     assert x["logprobs_info"]["temperature"] == 1.0
 sft_ds = datasets.load_dataset("json", data_files=sft, split="train")
+for col in ("input_ids", "assistant_masks", "completion_mask"):
+    assert sft_ds.features[col].feature.dtype == "int64", sft_ds.features
 for x in sft_ds:
     assert len(x["input_ids"]) == len(x["assistant_masks"]) == len(x["completion_mask"])
     assert sum(x["assistant_masks"]) > 0

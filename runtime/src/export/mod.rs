@@ -136,31 +136,47 @@ pub fn row(format: ExportFormat, row: &Row<'_>) -> Result<Value, Skip> {
     }
 }
 
-/// Reads every record of `files` (merged, in order), each file's chain verified first.
+/// Every non-blank line of `files` (merged, in order) with its file and 1-based number.
+fn each_line(
+    files: &[PathBuf],
+    mut f: impl FnMut(&str, (&Path, usize)) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    for file in files {
+        let io = |source| ExportError::Io {
+            path: file.clone(),
+            source,
+        };
+        let handle = std::fs::File::open(file).map_err(io)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
+        let mut line = String::new();
+        let mut number = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(io)? == 0 {
+                break;
+            }
+            number += 1;
+            if !line.trim().is_empty() {
+                f(&line, (file, number))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every record of `files` (merged, in order).
 fn each_record(
     files: &[PathBuf],
     mut f: impl FnMut(Record) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ExportError::Io { path, source }
-    };
-    for file in files {
-        let handle = std::fs::File::open(file).map_err(io(file))?;
-        for (i, line) in std::io::BufReader::new(handle).lines().enumerate() {
-            let line = line.map_err(io(file))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let record = Record::from_json_line(&line).map_err(|e| ExportError::Damaged {
-                path: file.clone(),
-                line: i + 1,
-                why: format!("not a verity.traj/1 record: {e}"),
-            })?;
-            f(record)?;
-        }
-    }
-    Ok(())
+    each_line(files, |line, (path, number)| {
+        let record = Record::from_json_line(line).map_err(|e| ExportError::Damaged {
+            path: path.to_path_buf(),
+            line: number,
+            why: format!("not a verity.traj/1 record: {e}"),
+        })?;
+        f(record)
+    })
 }
 
 /// Group members by record digest, and the tasks in order of first appearance.
@@ -170,11 +186,39 @@ struct Groups {
     task_index: HashMap<String, usize>,
 }
 
+/// The fields of a line the group pass needs; everything else is skipped unparsed (a
+/// trajectory record is ~25 KB of token ids; building it twice doubled the export time).
+#[derive(serde::Deserialize)]
+struct Peek {
+    kind: String,
+    #[serde(default)]
+    task: Option<PeekTask>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekTask {
+    #[serde(default)]
+    id: Option<String>,
+}
+
 impl Groups {
     fn read(files: &[PathBuf]) -> Result<Self, ExportError> {
         let mut g = Groups::default();
-        each_record(files, |record| {
-            match record {
+        each_line(files, |line, at| {
+            let damaged = |e: serde_json::Error| ExportError::Damaged {
+                path: at.0.to_path_buf(),
+                line: at.1,
+                why: format!("not a verity.traj/1 record: {e}"),
+            };
+            let peek: Peek = serde_json::from_str(line).map_err(damaged)?;
+            if peek.kind != "group" {
+                if let Some(id) = peek.task.and_then(|t| t.id) {
+                    let next = g.task_index.len();
+                    g.task_index.entry(id).or_insert(next);
+                }
+                return Ok(());
+            }
+            match Record::from_json_line(line).map_err(damaged)? {
                 Record::Group(group) => {
                     let s = &group.stats;
                     let a = &s.advantages;
@@ -194,12 +238,7 @@ impl Groups {
                         );
                     }
                 }
-                Record::Traj(t) => {
-                    if let Some(id) = t.task.id() {
-                        let next = g.task_index.len();
-                        g.task_index.entry(id.to_owned()).or_insert(next);
-                    }
-                }
+                Record::Traj(_) => {}
             }
             Ok(())
         })?;

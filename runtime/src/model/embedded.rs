@@ -330,10 +330,7 @@ impl EmbeddedModel {
             None
         };
         // Our own matcher over the same grammar, so the sampler knows each step's mask.
-        let mask = match &lark {
-            Some(g) => Some(self.grammar_mask(g)),
-            None => None,
-        };
+        let mask = lark.as_ref().map(|g| self.grammar_mask(g));
         let recorder = Arc::new(Recorder::new(
             prompt_ids.clone(),
             TokenSampler::new(Rule::from_sampling(&req.sampling), seed),

@@ -685,11 +685,7 @@ mod tests {
             let mut s = TokenSampler::new(r, 3);
             assert_eq!(s.sample_masked(&logits, Some(&masked), 0).unwrap(), 5);
             assert_eq!(sampling_logprob(&s, 0), 0.0);
-            let t = if r.temperature.is_none() {
-                1.0
-            } else {
-                r.temperature.unwrap()
-            };
+            let t = r.temperature.unwrap_or(1.0);
             let want = log_softmax(&logits, t)[5];
             assert!((f64::from(logprob(&s, 0)) - want).abs() < 1e-5, "{r:?}");
         }
