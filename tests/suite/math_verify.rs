@@ -107,14 +107,25 @@ fn math_verifier_is_right_where_math_verify_is_and_beyond() {
     assert!(verity_right >= reference_right);
 }
 
+/// `verity score ARGS`, its exit code and stdout.
+fn score(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(verity())
+        .arg("score")
+        .args(args)
+        .output()
+        .expect("run verity score");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn score_cli_says_what_it_extracted_and_why() {
-    let out = Command::new(verity())
-        .args(["score", "--json", "--truth", "(1,2)", "so \\boxed{(2,1)}"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1), "a wrong answer exits 1");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (code, out, _) = score(&["--json", "--truth", "(1,2)", "so \\boxed{(2,1)}"]);
+    assert_eq!(code, Some(1), "a wrong answer exits 1");
+    let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["passed"], false);
     assert_eq!(v["extracted"], "(2,1)");
     assert_eq!(
@@ -123,59 +134,32 @@ fn score_cli_says_what_it_extracted_and_why() {
     );
 
     // A truncated run scores 0 unless the verifier opts in.
-    let args = ["score", "--truth", "4", "--truncated", "The answer is 4"];
-    assert_eq!(
-        Command::new(verity())
-            .args(args)
-            .output()
-            .unwrap()
-            .status
-            .code(),
-        Some(1)
-    );
-    let out = Command::new(verity())
-        .args([
-            "score",
-            "--truth",
-            "4",
-            "--truncated",
-            "--verifier",
-            r#"{"type": "math", "allow_truncated": true}"#,
-            "The answer is 4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, ..) = score(&["--truth", "4", "--truncated", "The answer is 4"]);
+    assert_eq!(code, Some(1));
+    let opt_in = r#"{"type": "math", "allow_truncated": true}"#;
+    let (code, out, _) = score(&[
+        "--truth",
+        "4",
+        "--truncated",
+        "--verifier",
+        opt_in,
+        "The answer is 4",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
 
     // Tool-call verifier from the command line; a bad verifier is named with the choices.
-    let out = Command::new(verity())
-        .args([
-            "score",
-            "--verifier",
-            "tool_call",
-            "--truth",
-            r#"[{"name": "calculator", "arguments": {"expression": ["2+2"]}}]"#,
-            "--calls",
-            r#"[{"name": "calculator", "arguments": "{\"expression\": \"2+2\"}"}]"#,
-            "",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out = Command::new(verity())
-        .args(["score", "--verifier", "fuzzy", "--truth", "1", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, out, _) = score(&[
+        "--verifier",
+        "tool_call",
+        "--truth",
+        r#"[{"name": "calculator", "arguments": {"expression": ["2+2"]}}]"#,
+        "--calls",
+        r#"[{"name": "calculator", "arguments": "{\"expression\": \"2+2\"}"}]"#,
+        "",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, _, err) = score(&["--verifier", "fuzzy", "--truth", "1", "1"]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("fuzzy") && err.contains("names: math"),
         "{err}"

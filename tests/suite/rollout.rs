@@ -210,7 +210,10 @@ fn shards_split_tasks_and_bad_task_files_are_named() {
             .collect();
         assert!(ids.iter().all(|i| i == id), "{shard}: {ids:?}");
         // Rollouts sample by default (the record says temperature 1).
-        let t = records(&out).into_iter().find(|r| r["kind"] == "traj").unwrap();
+        let t = records(&out)
+            .into_iter()
+            .find(|r| r["kind"] == "traj")
+            .unwrap();
         assert_eq!(t["sampling"]["greedy"], false);
         assert_eq!(t["sampling"]["temperature"], 1.0);
     }

@@ -159,6 +159,24 @@ fn parse_decimal(text: &str) -> Option<BigRational> {
     }
 }
 
+/// Words the expression language reads as one name: functions, constants, Greek letters.
+pub fn is_word(w: &str) -> bool {
+    Func::named(w).is_some()
+        || matches!(
+            w,
+            "pi" | "inf"
+                | "alpha"
+                | "beta"
+                | "gamma"
+                | "theta"
+                | "lambda"
+                | "mu"
+                | "sigma"
+                | "omega"
+                | "phi"
+        )
+}
+
 /// Splits identifiers into what they mean: function names, constants, Greek variables, and
 /// otherwise single-letter variables multiplied together (`xy` is x·y).
 fn words(toks: Vec<Tok>) -> Vec<Tok> {
@@ -166,20 +184,7 @@ fn words(toks: Vec<Tok>) -> Vec<Tok> {
     for t in toks {
         match t {
             Tok::Ident(w) => {
-                let keep = Func::named(&w).is_some()
-                    || matches!(
-                        w.as_str(),
-                        "pi" | "inf"
-                            | "alpha"
-                            | "beta"
-                            | "gamma"
-                            | "theta"
-                            | "lambda"
-                            | "mu"
-                            | "sigma"
-                            | "omega"
-                            | "phi"
-                    );
+                let keep = is_word(&w);
                 if keep || w.chars().count() == 1 {
                     out.push(Tok::Ident(w));
                 } else {

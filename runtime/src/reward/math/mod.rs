@@ -185,27 +185,7 @@ fn wraps(s: &str) -> bool {
 /// Words that belong to expressions (kept), as opposed to units and nouns (dropped after a
 /// number: `12 apples`, `5 cm`).
 fn is_math_word(w: &str) -> bool {
-    matches!(
-        w,
-        "pi" | "inf"
-            | "sqrt"
-            | "sin"
-            | "cos"
-            | "tan"
-            | "ln"
-            | "log"
-            | "exp"
-            | "abs"
-            | "alpha"
-            | "beta"
-            | "gamma"
-            | "theta"
-            | "lambda"
-            | "mu"
-            | "sigma"
-            | "omega"
-            | "phi"
-    )
+    expr::is_word(w)
 }
 
 fn has_vars(e: &Expr) -> bool {
