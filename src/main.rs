@@ -1,6 +1,7 @@
 //! `verity`: the command line. Parses flags and hands off to the crates; no logic here.
 
 mod commands;
+mod term;
 
 use std::process::ExitCode;
 

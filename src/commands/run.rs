@@ -113,8 +113,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("verity: {}", outcome.stop.explain());
                 }
                 if !json {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "{}", outcome.answer.unwrap_or_default())?;
+                    let answer = outcome.answer.unwrap_or_default();
+                    let answer = crate::term::for_output(&answer, std::io::stdout().is_terminal());
+                    writeln!(std::io::stdout().lock(), "{answer}")?;
                 }
                 ExitCode::SUCCESS
             }
@@ -177,12 +178,15 @@ impl EventPrinter {
                 s
             }
         };
+        // What tools and the model wrote reaches a terminal with its control characters
+        // escaped (our own styling is added around it).
+        let esc = |s: &str| crate::term::for_output(s, self.color).into_owned();
         let line = match event {
             AgentEvent::TurnStarted { turn } => Some(dim(format!("── turn {turn}"))),
             AgentEvent::ToolCallProposed { call, .. } => Some(format!(
                 "→ {} {}",
-                call.name,
-                truncate(&call.arguments.to_string(), 200)
+                esc(&call.name),
+                truncate(&esc(&call.arguments.to_string()), 200)
             )),
             AgentEvent::PolicyDecision {
                 verdict,
@@ -201,19 +205,19 @@ impl EventPrinter {
             } => Some(dim(format!(
                 "  progress: {progress}{} {}",
                 total.map(|t| format!("/{t}")).unwrap_or_default(),
-                message.as_deref().unwrap_or("")
+                esc(message.as_deref().unwrap_or(""))
             ))),
             AgentEvent::ToolResult { result, tool, .. } => {
                 let status = result.outcome.failure.map_or("ok", |k| k.as_str());
                 Some(format!(
                     "← {tool} {status} ({} ms): {}",
                     result.duration.as_millis(),
-                    truncate(&result.outcome.text, 300)
+                    truncate(&esc(&result.outcome.text), 300)
                 ))
             }
             AgentEvent::ParseFailure { failure, .. } => Some(format!(
                 "✗ unusable tool call: {}",
-                truncate(&failure.error, 300)
+                truncate(&esc(&failure.error), 300)
             )),
             AgentEvent::ModelOutput {
                 output,
@@ -227,7 +231,7 @@ impl EventPrinter {
                     .clone()
                     .unwrap_or(verity_runtime::model::Finish::Other("?".into()))
             ))),
-            AgentEvent::Error { message } => Some(format!("verity: error: {message}")),
+            AgentEvent::Error { message } => Some(format!("verity: error: {}", esc(message))),
             _ => None,
         };
         if let Some(line) = line {

@@ -160,6 +160,7 @@ fn call(
             if let CallEvent::Progress(p) = event {
                 let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
                 let message = p.message.as_deref().unwrap_or("");
+                let message = crate::term::escape_controls(message);
                 eprintln!("verity: … {}{total} {message}", p.progress);
             }
         })
@@ -197,9 +198,11 @@ fn call(
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
     } else if call.outcome.is_error() {
-        eprintln!("verity: {}: {}", call.decision.tool, call.outcome.text);
+        let text = crate::term::for_output(&call.outcome.text, std::io::stderr().is_terminal());
+        eprintln!("verity: {}: {text}", call.decision.tool);
     } else {
-        writeln!(out, "{}", call.outcome.text)?;
+        let text = crate::term::for_output(&call.outcome.text, std::io::stdout().is_terminal());
+        writeln!(out, "{text}")?;
     }
     Ok(match call.outcome.failure {
         None => ExitCode::SUCCESS,

@@ -366,3 +366,43 @@ fn sessions_keep_state_and_end_cleanly_without_touching_others() {
     assert_eq!(s(11)["value"], "False");
     assert_eq!(c[12]["is_error"], true, "{}", c[12]);
 }
+
+/// Terminal escapes a sandboxed program prints (a window-title OSC, an OSC 52 clipboard
+/// write, a C1 CSI) reach a terminal escaped through `verity tools call`; piped, the bytes
+/// are the program's own.
+#[test]
+fn terminal_escapes_from_the_sandbox_are_shown_not_obeyed() {
+    let code = r#"{"code": "print(chr(27)+\"]0;owned\"+chr(7)+chr(27)+\"]52;c;aGk=\"+chr(7)+chr(0x9b)+\"2J\")"}"#;
+    // Under a pseudo-terminal (util-linux `script`), as a user at a shell would run it.
+    let cmd = format!("{} tools call code '{code}'", verity().display());
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("util-linux script");
+    assert!(
+        tty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tty.stdout)
+    );
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        !tty.stdout.contains(&0x1b),
+        "a raw ESC reached the terminal: {shown:?}"
+    );
+    assert!(
+        !shown.contains('\u{9b}'),
+        "a raw CSI reached the terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\\x1b]0;owned\\x07")
+            && shown.contains("\\x1b]52;c;aGk=")
+            && shown.contains("\\x9b2J"),
+        "{shown:?}"
+    );
+    let piped = Command::new(verity())
+        .args(["tools", "call", "code", code])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("\x1b]0;owned\x07"));
+}
