@@ -19,14 +19,35 @@ pub struct VerifyArgs {
     /// recompute group statistics.
     #[arg(long)]
     replay: bool,
+    /// The digest the (single) file's last record must have — kept apart from the file
+    /// (printed by `run --record`/`rollout`, or from `FILE.head` when it was written), so
+    /// cutting records off the end and rewriting the head file is caught too.
+    #[arg(long)]
+    expect_head: Option<String>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
+    anyhow::ensure!(
+        args.expect_head.is_none() || args.files.len() == 1,
+        "--expect-head names the end of one file: give exactly one"
+    );
     let mut ok = true;
     let mut reports = Vec::new();
     for f in &args.files {
-        let report = chain::verify(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut report = chain::verify(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        if let (Some(want), None) = (&args.expect_head, &report.first_error) {
+            if report.head.as_ref() != Some(want) {
+                report.first_error = Some((
+                    report.valid + 1,
+                    format!(
+                        "the file ends with {} but --expect-head is {want}: records were cut \
+                         off the end, added, or the file was replaced",
+                        report.head.as_deref().unwrap_or("no record")
+                    ),
+                ));
+            }
+        }
         match &report.first_error {
             None => {
                 if !args.json {
@@ -35,8 +56,20 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|(k, n)| format!("{n} {k}"))
                         .collect();
+                    let end = match (&args.expect_head, &report.head_file) {
+                        (Some(_), _) => "its last record is the expected head",
+                        (None, chain::HeadCheck::Matches) => "ends where its head file says",
+                        (None, chain::HeadCheck::OneBehind) => {
+                            "its head file is one record behind (a crash before the head was \
+                             updated)"
+                        }
+                        (None, chain::HeadCheck::Missing) => {
+                            "no head file: records cut off the end would not show (use \
+                             --expect-head)"
+                        }
+                    };
                     println!(
-                        "{}: ok — {} records, hash chain intact ({})",
+                        "{}: ok — {} records, hash chain intact ({}); {end}",
                         f.display(),
                         report.valid,
                         kinds.join(", ")

@@ -110,6 +110,20 @@ fn rollout_groups_resume_and_export() {
     let text = std::fs::read_to_string(&out).unwrap();
     let first = text.lines().next().unwrap();
     std::fs::write(&out, format!("{first}\n")).unwrap();
+    // (Cutting the file also leaves its head file naming the cut records, which a real
+    // interruption never does: that is refused as tampering, so it goes too.)
+    let head = dir.path().join("ro.jsonl.head");
+    let v = Command::new(verity())
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "a cut file with its head is caught"
+    );
+    std::fs::remove_file(&head).unwrap();
     let o = rollout(dir.path(), &model, &tasks, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));

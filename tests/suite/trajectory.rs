@@ -238,4 +238,46 @@ fn verify_names_the_first_damaged_record() {
         "{}",
         stderr(&out)
     );
+
+    // The last record cut off: a valid chain, but not where its head file says it ends.
+    let (code, out) = verify(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ends where its head file says"), "{out}");
+    let head: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs.jsonl.head")).unwrap())
+            .unwrap();
+    let head = head["head"].as_str().unwrap().to_owned();
+    std::fs::write(&file, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    let (code, out) = verify(&file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cut off the end"), "{out}");
+    // … and it is not appended to, which would rewrite the head over the evidence.
+    let out = Command::new(verity())
+        .args(["run", "--model", "tiny", "--record"])
+        .arg(&file)
+        .arg("x")
+        .env("VERITY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cut off the end"), "{}", stderr(&out));
+    // Head file removed too: only a head kept elsewhere shows it.
+    std::fs::remove_file(dir.path().join("runs.jsonl.head")).unwrap();
+    let (code, out) = verify(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no head file"), "{out}");
+    let expect = |digest: &str| {
+        let o = Command::new(verity())
+            .args(["verify", "--expect-head", digest])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o))
+    };
+    let (code, out) = expect(&head);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--expect-head"), "{out}");
+    let last: Value = serde_json::from_str(lines[1]).unwrap();
+    let (code, out) = expect(last["integrity"]["digest"].as_str().unwrap());
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -3,6 +3,13 @@
 //! SHA-256 of the record with `integrity.digest` left out). Appends are one `write` of one
 //! line followed by `fsync`; a crash can only tear the last line, which [`verify`] reports
 //! while every earlier record stays valid.
+//!
+//! Beside the file, `FILE.head` names the digest of its last record, rewritten (write and
+//! rename) after each append. A chain alone cannot show that records were cut off its end:
+//! the shorter file is a valid chain. With the head file, [`verify`] can: the file must
+//! contain the record the head names, as its last one (or the one before: a crash between
+//! the append and the head's update). Anyone who can write both files can still rewrite
+//! both; `verity verify --expect-head DIGEST` checks against a head kept elsewhere.
 
 use std::{
     fs::OpenOptions,
@@ -17,6 +24,22 @@ use super::{
     canonical::digest_without,
     record::{Integrity, Record},
 };
+
+/// `FILE.head`: the digest of `FILE`'s last record.
+pub fn head_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+/// The head file's content.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct HeadFile {
+    /// Always `verity.head/1`.
+    schema: String,
+    /// The last record's digest.
+    head: String,
+}
 
 /// Digest of a record: everything but `integrity.digest`.
 pub fn record_digest(record: &Value) -> String {
@@ -52,6 +75,14 @@ pub enum ChainError {
         /// What is wrong.
         why: String,
     },
+    /// The file's head file names a record the file does not end with.
+    #[error("{path}: {why}; run `verity verify {path}` — appending would hide the damage")]
+    CutOff {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A record could not be encoded as JSON (a bug: records are plain data).
     #[error("{path}: the record could not be encoded: {source}")]
     Encode {
@@ -76,13 +107,15 @@ impl ChainWriter {
             .open(path)
             .map_err(io_err)?;
         let (prev, lines) = last_record(&mut file).map_err(io_err)?;
-        let prev = match prev {
-            None => None,
-            Some(Ok(v)) => v
-                .get("integrity")
-                .and_then(|i| i.get("digest"))
+        let link = |v: &Value, key: &str| {
+            v.get("integrity")
+                .and_then(|i| i.get(key))
                 .and_then(Value::as_str)
-                .map(str::to_owned),
+                .map(str::to_owned)
+        };
+        let (prev, before) = match prev {
+            None => (None, None),
+            Some(Ok(v)) => (link(&v, "digest"), link(&v, "prev")),
             Some(Err(why)) => {
                 return Err(ChainError::Torn {
                     path: path.display().to_string(),
@@ -91,11 +124,42 @@ impl ChainWriter {
                 })
             }
         };
+        // Appending to a file whose end was cut off would rewrite its head and bury that.
+        let stated = read_head(path).map_err(|why| ChainError::CutOff {
+            path: path.display().to_string(),
+            why,
+        })?;
+        if let Some(stated) = stated {
+            if Some(&stated) != prev.as_ref() && Some(&stated) != before.as_ref() {
+                return Err(ChainError::CutOff {
+                    path: path.display().to_string(),
+                    why: format!(
+                        "its head file names {stated}, which is not its last record: records \
+                         were cut off the end"
+                    ),
+                });
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             file,
             prev,
         })
+    }
+
+    /// Rewrites `FILE.head` to name the last record (a temporary file renamed over it, so
+    /// a reader sees the old head or the new one, never half of one).
+    fn write_head(&self, digest: &str) -> io::Result<()> {
+        let head = head_path(&self.path);
+        let mut tmp = head.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let body = serde_json::to_vec(&HeadFile {
+            schema: "verity.head/1".into(),
+            head: digest.to_owned(),
+        })
+        .map_err(io::Error::other)?;
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &head)
     }
 
     /// Seals `record` (sets `integrity.prev` and `integrity.digest`) and appends it.
@@ -120,6 +184,9 @@ impl ChainWriter {
         self.file.write_all(&line).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)?;
         self.prev = Some(d.clone());
+        // After the record is durable: the head may lag the file by one record after a
+        // crash (which `verify` allows), never run ahead of it.
+        self.write_head(&d).map_err(io_err)?;
         Ok(d)
     }
 }
@@ -173,6 +240,37 @@ pub struct ChainReport {
     pub first_error: Option<(usize, String)>,
     /// Records by kind (`traj`, `group`, ...).
     pub kinds: std::collections::BTreeMap<String, usize>,
+    /// The last valid record's digest (the file's head).
+    pub head: Option<String>,
+    /// What `FILE.head` says of the file's end.
+    pub head_file: HeadCheck,
+}
+
+/// The file's end against its head file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadCheck {
+    /// No head file (written by Verity before it kept one, or removed): a cut-off tail
+    /// cannot be detected without `--expect-head`.
+    #[default]
+    Missing,
+    /// The head file names the last record.
+    Matches,
+    /// The head names the record before the last (a crash between an append and the head's
+    /// update).
+    OneBehind,
+}
+
+/// The digest `FILE.head` names, if there is a readable head file.
+fn read_head(path: &Path) -> Result<Option<String>, String> {
+    let p = head_path(path);
+    match std::fs::read(&p) {
+        Ok(body) => serde_json::from_slice::<HeadFile>(&body)
+            .map(|h| Some(h.head))
+            .map_err(|e| format!("{} is not a head file ({e})", p.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
 }
 
 /// A batch is hashed in parallel once it holds this many bytes (or lines).
@@ -246,7 +344,18 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
         valid: 0,
         first_error: None,
         kinds: Default::default(),
+        head: None,
+        head_file: HeadCheck::Missing,
     };
+    let stated_head = match read_head(path) {
+        Ok(h) => h,
+        Err(why) => {
+            report.first_error = Some((0, why));
+            return Ok(report);
+        }
+    };
+    // The record before the last, for a head one behind.
+    let mut before_last: Option<String> = None;
     let mut prev: Option<String> = None;
     let mut line_no = 0;
     let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -296,6 +405,7 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
                 }
                 *report.kinds.entry(checked.kind).or_default() += 1;
                 report.valid += 1;
+                before_last = prev.take();
                 prev = Some(checked.stated);
             }
             batch.clear();
@@ -308,6 +418,24 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
                 return Ok(report);
             }
             if eof {
+                report.head = prev.clone();
+                if let Some(stated) = stated_head {
+                    if prev.as_deref() == Some(stated.as_str()) {
+                        report.head_file = HeadCheck::Matches;
+                    } else if before_last.as_deref() == Some(stated.as_str()) {
+                        report.head_file = HeadCheck::OneBehind;
+                    } else {
+                        report.first_error = Some((
+                            line_no + 1,
+                            format!(
+                                "the file ends at record {} but its head file names {stated}, \
+                                 which is not its last record: records were cut off the end \
+                                 (or the file was replaced)",
+                                report.valid
+                            ),
+                        ));
+                    }
+                }
                 return Ok(report);
             }
         }
@@ -319,6 +447,48 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_head_file_catches_records_cut_off_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        write_three(&path);
+        let r = verify(&path).unwrap();
+        assert_eq!(
+            (r.first_error.clone(), r.head_file.clone()),
+            (None, HeadCheck::Matches)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // The head one behind (a crash between the append and the head's update): fine.
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        let head = head_path(&path);
+        let saved = std::fs::read(&head).unwrap();
+        std::fs::write(
+            &head,
+            json!({"schema": "verity.head/1", "head": second["integrity"]["digest"]}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(verify(&path).unwrap().head_file, HeadCheck::OneBehind);
+        assert!(ChainWriter::open(&path).is_ok());
+        std::fs::write(&head, saved).unwrap();
+        // The last record cut off: caught, and not appended to.
+        std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+        let r = verify(&path).unwrap();
+        let (line, why) = r.first_error.unwrap();
+        assert_eq!(line, 3);
+        assert!(why.contains("cut off the end"), "{why}");
+        let e = ChainWriter::open(&path).unwrap_err().to_string();
+        assert!(e.contains("cut off the end"), "{e}");
+        // A damaged head file is named.
+        std::fs::write(&head, "{").unwrap();
+        let why = verify(&path).unwrap().first_error.unwrap().1;
+        assert!(why.contains("not a head file"), "{why}");
+        // No head file: nothing to compare with.
+        std::fs::remove_file(&head).unwrap();
+        let r = verify(&path).unwrap();
+        assert_eq!((r.first_error, r.head_file), (None, HeadCheck::Missing));
+    }
 
     fn write_three(path: &Path) {
         let mut w = ChainWriter::open(path).unwrap();
