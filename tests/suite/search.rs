@@ -343,3 +343,89 @@ fn search_over_mcp_is_read_only_and_works() {
         "{hit}"
     );
 }
+
+/// Byte flips across every file of an index: every search
+/// either answers or fails naming the index and how to rebuild it — never a panic (exit
+/// 101) or a hang.
+#[test]
+fn corrupt_index_files_are_errors_that_name_the_index() {
+    let data = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let src = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (i, word) in ["zebra", "walrus", "quokka", "ibis", "okapi"]
+        .iter()
+        .enumerate()
+    {
+        write_file(
+            src.path(),
+            &format!("{i}.md"),
+            &format!("# Page {i}\nThe {word} is here, with some words around the {word}.\n"),
+        );
+    }
+    let out = verity_data(
+        data.path(),
+        &[
+            "index",
+            "build",
+            src.path().to_str().unwrap_or_default(),
+            "--name",
+            "fz",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = data.path().join("indexes").join("fz");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && !p.ends_with("verity-manifest.json")
+                && !p.ends_with(".tantivy-meta.lock")
+        })
+        .collect();
+    assert!(files.len() >= 5, "{files:?}");
+    let query = json!({"query": "walrus", "index": "fz"}).to_string();
+    let (mut answered, mut refused) = (0, 0);
+    for file in &files {
+        let pristine = std::fs::read(file).unwrap_or_else(|e| panic!("{e}"));
+        if pristine.is_empty() {
+            continue;
+        }
+        // A dozen places per file (before checksums were verified on open, 44 of 641
+        // such flips made tantivy panic: exit 101).
+        let step = (pristine.len() / 12).max(1);
+        for at in (0..pristine.len()).step_by(step) {
+            let mut bytes = pristine.clone();
+            bytes[at] ^= 0x5a;
+            std::fs::write(file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            let out = verity_data(data.path(), &["tools", "call", "search", &query]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => answered += 1,
+                Some(1) => {
+                    assert!(
+                        err.contains("'fz'") && err.contains("verity index build"),
+                        "{} byte {at}: {err}",
+                        file.display()
+                    );
+                    refused += 1;
+                }
+                other => panic!("{} byte {at}: exit {other:?}: {err}", file.display()),
+            }
+            assert!(
+                !err.contains("panicked"),
+                "{} byte {at}: {err}",
+                file.display()
+            );
+        }
+        std::fs::write(file, &pristine).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(refused > 0, "no flip was detected ({answered} answered)");
+    // Restored: it answers again.
+    let v = search(data.path(), json!({"query": "walrus", "index": "fz"}));
+    assert_eq!(v["result"]["results"][0]["title"], "Page 1", "{v}");
+}

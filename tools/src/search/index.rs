@@ -377,9 +377,23 @@ pub(crate) fn open(name: &str) -> Result<Index, IndexError> {
             path: dir,
         });
     }
-    let index = Index::open_in_dir(&dir).map_err(|e| IndexError::Corrupt {
+    let corrupt = |detail: String| IndexError::Corrupt {
         name: name.into(),
-        detail: e.to_string(),
-    })?;
+        detail,
+    };
+    let index = Index::open_in_dir(&dir).map_err(|e| corrupt(e.to_string()))?;
+    // Every file's checksum, once per open (readers are kept): tantivy trusts its files
+    // and asserts (panics) on some damaged ones rather than returning an error.
+    let damaged = index
+        .validate_checksum()
+        .map_err(|e| corrupt(e.to_string()))?;
+    if !damaged.is_empty() {
+        let mut files: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+        files.sort();
+        return Err(corrupt(format!(
+            "checksum mismatch in {}",
+            files.join(", ")
+        )));
+    }
     Ok(index)
 }

@@ -118,8 +118,32 @@ impl Search {
         Ok((index, reader))
     }
 
-    /// Runs a query (synchronous; microseconds to milliseconds).
+    /// Runs a query (synchronous; microseconds to milliseconds). A damaged index is an
+    /// error naming it and how to rebuild it: checksums are verified on open, and a panic
+    /// inside tantivy (it asserts on some damage checksums cannot see) is caught here and
+    /// the index's cached reader dropped.
     pub fn search(&self, p: &SearchParams) -> Result<SearchOutput, ToolFailure> {
+        let name = p.index.clone().unwrap_or_else(|| DEFAULT_INDEX.to_owned());
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.search_inner(p))) {
+            Ok(r) => r,
+            Err(panic) => {
+                if let Ok(mut map) = self.readers.lock() {
+                    map.remove(&name);
+                }
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic in tantivy");
+                Err(failure(IndexError::Corrupt {
+                    name,
+                    detail: format!("reading it failed: {what}"),
+                }))
+            }
+        }
+    }
+
+    fn search_inner(&self, p: &SearchParams) -> Result<SearchOutput, ToolFailure> {
         let name = p.index.clone().unwrap_or_else(|| DEFAULT_INDEX.to_owned());
         let k = p.k.unwrap_or(5);
         if !(1..=MAX_K).contains(&k) {
