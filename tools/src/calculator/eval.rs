@@ -58,6 +58,9 @@ pub(crate) const CONSTANTS: &[&str] = &["pi", "e", "tau"];
 
 pub(crate) struct Evaluator {
     pub prec: Precision,
+    /// Past this instant every step fails with a limit error (the calculator runs on a
+    /// blocking thread that a timed-out call leaves behind: it stops at its next step).
+    pub deadline: Option<std::time::Instant>,
 }
 
 fn q(n: i64) -> BigRational {
@@ -66,6 +69,12 @@ fn q(n: i64) -> BigRational {
 
 impl Evaluator {
     pub(crate) fn eval(&mut self, e: &Expr) -> Result<Value, CalcError> {
+        if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            return Err(CalcError::limit("the calculation ran over its time limit"));
+        }
         match e {
             Expr::Compare { op, lhs, rhs, col } => {
                 let a = self.number(lhs)?;
@@ -855,6 +864,7 @@ mod dispatch_tests {
         for (name, min, _) in SIGNATURES {
             let mut ev = Evaluator {
                 prec: Precision::new(15),
+                deadline: None,
             };
             let args: Vec<(Num, usize)> = (0..*min).map(|_| (Num::Exact(q(1)), 1)).collect();
             if let Err(e) = ev.call(name, &args, 1) {

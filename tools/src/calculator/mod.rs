@@ -80,6 +80,16 @@ impl Calculator {
         expression: &str,
         precision: Option<u32>,
     ) -> Result<CalculatorOutput, ToolFailure> {
+        self.evaluate_until(expression, precision, None)
+    }
+
+    /// [`Self::evaluate`], failing with `limit_exceeded` once `deadline` passes.
+    pub fn evaluate_until(
+        &self,
+        expression: &str,
+        precision: Option<u32>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<CalculatorOutput, ToolFailure> {
         let precision = precision.unwrap_or(DEFAULT_PRECISION);
         if !(1..=MAX_PRECISION).contains(&precision) {
             return Err(ToolFailure::invalid_arguments(format!(
@@ -93,7 +103,7 @@ impl Calculator {
                 format!("expression is {chars} characters long; the limit is {MAX_INPUT_CHARS}"),
             ));
         }
-        evaluate(expression, precision).map_err(|e| {
+        evaluate(expression, precision, deadline).map_err(|e| {
             ToolFailure::new(
                 if e.limit {
                     FailureKind::LimitExceeded
@@ -106,11 +116,16 @@ impl Calculator {
     }
 }
 
-fn evaluate(expression: &str, precision: u32) -> Result<CalculatorOutput, CalcError> {
+fn evaluate(
+    expression: &str,
+    precision: u32,
+    deadline: Option<std::time::Instant>,
+) -> Result<CalculatorOutput, CalcError> {
     let tokens = lexer::lex(expression)?;
     let ast = parser::parse(&tokens, expression.chars().count())?;
     let mut ev = Evaluator {
         prec: Precision::new(precision),
+        deadline,
     };
     let value = ev.eval(&ast)?;
     let base = CalculatorOutput {
@@ -187,12 +202,40 @@ impl Tool for Calculator {
         }
     }
 
+    fn enforces_wall_limit(&self) -> bool {
+        true
+    }
+
+    /// Runs on a blocking thread, never on the async workers: a pathological expression
+    /// (huge exponents, 10,000-digit roundings) must not delay another client's call. The
+    /// call returns at its wall limit; the thread stops at the evaluator's next step.
     async fn call(
         &self,
         params: CalculatorParams,
-        _ctx: CallContext,
+        ctx: CallContext,
     ) -> Result<CalculatorOutput, ToolFailure> {
-        self.evaluate(&params.expression, params.precision)
+        let this = *self;
+        let wall = ctx.limits.wall_ms.map(std::time::Duration::from_millis);
+        let deadline = wall.map(|w| std::time::Instant::now() + w);
+        let job = tokio::task::spawn_blocking(move || {
+            this.evaluate_until(&params.expression, params.precision, deadline)
+        });
+        let joined = match wall {
+            Some(w) => tokio::select! {
+                r = job => r,
+                () = tokio::time::sleep(w) => {
+                    return Err(ToolFailure::new(
+                        FailureKind::LimitExceeded,
+                        format!("the calculation ran over its time limit of {} ms", w.as_millis()),
+                    ))
+                }
+                () = ctx.cancel.cancelled() => {
+                    return Err(ToolFailure::new(FailureKind::Cancelled, "cancelled"))
+                }
+            },
+            None => job.await,
+        };
+        joined.map_err(|e| ToolFailure::execution(format!("the calculator failed: {e}")))?
     }
 
     fn render(&self, out: &CalculatorOutput) -> String {

@@ -1,4 +1,7 @@
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use num_bigint::BigInt;
 use num_rational::BigRational;
@@ -387,4 +390,49 @@ proptest! {
     fn arbitrary_input_never_panics(s in "[0-9a-z+*/^%!(),.<=>\\- ]{0,60}") {
         let _ = Calculator.evaluate(&s, None);
     }
+}
+
+#[test]
+fn long_roundings_are_fast_and_exact() {
+    // Multiplying by 10 until integral normalised the fraction once per digit: 43 s.
+    let started = std::time::Instant::now();
+    let out = Calculator.evaluate("round(2/3, 9999)", None).unwrap();
+    let exact = out.exact.unwrap();
+    let (num, den) = exact.split_once('/').unwrap();
+    assert_eq!(num.len(), 9999);
+    assert!(num.starts_with("6666") && num.ends_with("667"));
+    assert_eq!(den.len(), 10_000, "10^9999");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn past_its_deadline_the_evaluator_stops_with_a_limit_error() {
+    let past = std::time::Instant::now();
+    let e = Calculator
+        .evaluate_until("1+1", None, Some(past))
+        .unwrap_err();
+    assert_eq!(e.kind, verity_types::FailureKind::LimitExceeded, "{e:?}");
+    assert!(e.message.contains("time limit"), "{e:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_runs_off_the_async_thread() {
+    // The first poll hands the work to a blocking thread and returns Pending; evaluating
+    // inline (as before) would have been Ready at once, holding the async worker.
+    let mut call = Box::pin(Calculator.call(
+        CalculatorParams {
+            expression: "round(2/3, 9999)".into(),
+            precision: None,
+        },
+        CallContext::default(),
+    ));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    let out = call.await.unwrap();
+    assert!(out.exact.is_some());
 }
