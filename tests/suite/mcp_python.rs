@@ -216,8 +216,66 @@ fn budgets_run_out_per_client() {
     assert_eq!(c[2]["is_error"], true);
     let text = c[2]["text"].as_str().unwrap_or_default();
     assert!(
-        text.contains("budget.calls_per_minute") && text.contains("python-sdk-test"),
+        text.contains("budget.calls_per_minute") && text.contains("mcp-client"),
         "{text}"
+    );
+    assert!(
+        !text.contains("python-sdk-test"),
+        "the client's own name is not its identity: {text}"
+    );
+}
+
+/// Without tokens, the name a client gives itself is a label, not an identity: naming itself
+/// "ops" does not match an `mcp-client:ops` rule, and a fresh name per session does not
+/// get a fresh budget.
+#[test]
+fn a_clients_claimed_name_is_not_its_identity() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policy = write_file(
+        dir.path(),
+        "p.toml",
+        r#"
+default = "deny"
+[budget]
+calls_per_minute = 2
+[[rule]]
+id = "ops-code"
+tool = "calculator"
+caller = "mcp-client:ops"
+decision = "allow"
+[[rule]]
+id = "anyone-calc"
+tool = "calculator"
+when = { "args.expression" = { glob = "1*" } }
+decision = "allow"
+"#,
+    );
+    let server = HttpServer::start(&["--policy", policy.to_str().unwrap_or_default()]);
+    let one = |name: &str, expr: &str| {
+        let calls_json = json!([["calculator", {"expression": expr}]]).to_string();
+        let r = python_client(&[
+            "--url",
+            &server.url,
+            "--client-name",
+            name,
+            "--calls",
+            &calls_json,
+        ]);
+        calls(&r)[0].clone()
+    };
+    let c = one("ops", "2+2");
+    assert_eq!(c["is_error"], true, "a claimed name matched a rule: {c}");
+    // Two calls allowed for `mcp-client` in this minute, whatever the names.
+    assert_eq!(one("a", "1+1")["is_error"], false);
+    assert_eq!(one("b", "1+2")["is_error"], false);
+    let c = one("c", "1+3");
+    assert_eq!(c["is_error"], true, "a fresh name reset the budget: {c}");
+    assert!(
+        c["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("calls_per_minute"),
+        "{c}"
     );
 }
 

@@ -82,19 +82,28 @@ impl McpServer {
         }
     }
 
-    /// Who is calling: the bearer token's name over HTTP, else the client's own name (from
-    /// `initialize`, or from the request's `_meta` on the stateless 2026-07-28 protocol).
+    /// Who is calling, for policies and budgets: `mcp-client:TOKEN_NAME` when the request
+    /// carried a bearer token, else plain `mcp-client`. The name a client gives itself
+    /// (`initialize`, or `_meta` on the stateless protocol) is whatever the client claims —
+    /// a client calling itself "ops" must not match `mcp-client:ops` rules, nor reset its
+    /// budget by picking a fresh name — so it is only a label in the logs.
     fn caller(ctx: &RequestContext<RoleServer>) -> Caller {
         let token_name = ctx
             .extensions
             .get::<http::request::Parts>()
             .and_then(|p| p.extensions.get::<Authenticated>())
             .map(|a| a.token_name.clone());
-        let id = token_name
-            .or_else(|| ctx.peer.peer_info().map(|i| i.client_info.name.clone()))
-            .or_else(|| ctx.meta.client_info().map(|i| i.name))
-            .unwrap_or_else(|| "unknown".into());
-        Caller::new(CallerKind::McpClient, id)
+        let claimed = ctx
+            .peer
+            .peer_info()
+            .map(|i| i.client_info.name.clone())
+            .or_else(|| ctx.meta.client_info().map(|i| i.name));
+        tracing::debug!(
+            token = token_name.as_deref().unwrap_or("-"),
+            client_name = claimed.as_deref().unwrap_or("-"),
+            "MCP request"
+        );
+        Caller::new(CallerKind::McpClient, token_name.unwrap_or_default())
     }
 }
 

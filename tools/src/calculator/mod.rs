@@ -202,38 +202,28 @@ impl Tool for Calculator {
         }
     }
 
-    fn enforces_wall_limit(&self) -> bool {
-        true
-    }
-
     /// Runs on a blocking thread, never on the async workers: a pathological expression
-    /// (huge exponents, 10,000-digit roundings) must not delay another client's call. The
-    /// call returns at its wall limit; the thread stops at the evaluator's next step.
+    /// must not delay another client's call. The evaluator stops itself at the wall limit
+    /// (checked at every step); the gate's backstop timeout covers a single step that runs
+    /// past it. Needs a Tokio runtime, not its timer.
     async fn call(
         &self,
         params: CalculatorParams,
         ctx: CallContext,
     ) -> Result<CalculatorOutput, ToolFailure> {
         let this = *self;
-        let wall = ctx.limits.wall_ms.map(std::time::Duration::from_millis);
-        let deadline = wall.map(|w| std::time::Instant::now() + w);
+        let deadline = ctx
+            .limits
+            .wall_ms
+            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
         let job = tokio::task::spawn_blocking(move || {
             this.evaluate_until(&params.expression, params.precision, deadline)
         });
-        let joined = match wall {
-            Some(w) => tokio::select! {
-                r = job => r,
-                () = tokio::time::sleep(w) => {
-                    return Err(ToolFailure::new(
-                        FailureKind::LimitExceeded,
-                        format!("the calculation ran over its time limit of {} ms", w.as_millis()),
-                    ))
-                }
-                () = ctx.cancel.cancelled() => {
-                    return Err(ToolFailure::new(FailureKind::Cancelled, "cancelled"))
-                }
-            },
-            None => job.await,
+        let joined = tokio::select! {
+            r = job => r,
+            () = ctx.cancel.cancelled() => {
+                return Err(ToolFailure::new(FailureKind::Cancelled, "cancelled"))
+            }
         };
         joined.map_err(|e| ToolFailure::execution(format!("the calculator failed: {e}")))?
     }

@@ -46,7 +46,16 @@ pub fn passages(rel: &str, bytes: &[u8]) -> Result<Vec<Passage>, ExtractError> {
         .unwrap_or_default()
         .to_ascii_lowercase();
     match ext.as_str() {
-        "html" | "htm" => Ok(html(rel, &text)),
+        "html" | "htm" => {
+            let depth = approx_depth(&text, MAX_HTML_DEPTH);
+            if depth > MAX_HTML_DEPTH {
+                return Err(ExtractError::TooDeep {
+                    file: rel.to_owned(),
+                    depth,
+                });
+            }
+            Ok(html(rel, &text))
+        }
         "md" | "markdown" => Ok(markdown(rel, &text)),
         "jsonl" => jsonl(rel, &text),
         _ => Ok(plain(rel, &text)),
@@ -343,17 +352,87 @@ struct Record {
     url: Option<String>,
 }
 
-/// A document that cannot be split into passages (only JSONL corpora can be malformed:
-/// every other format is read as text).
+/// A document that cannot be split into passages: a malformed JSONL corpus line, or HTML
+/// nested too deep to parse in bounded time (other formats are read as text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: expected {{\"id\", \"title\", \"text\", \"url\"?}}: {message}")]
-pub struct ExtractError {
-    /// The file (relative to the indexed root).
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// What the JSON parser said.
-    pub message: String,
+#[non_exhaustive]
+pub enum ExtractError {
+    /// A JSONL line that is not a passage record.
+    #[error("{file}:{line}: expected {{\"id\", \"title\", \"text\", \"url\"?}}: {message}")]
+    Jsonl {
+        /// The file (relative to the indexed root).
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What the JSON parser said.
+        message: String,
+    },
+    /// HTML whose elements nest deeper than the parser handles in linear time (its tree
+    /// builder checks the stack of open elements per tag: 200,000 nested `<div>`s took
+    /// over 10 minutes).
+    #[error(
+        "{file}: HTML nested more than {MAX_HTML_DEPTH} elements deep (real pages nest a \
+         few dozen); not parsed"
+    )]
+    TooDeep {
+        /// The file or URL.
+        file: String,
+        /// The nesting seen (approximate: a tag scan, not a parse).
+        depth: usize,
+    },
+}
+
+/// Deepest element nesting accepted in HTML (by [`approx_depth`]).
+pub const MAX_HTML_DEPTH: usize = 1_000;
+
+/// Elements that never take a closing tag.
+const VOID: [&str; 15] = [
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr", "param", "keygen",
+];
+
+/// The deepest nesting of open elements, by a linear scan of tags: `<!…>` and void or
+/// self-closed elements do not nest; unclosed `<p>`s and tags inside comments count, so it
+/// errs high, never low. Stops counting once past `cap`.
+pub fn approx_depth(src: &str, cap: usize) -> usize {
+    let b = src.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let close = b.get(i + 1) == Some(&b'/');
+        let start = i + 1 + usize::from(close);
+        if !b.get(start).is_some_and(u8::is_ascii_alphabetic) {
+            i += 1;
+            continue;
+        }
+        let name_end = b[start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric() && *c != b'-')
+            .map_or(b.len(), |k| start + k);
+        let Some(gt) = b[name_end..]
+            .iter()
+            .position(|c| *c == b'>')
+            .map(|k| name_end + k)
+        else {
+            break;
+        };
+        let name = src[start..name_end].to_ascii_lowercase();
+        if close {
+            depth = depth.saturating_sub(1);
+        } else if !VOID.contains(&name.as_str()) && b[gt - 1] != b'/' {
+            depth += 1;
+            max = max.max(depth);
+            if max > cap {
+                return max;
+            }
+        }
+        i = gt + 1;
+    }
+    max
 }
 
 fn jsonl(rel: &str, src: &str) -> Result<Vec<Passage>, ExtractError> {
@@ -362,7 +441,7 @@ fn jsonl(rel: &str, src: &str) -> Result<Vec<Passage>, ExtractError> {
         if line.trim().is_empty() {
             continue;
         }
-        let r: Record = serde_json::from_str(line).map_err(|e| ExtractError {
+        let r: Record = serde_json::from_str(line).map_err(|e| ExtractError::Jsonl {
             file: rel.to_owned(),
             line: n + 1,
             message: e.to_string(),
@@ -391,6 +470,24 @@ fn jsonl(rel: &str, src: &str) -> Result<Vec<Passage>, ExtractError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deeply_nested_html_is_refused_in_linear_time() {
+        let nested = format!("{}x{}", "<div>".repeat(200_000), "</div>".repeat(200_000));
+        let started = std::time::Instant::now();
+        let e = passages("deep.html", nested.as_bytes()).unwrap_err();
+        assert!(matches!(e, ExtractError::TooDeep { .. }), "{e}");
+        assert!(e.to_string().contains("deep.html"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Void, self-closed and closed elements do not nest (a tag inside a comment
+        // counts: the scan errs high, never low).
+        assert_eq!(
+            approx_depth("<p>a<br><img src=x/><b>c</b></p><!-- <div> -->", 99),
+            2
+        );
+        let fine = format!("{}x{}", "<div>".repeat(500), "</div>".repeat(500));
+        assert!(passages("ok.html", fine.as_bytes()).is_ok());
+    }
 
     #[test]
     fn html_sections_with_headings_and_no_scripts() {
