@@ -365,3 +365,83 @@ fn policy_reloads_on_edit_or_sighup_and_a_broken_edit_keeps_the_old_one() {
         "{after}"
     );
 }
+
+/// Code sessions belong to their caller: over HTTP with two tokens, B naming A's session
+/// gets a session of its own (not A's variables); each caller may hold only its share of
+/// live sessions; a session started with 256 MiB cannot be asked to run under 16.
+#[test]
+fn code_sessions_belong_to_their_caller() {
+    let server = HttpServer::start(&[
+        "--policy",
+        "trusted",
+        "--token",
+        "alice:alice-secret-0123456789",
+        "--token",
+        "bob:bob-secret-0123456789ab",
+    ]);
+    let as_ = |token: &str, calls_json: Value| {
+        let r = python_client(&[
+            "--url",
+            &server.url,
+            "--token",
+            token,
+            "--calls",
+            &calls_json.to_string(),
+        ]);
+        calls(&r).clone()
+    };
+    let alice = "alice-secret-0123456789";
+    let bob = "bob-secret-0123456789ab";
+    let c = as_(
+        alice,
+        json!([["code", {"code": "secret = 41", "session_id": "s"}], ["code", {"code": "secret + 1", "session_id": "s"}]]),
+    );
+    assert_eq!(c[1]["structured"]["value"], "42", "{c:?}");
+    let c = as_(
+        bob,
+        json!([["code", {"code": "print(secret)", "session_id": "s"}]]),
+    );
+    let text = c[0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("NameError"),
+        "bob saw alice's session: {text}"
+    );
+    // Alice's session is untouched by Bob's.
+    let c = as_(
+        alice,
+        json!([["code", {"code": "secret", "session_id": "s"}]]),
+    );
+    assert_eq!(c[0]["structured"]["value"], "41", "{c:?}");
+
+    // Alice may hold 4 live sessions (she has "s"): three more, then a refusal …
+    let more: Vec<Value> = (1..=4)
+        .map(|i| json!(["code", {"code": "1", "session_id": format!("t{i}")}]))
+        .collect();
+    let c = as_(alice, Value::Array(more));
+    assert!(c[..3].iter().all(|x| x["is_error"] == false), "{c:?}");
+    assert_eq!(c[3]["is_error"], true, "{c:?}");
+    assert!(
+        c[3]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("most one caller may hold"),
+        "{c:?}"
+    );
+    // … while Bob still gets sessions.
+    let c = as_(bob, json!([["code", {"code": "2", "session_id": "b2"}]]));
+    assert_eq!(c[0]["is_error"], false, "{c:?}");
+
+    // Limits: the session's memory cap is fixed at its start; asking for less is refused.
+    let c = as_(
+        alice,
+        json!([["code", {"code": "x = bytearray(100 * 2**20)", "session_id": "s", "memory_mb": 16}]]),
+    );
+    assert_eq!(c[0]["is_error"], true, "{c:?}");
+    assert!(
+        c[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("use a new session_id"),
+        "{c:?}"
+    );
+}

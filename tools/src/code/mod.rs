@@ -229,8 +229,22 @@ impl Tool for Code {
                             "session_id {id:?} must be 1-64 characters of A-Z a-z 0-9 _ . -"
                         )));
                     }
+                    // Sessions belong to their caller (`cli`, `mcp-client:alice`, …).
+                    let owner = ctx
+                        .caller
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     self.sessions
-                        .run(engine, id, &p.code, limits, seed, ctx.cancel.clone())
+                        .run(
+                            engine,
+                            &owner,
+                            id,
+                            &p.code,
+                            limits,
+                            seed,
+                            ctx.cancel.clone(),
+                        )
                         .await
                 }
                 None => run(engine, &p.code, limits, seed, ctx.cancel.clone()).await,

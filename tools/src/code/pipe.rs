@@ -25,6 +25,14 @@ struct Inner {
     collecting: Option<Vec<u8>>,
 }
 
+/// Longest marker line kept (the driver's status line: a status, an exit code and the
+/// cell's value, itself cut to the output limit by the driver). Beyond it the line is
+/// dropped and reported as garbage, so a guest cannot grow host memory by never ending one.
+const MARK_LINE_MAX: usize = 128 * 1024;
+
+/// Most complete marker lines queued (the driver writes one per cell).
+const MARKS_MAX: usize = 8;
+
 /// Shared handle: the store holds one clone, the host reads another afterwards.
 ///
 /// With a marker, lines starting with it are taken out of the stream (never truncated)
@@ -72,16 +80,26 @@ impl TruncatingPipe {
         let mut inner = self.lock();
         while !bytes.is_empty() {
             if let Some(mut line) = inner.collecting.take() {
-                match bytes.iter().position(|b| *b == b'\n') {
+                let end = bytes.iter().position(|b| *b == b'\n');
+                let part = &bytes[..end.unwrap_or(bytes.len())];
+                // Past the cap the rest of the line is counted, not kept.
+                let room = MARK_LINE_MAX.saturating_sub(line.len());
+                line.extend_from_slice(&part[..room.min(part.len())]);
+                inner.dropped += part.len().saturating_sub(room) as u64;
+                match end {
                     Some(i) => {
-                        line.extend_from_slice(&bytes[..i]);
-                        inner
-                            .marks
-                            .push_back(String::from_utf8_lossy(&line).into_owned());
+                        let text = if line.len() >= MARK_LINE_MAX {
+                            // Not a status line the driver wrote: the session is ended.
+                            String::from("oversized marker line")
+                        } else {
+                            String::from_utf8_lossy(&line).into_owned()
+                        };
+                        if inner.marks.len() < MARKS_MAX {
+                            inner.marks.push_back(text);
+                        }
                         bytes = &bytes[i + 1..];
                     }
                     None => {
-                        line.extend_from_slice(bytes);
                         inner.collecting = Some(line);
                         bytes = &[];
                     }
@@ -180,5 +198,43 @@ impl StdoutStream for TruncatingPipe {
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_line_that_never_ends_is_capped() {
+        let p = TruncatingPipe::with_marker(64, "\0end\0");
+        p.push(b"before\0end\0{\"status\": ");
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..8 {
+            p.push(&chunk); // 8 MiB after the marker, no newline
+        }
+        {
+            let inner = p.lock();
+            let held = inner.collecting.as_ref().map_or(0, Vec::len);
+            assert!(held <= MARK_LINE_MAX, "{held} bytes held");
+            assert!(inner.dropped >= 7 << 20);
+        }
+        p.push(b"\n");
+        assert_eq!(p.next_mark().as_deref(), Some("oversized marker line"));
+        let (kept, _) = p.take();
+        assert_eq!(kept, b"before");
+    }
+
+    #[test]
+    fn marker_lines_queue_at_most_a_few() {
+        let p = TruncatingPipe::with_marker(64, "\0end\0");
+        for i in 0..100 {
+            p.push(format!("\0end\0{i}\n").as_bytes());
+        }
+        let mut n = 0;
+        while p.next_mark().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, MARKS_MAX);
     }
 }

@@ -2,6 +2,12 @@
 //! imports, functions) persists across calls. The driver reads length-prefixed cells from
 //! stdin; after each it writes a marker line on stderr. A limit hit, a crash or
 //! `sys.exit` ends that session cleanly (and says so); other sessions are unaffected.
+//!
+//! Sessions belong to their caller: the key is (caller, `session_id`), so another caller
+//! naming the same id gets a session of its own, never this one's variables or its next
+//! cell. Each caller may hold `max_per_caller` live sessions (all callers together
+//! `max_live`), and idle or old sessions are ended by a reaper task, not only when another
+//! session starts.
 
 use std::{
     collections::HashMap,
@@ -33,8 +39,10 @@ pub struct SessionPolicy {
     pub idle: Duration,
     /// A session older than this is ended.
     pub lifetime: Duration,
-    /// Most live sessions at once.
+    /// Most live sessions at once, all callers together.
     pub max_live: usize,
+    /// Most live sessions one caller may hold.
+    pub max_per_caller: usize,
 }
 
 impl Default for SessionPolicy {
@@ -43,6 +51,7 @@ impl Default for SessionPolicy {
             idle: Duration::from_secs(600),
             lifetime: Duration::from_secs(3600),
             max_live: 16,
+            max_per_caller: 4,
         }
     }
 }
@@ -58,6 +67,8 @@ struct Session {
     created: Instant,
     last_used: Mutex<Instant>,
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
+    /// The limits it was started with (its store's memory cap and pipes are fixed then).
+    limits: RunLimits,
 }
 
 impl Drop for Session {
@@ -66,11 +77,26 @@ impl Drop for Session {
     }
 }
 
+/// A session's key: its caller and its id.
+type Key = (String, String);
+
+type LiveMap = Arc<Mutex<HashMap<Key, Arc<Session>>>>;
+
 /// All live sessions of one tool instance.
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<String, Arc<Session>>>,
+    live: LiveMap,
     policy: SessionPolicy,
+    /// Ends idle and old sessions on a timer (started with the first session).
+    reaper: std::sync::OnceLock<JoinHandle<()>>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        if let Some(r) = self.reaper.get() {
+            r.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -88,20 +114,56 @@ struct CellEnd {
     exit_code: Option<i32>,
 }
 
+fn lock(live: &LiveMap) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Session>>> {
+    match live.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Ends sessions idle or alive for too long, or whose interpreter stopped.
+fn sweep(live: &LiveMap, policy: &SessionPolicy) {
+    let now = Instant::now();
+    lock(live).retain(|_, s| {
+        let idle = match s.last_used.lock() {
+            Ok(t) => now.duration_since(*t),
+            Err(_) => Duration::MAX,
+        };
+        idle < policy.idle
+            && now.duration_since(s.created) < policy.lifetime
+            && !s.task.is_finished()
+    });
+}
+
 impl Sessions {
     /// Sessions with the given lifetimes.
     pub fn new(policy: SessionPolicy) -> Self {
         Self {
-            live: Mutex::default(),
+            live: LiveMap::default(),
             policy,
+            reaper: std::sync::OnceLock::new(),
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        match self.live.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        }
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Session>>> {
+        lock(&self.live)
+    }
+
+    /// Starts the reaper (once, from inside the runtime): every few seconds it ends
+    /// sessions past their idle time or lifetime. It holds only a weak reference.
+    fn start_reaper(&self) {
+        self.reaper.get_or_init(|| {
+            let live = Arc::downgrade(&self.live);
+            let policy = self.policy;
+            let every = (policy.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(live) = live.upgrade() else { return };
+                    sweep(&live, &policy);
+                }
+            })
+        });
     }
 
     /// Number of live sessions.
@@ -109,32 +171,44 @@ impl Sessions {
         self.map().len()
     }
 
-    /// Ends sessions idle or alive for too long.
-    fn sweep(&self) {
-        let now = Instant::now();
-        self.map().retain(|_, s| {
-            let idle = match s.last_used.lock() {
-                Ok(t) => now.duration_since(*t),
-                Err(_) => Duration::MAX,
-            };
-            idle < self.policy.idle
-                && now.duration_since(s.created) < self.policy.lifetime
-                && !s.task.is_finished()
-        });
-    }
-
     fn get_or_start(
         &self,
         engine: &Arc<PythonEngine>,
-        id: &str,
+        key: &Key,
         limits: &RunLimits,
         seed: u64,
     ) -> Result<(Arc<Session>, bool), CodeError> {
-        self.sweep();
-        if let Some(s) = self.map().get(id) {
+        self.start_reaper();
+        sweep(&self.live, &self.policy);
+        if let Some(s) = self.map().get(key) {
+            // A session keeps the memory cap and output pipes it was started with: a call
+            // asking for less cannot have it here (it would silently get more).
+            let was = &s.limits;
+            if limits.memory_bytes < was.memory_bytes || limits.output_bytes < was.output_bytes {
+                return Err(CodeError::Engine(format!(
+                    "session {:?} was started with {} MiB of memory and {} KiB of output per \
+                     stream; this call asks for less ({} MiB, {} KiB), which a running session \
+                     cannot take — use a new session_id",
+                    key.1,
+                    was.memory_bytes >> 20,
+                    was.output_bytes >> 10,
+                    limits.memory_bytes >> 20,
+                    limits.output_bytes >> 10
+                )));
+            }
             return Ok((Arc::clone(s), false));
         }
-        if self.live_count() >= self.policy.max_live {
+        let (total, mine) = {
+            let map = self.map();
+            (map.len(), map.keys().filter(|k| k.0 == key.0).count())
+        };
+        if mine >= self.policy.max_per_caller {
+            return Err(CodeError::Engine(format!(
+                "this caller has {mine} live sessions, the most one caller may hold; reuse \
+                 one, end one (sys.exit()), or wait for idle ones to expire"
+            )));
+        }
+        if total >= self.policy.max_live {
             return Err(CodeError::Engine(format!(
                 "too many live sessions ({}); reuse one, or wait for idle ones to expire",
                 self.policy.max_live
@@ -189,19 +263,23 @@ impl Sessions {
             created: Instant::now(),
             last_used: Mutex::new(Instant::now()),
             memory_hit,
+            limits: *limits,
         });
-        self.map().insert(id.to_owned(), Arc::clone(&session));
+        self.map().insert(key.clone(), Arc::clone(&session));
         Ok((session, true))
     }
 
-    fn end(&self, id: &str) {
-        self.map().remove(id);
+    fn end(&self, key: &Key) {
+        self.map().remove(key);
     }
 
-    /// Runs one cell in session `id` (started on first use with `limits` and `seed`).
+    /// Runs one cell in `owner`'s session `id` (started on first use with `limits` and
+    /// `seed`). `owner` is the caller's identity: sessions of other callers are invisible.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         engine: &Arc<PythonEngine>,
+        owner: &str,
         id: &str,
         code: &str,
         limits: RunLimits,
@@ -209,7 +287,8 @@ impl Sessions {
         cancel: CancellationToken,
     ) -> Result<RunOutput, CodeError> {
         let started = Instant::now();
-        let (session, _new) = self.get_or_start(engine, id, &limits, seed)?;
+        let key: Key = (owner.to_owned(), id.to_owned());
+        let (session, _new) = self.get_or_start(engine, &key, &limits, seed)?;
         let _busy = session.busy.lock().await;
         if let Ok(mut t) = session.last_used.lock() {
             *t = Instant::now();
@@ -222,7 +301,7 @@ impl Sessions {
             let mut frame = (code.len() as u64).to_le_bytes().to_vec();
             frame.extend_from_slice(code.as_bytes());
             if input.write_all(&frame).await.is_err() {
-                self.end(id);
+                self.end(&key);
                 return Err(CodeError::Engine(
                     "the session's interpreter is gone".into(),
                 ));
@@ -330,7 +409,7 @@ impl Sessions {
         output.files = list_files(session.scratch.path());
         output.duration_ms = started.elapsed().as_millis() as u64;
         if output.session_ended {
-            self.end(id);
+            self.end(&key);
         }
         Ok(output)
     }
