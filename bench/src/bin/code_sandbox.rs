@@ -66,7 +66,15 @@ async fn main() -> Result<()> {
     // Session calls.
     let sessions = Sessions::default();
     sessions
-        .run(&engine, "bench", "x = 0", limits(10_000), 0, cancel.clone())
+        .run(
+            &engine,
+            "cli",
+            "bench",
+            "x = 0",
+            limits(10_000),
+            0,
+            cancel.clone(),
+        )
         .await?;
     let mut lat = Vec::new();
     for _ in 0..runs {
@@ -74,6 +82,7 @@ async fn main() -> Result<()> {
         sessions
             .run(
                 &engine,
+                "cli",
                 "bench",
                 "x = x + 1",
                 limits(10_000),

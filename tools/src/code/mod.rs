@@ -8,6 +8,7 @@ pub mod install;
 mod pipe;
 mod run;
 mod session;
+mod stdin;
 
 use std::{
     path::{Path, PathBuf},

@@ -67,6 +67,10 @@ struct Session {
     created: Instant,
     last_used: Mutex<Instant>,
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while the guest is blocked reading stdin (see `stdin.rs`).
+    waiting: Arc<std::sync::atomic::AtomicBool>,
+    /// Notified when the guest starts waiting on stdin.
+    on_wait: Arc<tokio::sync::Notify>,
     /// The limits it was started with (its store's memory cap and pipes are fixed then).
     limits: RunLimits,
 }
@@ -219,6 +223,8 @@ impl Sessions {
             .tempdir()
             .map_err(|e| CodeError::io(std::path::Path::new("scratch"), e))?;
         let (host_end, guest_end) = tokio::io::duplex(1 << 20);
+        let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_wait = Arc::new(tokio::sync::Notify::new());
         let stdout = TruncatingPipe::new(limits.output_bytes);
         let stderr = TruncatingPipe::with_marker(limits.output_bytes, MARK_END);
         let mut store = new_store(
@@ -226,7 +232,11 @@ impl Sessions {
             limits,
             seed,
             scratch.path(),
-            AsyncStdinStream::new(guest_end),
+            super::stdin::WatchedStdin::new(
+                AsyncStdinStream::new(guest_end),
+                Arc::clone(&waiting),
+                Arc::clone(&on_wait),
+            ),
             &stdout,
             &stderr,
             &[("VERITY_MODE", "session")],
@@ -263,6 +273,8 @@ impl Sessions {
             created: Instant::now(),
             last_used: Mutex::new(Instant::now()),
             memory_hit,
+            waiting,
+            on_wait,
             limits: *limits,
         });
         self.map().insert(key.clone(), Arc::clone(&session));
@@ -317,14 +329,30 @@ impl Sessions {
         let deadline = tokio::time::Instant::now() + limits.wall;
         let quota = super::run::watch_quota(session.scratch.path(), limits.scratch_bytes);
         tokio::pin!(quota);
+        // A marker ends the cell only once the guest also waits for the next one on stdin
+        // (the cell's code can print a marker itself; see `stdin.rs`).
+        let mut marked: Option<CellEnd> = None;
         let outcome = loop {
             let written = session.stderr.written();
             tokio::pin!(written);
             written.as_mut().enable();
-            if let Some(line) = session.stderr.next_mark() {
-                match serde_json::from_str::<CellEnd>(&line) {
-                    Ok(end) => break Outcome::Cell(end),
-                    Err(_) => break Outcome::Ended,
+            let waited = session.on_wait.notified();
+            tokio::pin!(waited);
+            waited.as_mut().enable();
+            if marked.is_none() {
+                if let Some(line) = session.stderr.next_mark() {
+                    match serde_json::from_str::<CellEnd>(&line) {
+                        Ok(end) => marked = Some(end),
+                        Err(_) => break Outcome::Ended,
+                    }
+                }
+            }
+            // (An interpreter that exited after its marker — `sys.exit` — is done too.)
+            let idle = session.waiting.load(std::sync::atomic::Ordering::SeqCst)
+                || session.task.is_finished();
+            if marked.is_some() && idle {
+                if let Some(end) = marked.take() {
+                    break Outcome::Cell(end);
                 }
             }
             if session.task.is_finished() {
@@ -332,6 +360,7 @@ impl Sessions {
             }
             tokio::select! {
                 () = &mut written => {}
+                () = &mut waited => {}
                 () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
                 () = cancel.cancelled() => break Outcome::Cancelled,
                 () = &mut quota => break Outcome::DiskFull,
