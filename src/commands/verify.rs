@@ -97,15 +97,23 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
             if !args.json {
                 println!(
-                    "{}: replay — {} tool calls re-executed ({} identical), {} rewards recomputed ({} identical), {} groups recomputed ({} identical)",
+                    "{}: replay — {} tool calls re-executed ({} identical), {} rewards recomputed ({} identical), {} groups recomputed ({} identical), {} model calls' token ids decoded ({} match their text)",
                     f.display(),
                     r.calls,
                     r.calls_ok,
                     r.rewards,
                     r.rewards_ok,
                     r.groups,
-                    r.groups_ok
+                    r.groups_ok,
+                    r.turns,
+                    r.turns_ok
                 );
+                for m in &r.tokenizers_missing {
+                    println!(
+                        "  note: no local tokenizer.json with the recorded digest for {m}: its \
+                         token ids were not checked against its text"
+                    );
+                }
                 for p in r.problems.iter().take(20) {
                     println!("  MISMATCH {p}");
                 }

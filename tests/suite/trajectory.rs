@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::common::{python, repo, stderr, stdout, verity, write_file};
 
@@ -280,4 +280,82 @@ fn verify_names_the_first_damaged_record() {
     let last: Value = serde_json::from_str(lines[1]).unwrap();
     let (code, out) = expect(last["integrity"]["digest"].as_str().unwrap());
     assert_eq!(code, Some(0), "{out}");
+}
+
+/// `verify --replay` decodes each model call's recorded token ids with the model's own
+/// tokenizer (found beside it, its digest the recorded one): a record re-sealed with a new
+/// answer — a valid chain, a consistent reward — fails because its ids say otherwise.
+#[test]
+fn replay_checks_recorded_text_against_its_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    let out = Command::new(verity())
+        .args(["model", "tiny", "--out"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let file = dir.path().join("r.jsonl");
+    let config = write_file(dir.path(), "config.toml", "");
+    let out = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--max-tokens-per-call",
+            "24",
+            "--max-turns",
+            "1",
+            "--record",
+        ])
+        .arg(&file)
+        .arg("Say something.")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("recorded to"), "{}", stderr(&out));
+    let replay = |f: &std::path::Path| {
+        let o = Command::new(verity())
+            .args(["verify", "--replay"])
+            .arg(f)
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o))
+    };
+    let (code, text) = replay(&file);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("1 model calls' token ids decoded (1 match their text)"),
+        "{text}"
+    );
+
+    // Re-sealed with another answer: the chain is valid, the ids are not that text.
+    let mut r: Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let forged = "The answer is 42.";
+    r["turns"][0]["text"] = json!(forged);
+    r["outcome"]["answer"] = json!(forged);
+    if let Some(m) = r["messages"].as_array_mut().and_then(|m| m.last_mut()) {
+        m["content"] = json!(forged);
+    }
+    let resealed = dir.path().join("resealed.jsonl");
+    verity_runtime::trajectory::chain::ChainWriter::open(&resealed)
+        .unwrap()
+        .append(&mut r)
+        .unwrap();
+    let (code, _) = verify(&resealed);
+    assert_eq!(code, Some(0), "the chain alone cannot tell");
+    let (code, text) = replay(&resealed);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("is not what its") && text.contains("token ids decode to"),
+        "{text}"
+    );
 }

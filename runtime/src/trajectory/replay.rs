@@ -1,9 +1,14 @@
 //! `verity verify --replay`: what a record claims, done again. Deterministic tools are
 //! re-executed with the recorded arguments and limits and must give the same `io_digest`;
 //! rewards are recomputed with the recorded verifier; group statistics are recomputed from
-//! their members' rewards.
+//! their members' rewards. Each model call's token ids are decoded with the model's own
+//! tokenizer (when its file is here and its digest is the recorded one) and must contain the
+//! recorded text: a record re-sealed with another answer fails unless its ids were forged
+//! to match too.
 
 use std::{collections::HashMap, io::BufRead, path::Path};
+
+use sha2::Digest as _;
 
 use serde::Serialize;
 use serde_json::json;
@@ -30,6 +35,13 @@ pub struct ReplayReport {
     pub rewards: usize,
     /// Of them, equal to the recorded one.
     pub rewards_ok: usize,
+    /// Model calls whose token ids were decoded and compared with their text.
+    pub turns: usize,
+    /// Of them, whose ids decode to the recorded text.
+    pub turns_ok: usize,
+    /// Models whose tokenizer was not found here (or differs from the recorded one): their
+    /// calls' ids were not checked against their text.
+    pub tokenizers_missing: Vec<String>,
     /// Group records recomputed.
     pub groups: usize,
     /// Of them, identical.
@@ -43,6 +55,7 @@ pub struct ReplayReport {
 pub async fn replay(path: &Path) -> std::io::Result<ReplayReport> {
     let registry = ToolRegistry::with_builtins();
     let mut report = ReplayReport::default();
+    let mut tokenizers = Tokenizers::default();
     let mut rewards_by_digest: HashMap<String, f64> = HashMap::new();
     let file = std::fs::File::open(path)?;
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -53,6 +66,7 @@ pub async fn replay(path: &Path) -> std::io::Result<ReplayReport> {
         let at = format!("line {}", n + 1);
         match Record::from_json_line(&line) {
             Ok(Record::Traj(r)) => {
+                replay_tokens(&mut tokenizers, &r, &at, &mut report);
                 replay_traj(&registry, &r, &at, &mut report).await;
                 if let (Some(reward), Some(i)) = (&r.reward, &r.integrity) {
                     rewards_by_digest.insert(i.digest.clone(), reward.total);
@@ -65,6 +79,77 @@ pub async fn replay(path: &Path) -> std::io::Result<ReplayReport> {
         }
     }
     Ok(report)
+}
+
+/// Tokenizers by model, loaded once (`None`: not available here).
+#[derive(Default)]
+struct Tokenizers(HashMap<String, Option<tokenizers::Tokenizer>>);
+
+impl Tokenizers {
+    /// The model's tokenizer: `tokenizer.json` in its local folder (the record's `model`,
+    /// or the path in `verity-tiny (PATH)`), used only if its digest is the recorded one.
+    fn get(&mut self, r: &TrajRecord) -> Option<&tokenizers::Tokenizer> {
+        let p = &r.policy;
+        self.0
+            .entry(p.model.clone())
+            .or_insert_with(|| {
+                let want = p.digests.get("tokenizer")?;
+                let dir = p
+                    .model
+                    .rsplit_once(" (")
+                    .and_then(|(_, rest)| rest.strip_suffix(')'))
+                    .unwrap_or(&p.model);
+                let file = Path::new(dir).join("tokenizer.json");
+                let bytes = std::fs::read(&file).ok()?;
+                let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+                if &got != want {
+                    return None;
+                }
+                tokenizers::Tokenizer::from_bytes(&bytes).ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Letters and digits only: what a text and its decoded ids must share whatever the
+/// parser stripped (tool-call markup, reasoning) and however spaces were rendered.
+fn skeleton(s: &str) -> String {
+    s.chars().filter(|c| c.is_alphanumeric()).collect()
+}
+
+fn replay_tokens(tokenizers: &mut Tokenizers, r: &TrajRecord, at: &str, report: &mut ReplayReport) {
+    let with_ids: Vec<_> = r
+        .turns
+        .iter()
+        .filter(|t| t.gen_ids.is_some() && !t.text.trim().is_empty())
+        .collect();
+    if with_ids.is_empty() {
+        return;
+    }
+    let Some(tok) = tokenizers.get(r) else {
+        if !report.tokenizers_missing.contains(&r.policy.model) {
+            report.tokenizers_missing.push(r.policy.model.clone());
+        }
+        return;
+    };
+    for t in with_ids {
+        let Some(ids) = &t.gen_ids else { continue };
+        report.turns += 1;
+        match tok.decode(ids, false) {
+            Ok(decoded) if skeleton(&decoded).contains(&skeleton(&t.text)) => report.turns_ok += 1,
+            Ok(decoded) => report.problems.push(format!(
+                "{at}: turn {}: the recorded text {:?} is not what its {} token ids decode to ({:?})",
+                t.index,
+                t.text.chars().take(60).collect::<String>(),
+                ids.len(),
+                decoded.chars().take(60).collect::<String>()
+            )),
+            Err(e) => report.problems.push(format!(
+                "{at}: turn {}: its token ids do not decode with the model's tokenizer: {e}",
+                t.index
+            )),
+        }
+    }
 }
 
 async fn replay_traj(registry: &ToolRegistry, r: &TrajRecord, at: &str, report: &mut ReplayReport) {
