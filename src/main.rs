@@ -45,6 +45,8 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Score an answer against a ground truth with any verifier (as rollouts score).
     Score(commands::score::ScoreArgs),
+    /// Make a key for signing trajectory records (`--sign`; `verify --key`).
+    Key(commands::key::KeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Rollout(args) => commands::rollout::run(*args),
         Command::Export(args) => commands::export::run(args),
         Command::Score(args) => commands::score::run(args),
+        Command::Key(args) => commands::key::run(args),
     };
     match result {
         Ok(code) => code,

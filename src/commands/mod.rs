@@ -4,6 +4,7 @@ pub mod agent_opts;
 pub mod chat;
 pub mod export;
 pub mod index;
+pub mod key;
 pub mod model;
 pub mod policy;
 pub mod rollout;

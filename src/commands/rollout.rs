@@ -49,6 +49,10 @@ pub struct RolloutArgs {
     /// Dr. GRPO and RLOO advantages are written too, whatever this says.
     #[arg(long, default_value = "verl")]
     grpo_norm: verity_runtime::trajectory::group::GrpoNorm,
+    /// Sign every record with this key (`verity key new`): `verify --key KEY.pub` then
+    /// proves who recorded the file.
+    #[arg(long)]
+    sign: Option<PathBuf>,
     #[command(flatten)]
     opts: AgentOpts,
 }
@@ -104,7 +108,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let writer = ChainWriter::open(&args.out)?;
+        let writer = super::key::signed(ChainWriter::open(&args.out)?, args.sign.as_deref())?;
         let model = resolved.backend(concurrency > 1).await?;
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {

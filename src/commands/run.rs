@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Append the run as a `verity.traj/1` record to this JSONL file (hash-chained).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Sign the record with this key (`verity key new`): `verify --key KEY.pub` then
+    /// proves who recorded it.
+    #[arg(long, requires = "record")]
+    sign: Option<PathBuf>,
     #[command(flatten)]
     opts: AgentOpts,
 }
@@ -47,7 +51,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         // Open the record file first: a damaged file is refused before any model time.
         let mut writer = match &args.record {
-            Some(p) => Some(ChainWriter::open(p)?),
+            Some(p) => Some(super::key::signed(
+                ChainWriter::open(p)?,
+                args.sign.as_deref(),
+            )?),
             None => None,
         };
         let model = resolved.backend(false).await?;

@@ -24,6 +24,10 @@ pub struct VerifyArgs {
     /// cutting records off the end and rewriting the head file is caught too.
     #[arg(long)]
     expect_head: Option<String>,
+    /// Every record must be signed by this key (a `.pub` file from `verity key new`, or
+    /// `ed25519:<hex>`): a file re-sealed by anyone without the private key fails.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -32,10 +36,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         args.expect_head.is_none() || args.files.len() == 1,
         "--expect-head names the end of one file: give exactly one"
     );
+    let expect_key = match &args.key {
+        Some(k) => Some(verity_runtime::trajectory::sign::read_public(k)?),
+        None => None,
+    };
     let mut ok = true;
     let mut reports = Vec::new();
     for f in &args.files {
-        let mut report = chain::verify(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut report = chain::verify_signed(f, expect_key.as_deref())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         if let (Some(want), None) = (&args.expect_head, &report.first_error) {
             if report.head.as_ref() != Some(want) {
                 report.first_error = Some((
@@ -68,8 +77,21 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                              --expect-head)"
                         }
                     };
+                    let signed = match (&expect_key, report.signed_by.len()) {
+                        (Some(k), _) => format!("; every record signed by {k}"),
+                        (None, 0) => String::new(),
+                        (None, _) => format!(
+                            "; signed by {} (give --key to require a key you trust)",
+                            report
+                                .signed_by
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
                     println!(
-                        "{}: ok — {} records, hash chain intact ({}); {end}",
+                        "{}: ok — {} records, hash chain intact ({}); {end}{signed}",
                         f.display(),
                         report.valid,
                         kinds.join(", ")

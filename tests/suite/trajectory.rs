@@ -359,3 +359,126 @@ fn replay_checks_recorded_text_against_its_token_ids() {
         "{text}"
     );
 }
+
+/// Signed records: `verity key new`, `run --record --sign`, `verify --key`. A file re-sealed
+/// without the key (a valid chain, unsigned or signed by another key) fails.
+#[test]
+fn signed_records_fail_verification_when_resealed_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys").join("me.key");
+    let out = Command::new(verity())
+        .args(["key", "new", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key_id = stdout(&out).trim().to_owned();
+    assert!(key_id.starts_with("ed25519:"), "{key_id}");
+    let public = dir.path().join("keys").join("me.key.pub");
+    // Never overwritten.
+    let again = Command::new(verity())
+        .args(["key", "new", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+
+    let model = dir.path().join("tiny");
+    assert!(Command::new(verity())
+        .args(["model", "tiny", "--out"])
+        .arg(&model)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let file = dir.path().join("signed.jsonl");
+    let config = write_file(dir.path(), "config.toml", "");
+    for prompt in ["one", "two"] {
+        let out = Command::new(verity())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--model")
+            .arg(&model)
+            .args(["--max-tokens-per-call", "8", "--max-turns", "1", "--record"])
+            .arg(&file)
+            .arg("--sign")
+            .arg(&key)
+            .arg(prompt)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(stderr(&out).contains("recorded to"), "{}", stderr(&out));
+    }
+    let verify_key = |f: &std::path::Path, k: &str| {
+        let o = Command::new(verity())
+            .args(["verify", "--key", k])
+            .arg(f)
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    let (code, out, err) = verify_key(&file, public.to_str().unwrap());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("every record signed by"), "{out}");
+    let (code, out, _) = verify_key(&file, &key_id);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Re-sealed (a valid chain) without the key: unsigned, then signed by another key.
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reseal = |name: &str, other: Option<&std::path::Path>| {
+        let path = dir.path().join(name);
+        let mut w = verity_runtime::trajectory::chain::ChainWriter::open(&path).unwrap();
+        if let Some(k) = other {
+            w = w.with_signer(std::sync::Arc::new(
+                verity_runtime::trajectory::sign::Signer::load(k).unwrap(),
+            ));
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let mut l = l.clone();
+            if i == 1 {
+                l["outcome"]["answer"] = json!("forged");
+            }
+            w.append(&mut l).unwrap();
+        }
+        path
+    };
+    let unsigned = reseal("unsigned.jsonl", None);
+    assert_eq!(
+        verify(&unsigned).0,
+        Some(0),
+        "without --key the chain is all there is"
+    );
+    let (code, out, _) = verify_key(&unsigned, public.to_str().unwrap());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("line 1") && out.contains("not signed"),
+        "{out}"
+    );
+    let mallory = dir.path().join("mallory.key");
+    verity_runtime::trajectory::sign::Signer::generate(&mallory).unwrap();
+    let other = reseal("other.jsonl", Some(&mallory));
+    let (code, out, _) = verify_key(&other, public.to_str().unwrap());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("is signed by ed25519:") && out.contains("not by --key"),
+        "{out}"
+    );
+    // A signed record edited in place: its digest no longer matches.
+    let edited = dir.path().join("edited.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &edited,
+        text.replacen("\"stop\":", "\"stop\" :", 1).replacen(
+            "\"max_turns\":1",
+            "\"max_turns\":2",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = verify_key(&edited, public.to_str().unwrap());
+    assert_eq!(code, Some(1), "{out}");
+}

@@ -18,7 +18,7 @@ pub fn to_canonical(v: &Value) -> String {
 /// Appends the canonical text of `v` to `out`. `skip` leaves one key out of one nested
 /// object (`("integrity", "digest")`: a record's digest covers everything but itself) —
 /// without copying the record.
-fn write(v: &Value, out: &mut Vec<u8>, skip: Option<(&str, &str)>) {
+fn write(v: &Value, out: &mut Vec<u8>, skip: Option<(&str, &[&str])>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -68,11 +68,11 @@ fn write(v: &Value, out: &mut Vec<u8>, skip: Option<(&str, &str)>) {
     }
 }
 
-/// An object with one key left out (anything else as is).
-fn write_without(v: &Value, key: &str, out: &mut Vec<u8>) {
+/// An object with some keys left out (anything else as is).
+fn write_without(v: &Value, skip: &[&str], out: &mut Vec<u8>) {
     match v {
-        Value::Object(m) if m.contains_key(key) => {
-            let mut keys: Vec<&String> = m.keys().filter(|k| *k != key).collect();
+        Value::Object(m) if skip.iter().any(|k| m.contains_key(*k)) => {
+            let mut keys: Vec<&String> = m.keys().filter(|k| !skip.contains(&k.as_str())).collect();
             keys.sort_unstable();
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
@@ -120,6 +120,11 @@ pub fn digest(v: &Value) -> String {
 
 /// [`digest`] of `v` as if `v[outer][inner]` were absent.
 pub fn digest_without(v: &Value, outer: &str, inner: &str) -> String {
+    digest_without_keys(v, outer, &[inner])
+}
+
+/// [`digest`] of `v` as if each `v[outer][k]` for `k` in `inner` were absent.
+pub fn digest_without_keys(v: &Value, outer: &str, inner: &[&str]) -> String {
     let mut out = Vec::with_capacity(4096);
     write(v, &mut out, Some((outer, inner)));
     hash_hex(&out)

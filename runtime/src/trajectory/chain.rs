@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    canonical::digest_without,
+    canonical::digest_without_keys,
     record::{Integrity, Record},
 };
 
@@ -41,9 +41,9 @@ struct HeadFile {
     head: String,
 }
 
-/// Digest of a record: everything but `integrity.digest`.
+/// Digest of a record: everything but `integrity.digest` and `integrity.signature`.
 pub fn record_digest(record: &Value) -> String {
-    digest_without(record, "integrity", "digest")
+    digest_without_keys(record, "integrity", &["digest", "signature"])
 }
 
 /// Appends records to one file, continuing its chain.
@@ -52,6 +52,8 @@ pub struct ChainWriter {
     path: PathBuf,
     file: std::fs::File,
     prev: Option<String>,
+    /// Signs each record's digest, when given.
+    signer: Option<std::sync::Arc<super::sign::Signer>>,
 }
 
 /// Why a file cannot be appended to.
@@ -144,7 +146,14 @@ impl ChainWriter {
             path: path.to_path_buf(),
             file,
             prev,
+            signer: None,
         })
+    }
+
+    /// Signs every record appended from now on.
+    pub fn with_signer(mut self, signer: std::sync::Arc<super::sign::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// Rewrites `FILE.head` to name the last record (a temporary file renamed over it, so
@@ -171,6 +180,12 @@ impl ChainWriter {
         let d = record_digest(record);
         if let Some(Value::Object(i)) = record.get_mut("integrity") {
             i.insert("digest".into(), Value::String(d.clone()));
+            if let Some(s) = &self.signer {
+                i.insert(
+                    "signature".into(),
+                    serde_json::to_value(s.sign(&d)).unwrap_or(Value::Null),
+                );
+            }
         }
         let mut line = serde_json::to_vec(record).map_err(|source| ChainError::Encode {
             path: self.path.display().to_string(),
@@ -201,9 +216,14 @@ impl ChainWriter {
             source,
         })?;
         let digest = self.append(&mut value)?;
+        let signature = value
+            .get("integrity")
+            .and_then(|i| i.get("signature"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
         let integrity = Some(Integrity {
             prev,
             digest: digest.clone(),
+            signature,
         });
         match record {
             Record::Traj(t) => t.integrity = integrity,
@@ -244,6 +264,10 @@ pub struct ChainReport {
     pub head: Option<String>,
     /// What `FILE.head` says of the file's end.
     pub head_file: HeadCheck,
+    /// Records by signing key (`ed25519:…`; valid signatures only).
+    pub signed_by: std::collections::BTreeMap<String, usize>,
+    /// Records without a signature.
+    pub unsigned: usize,
 }
 
 /// The file's end against its head file.
@@ -282,6 +306,8 @@ struct Checked {
     stated: String,
     link: Option<Option<String>>,
     kind: String,
+    /// The key that signed it (its signature checked), if signed.
+    signer: Option<String>,
 }
 
 fn check_record(line: &[u8]) -> Result<Checked, String> {
@@ -294,7 +320,22 @@ fn check_record(line: &[u8]) -> Result<Checked, String> {
     if record_digest(&record) != stated {
         return Err("its content does not match its digest (edited)".into());
     }
+    let signer = match integrity.and_then(|i| i.get("signature")) {
+        None => None,
+        Some(s) => {
+            let sig: super::record::Signature = serde_json::from_value(s.clone())
+                .map_err(|e| format!("integrity.signature is not a signature ({e})"))?;
+            if !super::sign::verify(stated, &sig) {
+                return Err(format!(
+                    "its signature by {} does not verify (signed content was changed)",
+                    sig.key
+                ));
+            }
+            Some(sig.key)
+        }
+    };
     Ok(Checked {
+        signer,
         stated: stated.to_owned(),
         link: integrity
             .and_then(|i| i.get("prev"))
@@ -337,6 +378,12 @@ fn check_batch(batch: &[(usize, Vec<u8>)], threads: usize) -> Vec<Result<Checked
 /// Checks every record's digest (in parallel: records are independent) and its link to
 /// the one before (in order). The first bad line is reported, as a sequential check would.
 pub fn verify(path: &Path) -> io::Result<ChainReport> {
+    verify_signed(path, None)
+}
+
+/// [`verify`], and with `expect_key` (`ed25519:<hex>`) every record must carry a valid
+/// signature by that key: the first that does not is the report's error.
+pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainReport> {
     let file = std::fs::File::open(path)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
@@ -346,6 +393,8 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
         kinds: Default::default(),
         head: None,
         head_file: HeadCheck::Missing,
+        signed_by: Default::default(),
+        unsigned: 0,
     };
     let stated_head = match read_head(path) {
         Ok(h) => h,
@@ -402,6 +451,22 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
                         report.first_error = Some((*line, "no integrity.prev".into()));
                         return Ok(report);
                     }
+                }
+                if let Some(want) = expect_key {
+                    if checked.signer.as_deref() != Some(want) {
+                        report.first_error = Some((
+                            *line,
+                            match &checked.signer {
+                                None => format!("it is not signed (--key {want})"),
+                                Some(k) => format!("it is signed by {k}, not by --key {want}"),
+                            },
+                        ));
+                        return Ok(report);
+                    }
+                }
+                match checked.signer {
+                    Some(k) => *report.signed_by.entry(k).or_default() += 1,
+                    None => report.unsigned += 1,
                 }
                 *report.kinds.entry(checked.kind).or_default() += 1;
                 report.valid += 1;

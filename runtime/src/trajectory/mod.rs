@@ -19,6 +19,7 @@ pub mod chain;
 pub mod group;
 pub mod record;
 pub mod replay;
+pub mod sign;
 
 use std::{
     collections::BTreeMap,

@@ -653,9 +653,21 @@ pub struct Integrity {
     /// The previous record's digest (null first).
     pub prev: Option<String>,
     /// SHA-256 of the canonical JSON (keys sorted, no whitespace, floats at 15 significant
-    /// digits) of the record without `integrity.digest`.
+    /// digits) of the record without `integrity.digest` and `integrity.signature`.
     #[schemars(schema_with = "digest_schema")]
     pub digest: String,
+    /// An Ed25519 signature of `digest` (written with `--sign KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// A signature of a record's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Signature {
+    /// The signing key: `ed25519:<hex public key>`.
+    pub key: String,
+    /// The Ed25519 signature of the digest's text, hex.
+    pub sig: String,
 }
 
 /// The group of a task's samples.
