@@ -22,7 +22,7 @@ use std::{
 };
 
 use serde_json::Value;
-use verity_runtime::trajectory::{chain::ChainWriter, group, Record, TaskInfo};
+use verity_runtime::trajectory::{chain::ChainWriter, group, sign::Signer, Record, TaskInfo};
 
 const TASKS: &str = concat!(
     r#"{"id": "add", "prompt": "What is 2+2?", "ground_truth": "4", "verifier": {"type": "math"}, "tools": ["calculator"]}"#,
@@ -72,6 +72,11 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let big = dir.path().join("big.jsonl");
     let mut w = ChainWriter::open(&big)?;
+    // The same records, signed (`--sign`), for `verify --key`.
+    let key = dir.path().join("bench.key");
+    let signer = std::sync::Arc::new(Signer::generate(&key)?);
+    let signed = dir.path().join("signed.jsonl");
+    let mut ws = ChainWriter::open(&signed)?.with_signer(signer);
     let mut runs = 0usize;
     for k in 0..replicas {
         let mut digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -85,6 +90,7 @@ fn main() -> anyhow::Result<()> {
                         t.group_id = Some(task.id.clone());
                     }
                     t.integrity = None;
+                    ws.append_record(&mut r.clone())?;
                     let d = w.append_record(&mut r)?;
                     if let Record::Traj(t) = &r {
                         digests
@@ -103,11 +109,16 @@ fn main() -> anyhow::Result<()> {
                     g.stats.members = members;
                     g.integrity = None;
                     w.append_record(&mut r)?;
+                    if let Record::Group(g) = &mut r {
+                        g.integrity = None;
+                    }
+                    ws.append_record(&mut r)?;
                 }
             }
         }
     }
     drop(w);
+    drop(ws);
     let mb = std::fs::metadata(&big)?.len() as f64 / 1e6;
     println!(
         "export: {runs} runs ({mb:.1} MB, {} tasks), verify + every format:",
@@ -134,6 +145,18 @@ fn main() -> anyhow::Result<()> {
         runs as f64 / secs,
         secs,
         mb / secs
+    );
+    let signed_s = signed.to_string_lossy().into_owned();
+    let public = verity_runtime::trajectory::sign::public_path(&key);
+    let public_s = public.to_string_lossy().into_owned();
+    let smb = std::fs::metadata(&signed)?.len() as f64 / 1e6;
+    let secs = time(&["verify", "--key", &public_s, &signed_s])?;
+    println!(
+        "  {:<12} {:>8.0} records/s  ({:.2} s, {:.0} MB/s, every signature checked)",
+        "verify --key",
+        runs as f64 / secs,
+        secs,
+        smb / secs
     );
     for (format, ext, rows) in [
         ("openai", "jsonl", runs),
