@@ -429,3 +429,27 @@ fn a_forged_end_marker_does_not_end_the_cell() {
     // The next cell gets a fresh interpreter, not the forger's.
     assert_eq!(c[1]["structured"]["value"], "2", "{report}");
 }
+
+/// The scratch quota counts at any depth and counts sparse files by their size: 40 MiB
+/// under 40 nested directories, and a 1 TB sparse file written as the code ends, each stop
+/// the run as `disk`.
+#[test]
+fn the_disk_quota_counts_every_depth_and_sparse_files() {
+    let deep = "import os\np = '.'\nfor i in range(40):\n    p = os.path.join(p, 'd')\n    os.mkdir(p)\nopen(os.path.join(p, 'big'), 'wb').write(b'x' * (40 * 2**20))";
+    let sparse = "f = open('sparse', 'wb')\nf.seek(10**12)\nf.write(b'x')\nf.close()";
+    let report = serve_and_call(
+        &json!([
+            ["code", {"code": deep}],
+            ["code", {"code": sparse}],
+            ["code", {"code": sparse, "session_id": "q"}],
+            ["code", {"code": "1 + 1"}]
+        ]),
+        &[],
+    );
+    let c = calls(&report);
+    for (i, what) in [(0, "deep"), (1, "sparse"), (2, "sparse in a session")] {
+        assert_eq!(c[i]["structured"]["limit_hit"], "disk", "{what}: {}", c[i]);
+    }
+    assert_eq!(c[2]["structured"]["session_ended"], true, "{}", c[2]);
+    assert_eq!(c[3]["structured"]["value"], "2");
+}

@@ -258,6 +258,13 @@ pub async fn run(
     };
     let memory_hit = store.data().memory_hit();
     drop(store);
+    // What was written after the watcher's last look (it looks every 20 ms) still counts.
+    let ended = match ended {
+        Ended::Exited(_) | Ended::Trapped(_) if dir_size(scratch.path()) > limits.scratch_bytes => {
+            Ended::DiskFull
+        }
+        other => other,
+    };
 
     let (out, out_dropped) = stdout.take();
     let (err, err_dropped) = stderr.take();
@@ -334,27 +341,43 @@ pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
 pub(crate) async fn watch_quota(dir: &Path, quota: u64) {
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if dir_size(dir, 0) > quota {
+        if dir_size(dir) > quota {
             return;
         }
     }
 }
 
-fn dir_size(dir: &Path, depth: u32) -> u64 {
-    if depth > 32 {
-        return 0;
+/// Most entries the scratch directory may hold (each is walked every 20 ms).
+const MAX_SCRATCH_ENTRIES: u64 = 100_000;
+
+/// What the scratch directory holds, counted the way the quota means it: every file by its
+/// length (a sparse file counts its whole size), every directory as 4 KiB, at any depth
+/// (walked with a stack, not recursion; symlinks not followed). A tree of more than
+/// [`MAX_SCRATCH_ENTRIES`] entries counts as over any quota.
+pub(crate) fn dir_size(root: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut entries = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(list) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in list.filter_map(Result::ok) {
+            entries += 1;
+            if entries > MAX_SCRATCH_ENTRIES {
+                return u64::MAX;
+            }
+            match std::fs::symlink_metadata(e.path()) {
+                Ok(m) if m.is_dir() => {
+                    total = total.saturating_add(4096);
+                    stack.push(e.path());
+                }
+                Ok(m) => total = total.saturating_add(m.len()),
+                Err(_) => {}
+            }
+        }
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path(), depth + 1),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
+    total
 }
 
 pub(crate) fn list_files(root: &Path) -> Vec<FileEntry> {

@@ -431,6 +431,14 @@ impl Sessions {
         {
             output.limit_hit.get_or_insert(LimitHit::Memory);
         }
+        // What was written after the quota watcher's last look still counts: the session
+        // ends (its scratch directory with it).
+        if output.limit_hit.is_none()
+            && super::run::dir_size(session.scratch.path()) > limits.scratch_bytes
+        {
+            output.limit_hit = Some(LimitHit::Disk);
+            output.session_ended = true;
+        }
         if output.limit_hit.is_none() && (output.stdout_truncated || output.stderr_truncated) {
             output.limit_hit = Some(LimitHit::Output);
         }
