@@ -84,6 +84,13 @@ async fn stand_in(Query(q): Query<Vec<(String, String)>>, req: Request) -> Respo
              <body><h1>json</h1><p>Use <code>json.dumps(obj, indent=4)</code> to pretty-print.</p></body></html>"
                 .into(),
         ),
+        // 200,000 nested elements (1.1 MB, under the size cap): parsing this took over
+        // ten minutes before nesting was bounded.
+        ("docs.python.org", "/deep") => html(format!(
+            "<html><body>{}deep{}</body></html>",
+            "<div>".repeat(200_000),
+            "</div>".repeat(200_000)
+        )),
         ("docs.python.org", "/go-elsewhere") => {
             (StatusCode::FOUND, [(header::LOCATION, "http://evil.example/landing")]).into_response()
         }
@@ -218,6 +225,25 @@ fn fetch_reads_allowed_pages_and_refuses_the_rest() {
         text.contains("json.dumps(obj, indent=4)") && !text.contains("steal"),
         "{text}"
     );
+
+    // Pathologically nested HTML is refused at once, not parsed for minutes.
+    let started = std::time::Instant::now();
+    let (out, v) = call(
+        addr,
+        &policy,
+        "fetch",
+        json!({"url": "http://docs.python.org/deep"}),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    assert!(
+        v["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested more than"),
+        "{v:#}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 
     // A denied domain never reaches the network.
     let (out, v) = call(

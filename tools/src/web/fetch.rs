@@ -176,7 +176,11 @@ impl Fetch {
             }
             body.extend_from_slice(&chunk);
         }
-        let (title, text) = document_text(kind, &body)
+        // Parsing is CPU work (up to 2 MiB of HTML): on a blocking thread, so a large page
+        // never holds an async worker other clients' calls need.
+        let (title, text) = tokio::task::spawn_blocking(move || document_text(kind, &body))
+            .await
+            .map_err(|e| ToolFailure::execution(format!("{url}: extracting the text failed: {e}")))?
             .map_err(|e| ToolFailure::execution(format!("{url}: {e}")))?;
         let mut text = text;
         if text.chars().count() > max_chars {
