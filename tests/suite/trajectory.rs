@@ -225,13 +225,16 @@ fn verify_names_the_first_damaged_record() {
         );
     }
     // A torn file is not appended to: the damage would be buried under a valid record.
-    let out = Command::new(verity())
-        .args(["run", "--model", "tiny", "--record"])
-        .arg(&damaged)
-        .arg("x")
-        .env("VERITY_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let append = |f: &std::path::Path| {
+        Command::new(verity())
+            .args(["run", "--model", "tiny", "--record"])
+            .arg(f)
+            .arg("x")
+            .env("VERITY_DATA_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = append(&damaged);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("line 3 is not a complete record"),
@@ -252,13 +255,7 @@ fn verify_names_the_first_damaged_record() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cut off the end"), "{out}");
     // … and it is not appended to, which would rewrite the head over the evidence.
-    let out = Command::new(verity())
-        .args(["run", "--model", "tiny", "--record"])
-        .arg(&file)
-        .arg("x")
-        .env("VERITY_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
+    let out = append(&file);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("cut off the end"), "{}", stderr(&out));
     // Head file removed too: only a head kept elsewhere shows it.
