@@ -6,8 +6,8 @@
 //!
 //! Scheduling: with the embedded engine, several *tasks* run side by side and each
 //! group's samples one after another, so a batch never holds two samples of one prompt
-//! (mistral.rs computes different logits for those; different prompts batch exactly — see
-//! docs/engine-notes.md). HTTP backends run one task at a time, its samples in parallel.
+//! (mistral.rs computes different logits for those; different prompts batch exactly almost
+//! always — once, under load, not — see docs/engine-notes.md). HTTP backends run one task at a time, its samples in parallel.
 
 mod report;
 mod resume;
