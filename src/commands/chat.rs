@@ -14,6 +14,9 @@ pub struct ChatArgs {
     /// Append every turn as a `verity.traj/1` record to this JSONL file (hash-chained).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Sign every record with this key (`verity key new`; `verify --key` checks).
+    #[arg(long, requires = "record")]
+    sign: Option<PathBuf>,
     /// Chat on a task from a rollout task file: its prompt waits in the input box and
     /// `/reward` scores answers with its verifier.
     #[arg(long)]
@@ -58,6 +61,13 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         agent: resolved.agent.clone(),
         system: resolved.system.clone(),
         record: args.record.clone(),
+        signer: match &args.sign {
+            Some(k) => Some(std::sync::Arc::new(
+                verity_runtime::trajectory::sign::Signer::load(k)
+                    .map_err(|e| anyhow::anyhow!("--sign {}: {e}", k.display()))?,
+            )),
+            None => None,
+        },
         policy: resolved.policy.clone(),
         policy_text,
         model: resolved.model.clone(),

@@ -425,6 +425,33 @@ fn corrupt_index_files_are_errors_that_name_the_index() {
         std::fs::write(file, &pristine).unwrap_or_else(|e| panic!("{e}"));
     }
     assert!(refused > 0, "no flip was detected ({answered} answered)");
+    // Updating a damaged index is refused the same way (tantivy would panic in the merge).
+    let term = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "term"))
+        .unwrap_or_else(|| panic!("no .term file in {files:?}"));
+    let pristine = std::fs::read(term).unwrap_or_else(|e| panic!("{e}"));
+    let mut bytes = pristine.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(term, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let out = verity_data(
+        data.path(),
+        &[
+            "index",
+            "build",
+            src.path().to_str().unwrap_or_default(),
+            "--name",
+            "fz",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'fz'") && err.contains("verity index rm"),
+        "{err}"
+    );
+    std::fs::write(term, &pristine).unwrap_or_else(|e| panic!("{e}"));
     // Restored: it answers again.
     let v = search(data.path(), json!({"query": "walrus", "index": "fz"}));
     assert_eq!(v["result"]["results"][0]["title"], "Page 1", "{v}");

@@ -59,6 +59,8 @@ pub struct ChatOptions {
     pub system: Option<String>,
     /// Append one `verity.traj/1` record per turn to this file.
     pub record: Option<PathBuf>,
+    /// Sign each record with this key (`--sign`).
+    pub signer: Option<std::sync::Arc<verity_runtime::trajectory::sign::Signer>>,
     /// Policy preset or file (shown).
     pub policy: String,
     /// `/policy` text (markdown).
@@ -118,9 +120,14 @@ struct Session {
 pub async fn run_chat(options: ChatOptions, loader: Loader) -> Result<()> {
     // A damaged record file is refused before the screen switches.
     let writer = match &options.record {
-        Some(p) => Some(
-            ChainWriter::open(p).map_err(|e| TuiError::Record(format!("{}: {e}", p.display())))?,
-        ),
+        Some(p) => {
+            let w = ChainWriter::open(p)
+                .map_err(|e| TuiError::Record(format!("{}: {e}", p.display())))?;
+            Some(match &options.signer {
+                Some(s) => w.with_signer(std::sync::Arc::clone(s)),
+                None => w,
+            })
+        }
         None => None,
     };
     let mut guard = TerminalGuard::enter()?;

@@ -213,10 +213,8 @@ pub fn build(
         .unwrap_or_default();
     let (schema, f) = schema();
     let index = if dir.join("meta.json").exists() && manifest.root == root.to_string_lossy() {
-        Index::open_in_dir(&dir).map_err(|e| IndexError::Corrupt {
-            name: name.into(),
-            detail: e.to_string(),
-        })?
+        // Updating a damaged index would panic inside tantivy: the same checks as search.
+        open(name)?
     } else {
         // New index, or the same name pointed at another source: start over.
         for e in fs::read_dir(&dir)
