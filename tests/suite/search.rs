@@ -361,16 +361,19 @@ fn corrupt_index_files_are_errors_that_name_the_index() {
             &format!("# Page {i}\nThe {word} is here, with some words around the {word}.\n"),
         );
     }
-    let out = verity_data(
-        data.path(),
-        &[
-            "index",
-            "build",
-            src.path().to_str().unwrap_or_default(),
-            "--name",
-            "fz",
-        ],
-    );
+    let build = || {
+        verity_data(
+            data.path(),
+            &[
+                "index",
+                "build",
+                src.path().to_str().unwrap_or_default(),
+                "--name",
+                "fz",
+            ],
+        )
+    };
+    let out = build();
     assert!(
         out.status.success(),
         "{}",
@@ -435,16 +438,7 @@ fn corrupt_index_files_are_errors_that_name_the_index() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     std::fs::write(term, &bytes).unwrap_or_else(|e| panic!("{e}"));
-    let out = verity_data(
-        data.path(),
-        &[
-            "index",
-            "build",
-            src.path().to_str().unwrap_or_default(),
-            "--name",
-            "fz",
-        ],
-    );
+    let out = build();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
