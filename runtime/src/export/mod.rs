@@ -164,21 +164,6 @@ fn each_line(
     Ok(())
 }
 
-/// Every record of `files` (merged, in order).
-fn each_record(
-    files: &[PathBuf],
-    mut f: impl FnMut(Record) -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
-    each_line(files, |line, (path, number)| {
-        let record = Record::from_json_line(line).map_err(|e| ExportError::Damaged {
-            path: path.to_path_buf(),
-            line: number,
-            why: format!("not a verity.traj/1 record: {e}"),
-        })?;
-        f(record)
-    })
-}
-
 /// Group members by record digest, and the tasks in order of first appearance.
 #[derive(Debug, Default)]
 struct Groups {
@@ -306,8 +291,25 @@ pub fn export(
     let mut report = ExportReport::default();
     // verl: one prompt row per task.
     let mut tasks_written = std::collections::HashSet::new();
-    each_record(files, |record| {
-        let Record::Traj(r) = record else {
+    each_line(files, |line, (path, number)| {
+        let damaged = |e: serde_json::Error| ExportError::Damaged {
+            path: path.to_path_buf(),
+            line: number,
+            why: format!("not a verity.traj/1 record: {e}"),
+        };
+        // verl keeps one row per task: later samples of a written task are not parsed.
+        if format == ExportFormat::Verl {
+            let peek: Peek = serde_json::from_str(line).map_err(damaged)?;
+            if peek.kind != "traj"
+                || peek
+                    .task
+                    .and_then(|t| t.id)
+                    .is_some_and(|id| tasks_written.contains(&id))
+            {
+                return Ok(());
+            }
+        }
+        let Record::Traj(r) = Record::from_json_line(line).map_err(damaged)? else {
             return Ok(());
         };
         let membership = r
