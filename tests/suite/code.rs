@@ -176,6 +176,22 @@ fn adversarial_corpus_is_contained_and_the_server_stays_healthy() {
         if case["stdout_truncated"] == true && s["stdout_truncated"] != true {
             failures.push(format!("{name}: stdout not truncated"));
         }
+        if let Some(want) = case.get("value") {
+            if &s["value"] != want {
+                failures.push(format!("{name}: value {} (want {want})", s["value"]));
+            }
+        }
+        // The quota holds on every write, not only when the run is stopped: what the code
+        // left never passes it, not even for one watcher interval.
+        if let Some(most) = case["files_at_most"].as_u64() {
+            let held: u64 = s["files"]
+                .as_array()
+                .map(|f| f.iter().filter_map(|e| e["size"].as_u64()).sum())
+                .unwrap_or(0);
+            if held > most {
+                failures.push(format!("{name}: scratch holds {held} bytes > {most}"));
+            }
+        }
         if case["stopped"] == true && s["exit_code"] == 0 {
             failures.push(format!("{name}: was not stopped"));
         }

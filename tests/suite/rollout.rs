@@ -299,6 +299,25 @@ async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
         let r = score(&spec, &t["ground_truth"], &broken).await;
         assert!(!r.passed, "{}: a broken solution passed", t["id"]);
     }
+    // Reward hacks a policy finds under RL: leave before the tests run with exit status 0,
+    // or print a value marker of its own. None of them passes.
+    let t = &tasks[0];
+    let spec: VerifierSpec = serde_json::from_value(t["verifier"].clone()).unwrap();
+    for hack in [
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)",
+        "raise SystemExit",
+        "import sys\nsys.stderr.write('\\x00verity-value\\x00True\\n')\nsys.exit(0)",
+        "import atexit, os\natexit.register(lambda: os._exit(0))\nraise SystemExit(0)",
+    ] {
+        let attempt = Attempt {
+            answer: Some(format!("```python\n{hack}\n```")),
+            calls: Vec::new(),
+            truncated: false,
+        };
+        let r = score(&spec, &t["ground_truth"], &attempt).await;
+        assert!(!r.passed, "the hack {hack:?} passed: {}", r.detail);
+    }
 }
 
 /// DAPO-style dynamic sampling: the tiny model scores 0 everywhere, so every group has zero

@@ -376,6 +376,11 @@ async fn code(
     if let Some(e) = entry_point {
         source.push_str(&format!("\ncheck({e})\n"));
     }
+    // Exit status 0 alone is no proof: `sys.exit(0)` or `os._exit(0)` in the answer ends
+    // the program before a test runs. The tests pass only if the program also reaches its
+    // last line, an expression of a fresh token, and reports it as its value.
+    let token = verity_tools::code::nonce();
+    source.push_str(&format!("\n'{token}'\n"));
     // One sandbox for every code verification in the process: the interpreter is loaded
     // once, not once per sample.
     static CODE: std::sync::OnceLock<verity_tools::code::Code> = std::sync::OnceLock::new();
@@ -389,7 +394,9 @@ async fn code(
     };
     match tool.call(params, CallContext::default()).await {
         Ok(out) => {
-            let ok = out.exit_code == Some(0) && out.limit_hit.is_none();
+            let clean = out.exit_code == Some(0) && out.limit_hit.is_none();
+            let finished = out.value.as_deref() == Some(format!("'{token}'").as_str());
+            let ok = clean && finished;
             let tail: String = out
                 .stderr
                 .lines()
@@ -397,22 +404,16 @@ async fn code(
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" | ");
-            Verdict::of(
-                ok,
-                Some(program),
-                if ok {
-                    "tests passed".to_owned()
-                } else {
-                    format!(
-                        "tests failed: {}",
-                        if tail.is_empty() {
-                            "no output".into()
-                        } else {
-                            tail
-                        }
-                    )
-                },
-            )
+            let reason = if ok {
+                "tests passed".to_owned()
+            } else if clean {
+                "tests failed: the program exited before its tests ran to the end".to_owned()
+            } else if tail.is_empty() {
+                "tests failed: no output".to_owned()
+            } else {
+                format!("tests failed: {tail}")
+            };
+            Verdict::of(ok, Some(program), reason)
         }
         Err(e) => Verdict::fail(Some(program), format!("sandbox: {e}")),
     }

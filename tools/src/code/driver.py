@@ -1,6 +1,10 @@
 # Verity's in-sandbox driver. Runs inside CPython for WASI under wasmtime; everything it
 # can touch is the sandbox. Two modes (env VERITY_MODE):
-#   once     the user's code arrives on stdin; run it as __main__ and exit.
+#   once     stdin is a per-call token line (random, from the host), then the user's code;
+#            run it as __main__ and exit. The value's marker carries the token, so output
+#            that merely contains a marker (echoed data, a prompt injection) is not taken
+#            for the value. (Code that digs the token out of this frame can forge its value
+#            — no more than ending in an expression of its choice would give it.)
 #   session  cells arrive on stdin as <8-byte little-endian length><utf-8 source>; each
 #            runs in one persistent namespace; after each, a marker line on stderr says
 #            how it ended. Variables, imports and functions persist across cells.
@@ -8,7 +12,7 @@
 # `_ast` (built in) rather than `ast`: importing `ast` costs more than most cells.
 import _ast, os, sys
 
-MARK_VALUE = "\x00verity-value\x00"
+MARK_VALUE = "\x00verity-value-%s\x00"
 MARK_END = "\x00verity-end\x00"
 
 def run_cell(src, ns):
@@ -54,10 +58,11 @@ def main():
         pass
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
     if os.environ.get("VERITY_MODE") != "session":
-        status, value, code = run_cell(sys.stdin.read(), ns)
+        token, _, src = sys.stdin.read().partition("\n")
+        status, value, code = run_cell(src, ns)
         sys.stdout.flush()
         if value is not None:
-            sys.stderr.write(MARK_VALUE + value + "\n")
+            sys.stderr.write(MARK_VALUE % token + value + "\n")
         if status == "exit":
             return code
         return 0 if status == "ok" else 1

@@ -70,6 +70,7 @@ impl PythonEngine {
         };
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
+            .and_then(|()| super::quota::add_to_linker(&mut linker))
             .map_err(|e| CodeError::Engine(e.to_string()))?;
         let pre = linker
             .instantiate_pre(&module)

@@ -6,6 +6,7 @@
 mod engine;
 pub mod install;
 mod pipe;
+mod quota;
 mod run;
 mod session;
 mod stdin;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 pub use engine::PythonEngine;
-pub use run::{run, FileEntry, LimitHit, RunLimits, RunOutput};
+pub use run::{nonce, run, FileEntry, LimitHit, RunLimits, RunOutput};
 pub use session::{SessionPolicy, Sessions};
 
 use crate::{

@@ -3,6 +3,10 @@
 
 use std::{
     path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -14,12 +18,31 @@ use wasmtime_wasi::{p1::WasiP1Ctx, p2::pipe::MemoryInputPipe, FsPerms, I32Exit, 
 use super::{engine::PythonEngine, pipe::TruncatingPipe};
 
 const DRIVER: &str = include_str!("driver.py");
-const VALUE_MARKER: &str = "\0verity-value\0";
+
+/// A fresh random 128-bit token (hex): the one-shot value marker's, and the code
+/// verifier's proof that its tests ran to the end.
+pub fn nonce() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: still unpredictable enough to tell a marker from echoed text.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        b[..8].copy_from_slice(&h.finish().to_le_bytes());
+    }
+    hex::encode(b)
+}
 
 /// Store data: the WASI context and the memory limiter.
 pub(crate) struct State {
     pub(crate) wasi: WasiP1Ctx,
     limiter: MemoryCap,
+    pub(crate) quota: super::quota::DiskQuota,
 }
 
 /// Caps linear memory and remembers whether the cap was what stopped a growth.
@@ -160,6 +183,7 @@ pub(crate) fn new_store(
     stdout: &TruncatingPipe,
     stderr: &TruncatingPipe,
     extra_env: &[(&str, &str)],
+    disk_hit: Arc<AtomicBool>,
 ) -> Result<Store<State>, super::CodeError> {
     let mut builder = WasiCtxBuilder::new();
     let mut env = vec![
@@ -194,6 +218,7 @@ pub(crate) fn new_store(
             max_bytes: limits.memory_bytes,
             hit: false,
         },
+        quota: super::quota::DiskQuota::new(scratch.to_owned(), limits.scratch_bytes, disk_hit),
     };
     let mut store = Store::new(&engine.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -225,15 +250,19 @@ pub async fn run(
     let stdout = TruncatingPipe::new(limits.output_bytes);
     // stderr also carries the final value after a marker; leave room for it.
     let stderr = TruncatingPipe::new(limits.output_bytes + 70_000);
+    let token = nonce();
+    let value_marker = format!("\0verity-value-{token}\0");
+    let disk_hit = Arc::new(AtomicBool::new(false));
     let mut store = new_store(
         engine,
         &limits,
         seed,
         scratch.path(),
-        MemoryInputPipe::new(code.as_bytes().to_vec()),
+        MemoryInputPipe::new(format!("{token}\n{code}").into_bytes()),
         &stdout,
         &stderr,
         &[],
+        Arc::clone(&disk_hit),
     )?;
 
     let ended = {
@@ -242,7 +271,6 @@ pub async fn run(
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
-        let quota = watch_quota(scratch.path(), limits.scratch_bytes);
         tokio::select! {
             r = tokio::time::timeout(limits.wall, exec) => match r {
                 Err(_) => Ended::TimedOut,
@@ -253,14 +281,17 @@ pub async fn run(
                 },
             },
             () = cancel.cancelled() => Ended::Cancelled,
-            () = quota => Ended::DiskFull,
         }
     };
     let memory_hit = store.data().memory_hit();
     drop(store);
-    // What was written after the watcher's last look (it looks every 20 ms) still counts.
+    // Every growing write is checked before it runs (`quota.rs`); the final measure is a
+    // second line of defence, not the mechanism.
     let ended = match ended {
-        Ended::Exited(_) | Ended::Trapped(_) if dir_size(scratch.path()) > limits.scratch_bytes => {
+        Ended::Exited(_) | Ended::Trapped(_)
+            if disk_hit.load(Ordering::SeqCst)
+                || dir_size(scratch.path()) > limits.scratch_bytes =>
+        {
             Ended::DiskFull
         }
         other => other,
@@ -270,8 +301,8 @@ pub async fn run(
     let (err, err_dropped) = stderr.take();
     let mut stderr_text = String::from_utf8_lossy(&err).into_owned();
     let mut value = None;
-    if let Some(i) = stderr_text.find(VALUE_MARKER) {
-        let rest = stderr_text[i + VALUE_MARKER.len()..]
+    if let Some(i) = stderr_text.rfind(&value_marker) {
+        let rest = stderr_text[i + value_marker.len()..]
             .trim_end_matches('\n')
             .to_owned();
         value = Some(rest);
@@ -337,24 +368,19 @@ pub(crate) fn describe_trap(e: &wasmtime::Error) -> String {
     }
 }
 
-/// Resolves when the scratch directory grows past `quota` bytes (checked every 20 ms).
-pub(crate) async fn watch_quota(dir: &Path, quota: u64) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if dir_size(dir) > quota {
-            return;
-        }
-    }
-}
-
-/// Most entries the scratch directory may hold (each is walked every 20 ms).
-const MAX_SCRATCH_ENTRIES: u64 = 100_000;
+/// Most entries the scratch directory may hold (a measurement walks them all).
+pub(crate) const MAX_SCRATCH_ENTRIES: u64 = 100_000;
 
 /// What the scratch directory holds, counted the way the quota means it: every file by its
 /// length (a sparse file counts its whole size), every directory as 4 KiB, at any depth
 /// (walked with a stack, not recursion; symlinks not followed). A tree of more than
 /// [`MAX_SCRATCH_ENTRIES`] entries counts as over any quota.
 pub(crate) fn dir_size(root: &Path) -> u64 {
+    dir_size_and_entries(root).0
+}
+
+/// [`dir_size`] and the number of entries counted (`(u64::MAX, u64::MAX)` past the cap).
+pub(crate) fn dir_size_and_entries(root: &Path) -> (u64, u64) {
     let mut total = 0u64;
     let mut entries = 0u64;
     let mut stack = vec![root.to_path_buf()];
@@ -365,7 +391,7 @@ pub(crate) fn dir_size(root: &Path) -> u64 {
         for e in list.filter_map(Result::ok) {
             entries += 1;
             if entries > MAX_SCRATCH_ENTRIES {
-                return u64::MAX;
+                return (u64::MAX, u64::MAX);
             }
             match std::fs::symlink_metadata(e.path()) {
                 Ok(m) if m.is_dir() => {
@@ -377,7 +403,7 @@ pub(crate) fn dir_size(root: &Path) -> u64 {
             }
         }
     }
-    total
+    (total, entries)
 }
 
 pub(crate) fn list_files(root: &Path) -> Vec<FileEntry> {

@@ -67,6 +67,8 @@ struct Session {
     created: Instant,
     last_used: Mutex<Instant>,
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the quota refused a write (which stopped the interpreter).
+    disk_hit: Arc<std::sync::atomic::AtomicBool>,
     /// Set while the guest is blocked reading stdin (see `stdin.rs`).
     waiting: Arc<std::sync::atomic::AtomicBool>,
     /// Notified when the guest starts waiting on stdin.
@@ -223,6 +225,7 @@ impl Sessions {
             .tempdir()
             .map_err(|e| CodeError::io(std::path::Path::new("scratch"), e))?;
         let (host_end, guest_end) = tokio::io::duplex(1 << 20);
+        let disk_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let on_wait = Arc::new(tokio::sync::Notify::new());
         let stdout = TruncatingPipe::new(limits.output_bytes);
@@ -240,6 +243,7 @@ impl Sessions {
             &stdout,
             &stderr,
             &[("VERITY_MODE", "session")],
+            Arc::clone(&disk_hit),
         )?;
         let memory_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&memory_hit);
@@ -273,6 +277,7 @@ impl Sessions {
             created: Instant::now(),
             last_used: Mutex::new(Instant::now()),
             memory_hit,
+            disk_hit,
             waiting,
             on_wait,
             limits: *limits,
@@ -324,11 +329,8 @@ impl Sessions {
             Ended,
             TimedOut,
             Cancelled,
-            DiskFull,
         }
         let deadline = tokio::time::Instant::now() + limits.wall;
-        let quota = super::run::watch_quota(session.scratch.path(), limits.scratch_bytes);
-        tokio::pin!(quota);
         // A marker ends the cell only once the guest also waits for the next one on stdin
         // (the cell's code can print a marker itself; see `stdin.rs`).
         let mut marked: Option<CellEnd> = None;
@@ -363,7 +365,6 @@ impl Sessions {
                 () = &mut waited => {}
                 () = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
                 () = cancel.cancelled() => break Outcome::Cancelled,
-                () = &mut quota => break Outcome::DiskFull,
                 // The instance may end without writing (a trap); poll for that.
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
@@ -419,10 +420,6 @@ impl Sessions {
                 output.cancelled = true;
                 output.session_ended = true;
             }
-            Outcome::DiskFull => {
-                output.limit_hit = Some(LimitHit::Disk);
-                output.session_ended = true;
-            }
         }
         if session
             .memory_hit
@@ -431,10 +428,10 @@ impl Sessions {
         {
             output.limit_hit.get_or_insert(LimitHit::Memory);
         }
-        // What was written after the quota watcher's last look still counts: the session
-        // ends (its scratch directory with it).
-        if output.limit_hit.is_none()
-            && super::run::dir_size(session.scratch.path()) > limits.scratch_bytes
+        // A write refused by the quota stopped the interpreter (`quota.rs`); the final
+        // measure is a second line of defence. The session ends, its scratch directory with it.
+        if session.disk_hit.load(std::sync::atomic::Ordering::SeqCst)
+            || super::run::dir_size(session.scratch.path()) > limits.scratch_bytes
         {
             output.limit_hit = Some(LimitHit::Disk);
             output.session_ended = true;
