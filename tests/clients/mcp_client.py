@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 import mcp_types as types
 from mcp import Client
@@ -33,6 +34,8 @@ def parse_args():
     p.add_argument("--client-name", default="python-sdk-test")
     p.add_argument("--cancel-after", type=float, default=None,
                    help="cancel the first call after this many seconds")
+    p.add_argument("--start-after", type=float, default=0.0,
+                   help="wait this many seconds after initialising before the first call")
     p.add_argument("--stdio", nargs=argparse.REMAINDER)
     return p.parse_args()
 
@@ -69,12 +72,15 @@ async def main():
         tools = await client.list_tools()
         out["tools"] = [json.loads(t.model_dump_json(by_alias=True, exclude_none=True)) for t in tools.tools]
         batch = json.loads(open(a.calls_file).read() if a.calls_file else a.calls)
+        if a.start_after:
+            await asyncio.sleep(a.start_after)
         for name, args in batch:
             progress = []
 
             async def on_progress(p, total, message, progress=progress):
                 progress.append({"progress": p, "total": total, "message": message})
 
+            started = time.perf_counter()
             try:
                 call = client.call_tool(name, args, progress_callback=on_progress)
                 if a.cancel_after is not None:
@@ -87,6 +93,7 @@ async def main():
                     "text": text,
                     "structured": r.structured_content,
                     "progress": progress,
+                    "elapsed_ms": (time.perf_counter() - started) * 1000.0,
                 })
             except asyncio.TimeoutError:
                 out["calls"].append({"cancelled": True})

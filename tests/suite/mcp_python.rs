@@ -121,6 +121,70 @@ fn python_sdk_over_http() {
     assert_standard_results(&report);
 }
 
+/// A slow or pathological call never delays another client's call: while one client sends
+/// the calculator inputs that used to take 43 s (`round(2/3, 9999)`) and the heaviest
+/// in-limit ones, plus sandboxed busy loops, a second client's `1 + 1` answers within
+/// 50 ms each (median; the slowest within 250 ms on a loaded two-core machine).
+#[test]
+fn a_pathological_call_does_not_delay_another_clients_call() {
+    let server = HttpServer::start(&["--policy", "trusted"]);
+    let mut heavy = Vec::new();
+    for _ in 0..3 {
+        heavy.push(json!(["code", {"code": "while True: pass", "timeout_ms": 2000}]));
+        for e in [
+            "round(2/3, 9999)",
+            "factorial(3248) / factorial(3247)",
+            "(10**9999 + 1) * (10**9999 - 1) / 7",
+            "sqrt(2) ** 33000",
+            "2 ** 33000 / 3 ** 20000",
+        ] {
+            for _ in 0..4 {
+                heavy.push(json!(["calculator", {"expression": e}]));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let heavy_file = write_file(dir.path(), "heavy.json", &Value::Array(heavy).to_string());
+    let mut a = std::process::Command::new(super::common::python())
+        .arg(super::common::repo().join("tests/clients/mcp_client.py"))
+        .args(["--url", &server.url, "--client-name", "heavy", "--calls-file"])
+        .arg(&heavy_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the heavy client: {e}"));
+    let light: Vec<Value> = (0..20)
+        .map(|_| json!(["calculator", {"expression": "1 + 1"}]))
+        .collect();
+    let light = python_client(&[
+        "--url",
+        &server.url,
+        "--client-name",
+        "light",
+        "--start-after",
+        "0.5",
+        "--calls",
+        &Value::Array(light).to_string(),
+    ]);
+    // The heavy client (6 s of busy loops alone) is still at work: the two overlapped.
+    let overlapped = matches!(a.try_wait(), Ok(None));
+    let _ = a.kill();
+    let _ = a.wait();
+    assert!(overlapped, "the heavy client finished before the light one");
+    let mut ms: Vec<f64> = calls(&light)
+        .iter()
+        .map(|c| {
+            assert_eq!(c["structured"]["exact"], "2", "{c}");
+            c["elapsed_ms"].as_f64().unwrap_or(f64::MAX)
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    let worst = ms[ms.len() - 1];
+    assert!(median < 50.0, "median {median:.1} ms: {ms:?}");
+    assert!(worst < 250.0, "slowest {worst:.1} ms: {ms:?}");
+    eprintln!("light calls beside the heavy client: median {median:.1} ms, slowest {worst:.1} ms");
+}
+
 const ASK_POLICY: &str = r#"
 default = "deny"
 [[rule]]
