@@ -139,6 +139,9 @@ pub struct ConfigFile {
     pub system: Option<String>,
     #[serde(default)]
     pub yes: bool,
+    /// Sign every record written (run/chat `--record`, rollout) with this key, as
+    /// `--sign` does (`~/` is the home directory).
+    pub sign: Option<PathBuf>,
     /// Servers inline: `[mcp_servers.NAME]`.
     #[serde(default)]
     pub mcp_servers: BTreeMap<String, ServerConfig>,
@@ -183,6 +186,8 @@ pub struct Resolved {
     pub agent: AgentConfig,
     pub system: Option<String>,
     pub yes: bool,
+    /// The config file's signing key, if it names one (a command's `--sign` wins).
+    pub sign: Option<PathBuf>,
 }
 
 impl AgentOpts {
@@ -283,6 +288,7 @@ impl AgentOpts {
             agent,
             system: self.system.or(cfg.system),
             yes: self.yes || cfg.yes,
+            sign: cfg.sign.map(|p| expand_home(&p)),
         })
     }
 }
@@ -407,5 +413,13 @@ mod tests {
         );
         let r = resolve("model = \"m\"\n", &[]);
         assert_eq!(r.api_key_env, "OPENAI_API_KEY");
+    }
+}
+
+/// `~/x` → `$HOME/x` (a path in a config file is written by hand).
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), dirs::home_dir()) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => p.to_path_buf(),
     }
 }

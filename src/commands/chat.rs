@@ -61,7 +61,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         agent: resolved.agent.clone(),
         system: resolved.system.clone(),
         record: args.record.clone(),
-        signer: match &args.sign {
+        signer: match args
+            .sign
+            .as_ref()
+            .or(resolved.sign.as_ref())
+            .filter(|_| args.record.is_some())
+        {
             Some(k) => Some(std::sync::Arc::new(
                 verity_runtime::trajectory::sign::Signer::load(k)
                     .map_err(|e| anyhow::anyhow!("--sign {}: {e}", k.display()))?,

@@ -51,9 +51,12 @@ pub fn run(args: KeyArgs) -> anyhow::Result<ExitCode> {
 /// `writer`, signing with the key at `key` when given.
 pub fn signed(writer: ChainWriter, key: Option<&std::path::Path>) -> anyhow::Result<ChainWriter> {
     Ok(match key {
-        Some(k) => writer.with_signer(Arc::new(
-            sign::Signer::load(k).with_context(|| format!("--sign {}", k.display()))?,
-        )),
+        Some(k) => writer.with_signer(Arc::new(sign::Signer::load(k).with_context(|| {
+            format!(
+                "signing key {} (--sign, or `sign` in the config file)",
+                k.display()
+            )
+        })?)),
         None => writer,
     })
 }

@@ -108,7 +108,10 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let writer = super::key::signed(ChainWriter::open(&args.out)?, args.sign.as_deref())?;
+        let writer = super::key::signed(
+            ChainWriter::open(&args.out)?,
+            args.sign.as_deref().or(resolved.sign.as_deref()),
+        )?;
         let model = resolved.backend(concurrency > 1).await?;
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {

@@ -53,7 +53,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut writer = match &args.record {
             Some(p) => Some(super::key::signed(
                 ChainWriter::open(p)?,
-                args.sign.as_deref(),
+                args.sign.as_deref().or(resolved.sign.as_deref()),
             )?),
             None => None,
         };

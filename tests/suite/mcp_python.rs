@@ -147,7 +147,13 @@ fn a_pathological_call_does_not_delay_another_clients_call() {
     let heavy_file = write_file(dir.path(), "heavy.json", &Value::Array(heavy).to_string());
     let mut a = std::process::Command::new(super::common::python())
         .arg(super::common::repo().join("tests/clients/mcp_client.py"))
-        .args(["--url", &server.url, "--client-name", "heavy", "--calls-file"])
+        .args([
+            "--url",
+            &server.url,
+            "--client-name",
+            "heavy",
+            "--calls-file",
+        ])
         .arg(&heavy_file)
         .stdout(std::process::Stdio::null())
         .spawn()

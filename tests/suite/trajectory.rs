@@ -389,21 +389,25 @@ fn signed_records_fail_verification_when_resealed_without_the_key() {
         .status
         .success());
     let file = dir.path().join("signed.jsonl");
-    let config = write_file(dir.path(), "config.toml", "");
-    for prompt in ["one", "two"] {
-        let out = Command::new(verity())
-            .args(["run", "--config"])
-            .arg(&config)
+    // The first record signed by `--sign`, the second by `sign` in the config file.
+    let plain = write_file(dir.path(), "config.toml", "");
+    let signing = write_file(
+        dir.path(),
+        "signing.toml",
+        &format!("sign = {}\n", json!(key.to_str().unwrap())),
+    );
+    for (prompt, config, flag) in [("one", &plain, true), ("two", &signing, false)] {
+        let mut cmd = Command::new(verity());
+        cmd.args(["run", "--config"])
+            .arg(config)
             .arg("--model")
             .arg(&model)
             .args(["--max-tokens-per-call", "8", "--max-turns", "1", "--record"])
-            .arg(&file)
-            .arg("--sign")
-            .arg(&key)
-            .arg(prompt)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .arg(&file);
+        if flag {
+            cmd.arg("--sign").arg(&key);
+        }
+        let out = cmd.arg(prompt).stdin(Stdio::null()).output().unwrap();
         assert!(stderr(&out).contains("recorded to"), "{}", stderr(&out));
     }
     let verify_key = |f: &std::path::Path, k: &str| {
