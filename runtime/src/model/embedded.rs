@@ -90,20 +90,7 @@ impl ModelSource {
         match self {
             ModelSource::Tiny(d) | ModelSource::Dir(d) => Some(d.join("tokenizer.json")),
             ModelSource::Gguf(_) => None,
-            ModelSource::HuggingFace(id) => {
-                let hub = std::env::var_os("HF_HUB_CACHE")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-                    .or_else(|| dirs::home_dir().map(|h| h.join(".cache/huggingface/hub")))?;
-                let snapshots = hub
-                    .join(format!("models--{}", id.replace('/', "--")))
-                    .join("snapshots");
-                std::fs::read_dir(snapshots)
-                    .ok()?
-                    .filter_map(Result::ok)
-                    .map(|e| e.path().join("tokenizer.json"))
-                    .find(|p| p.is_file())
-            }
+            ModelSource::HuggingFace(id) => super::hub::cached_file(id, "tokenizer.json"),
         }
     }
 
@@ -176,6 +163,9 @@ impl EmbeddedModel {
                 .as_ref()
                 .and_then(|t| t.parent().map(Path::to_path_buf)),
         };
+        if let ModelSource::HuggingFace(id) = &source {
+            super::hub::check_available(id).await?;
+        }
         let build = async move {
             match &source {
                 ModelSource::Tiny(dir) => {
@@ -222,7 +212,13 @@ impl EmbeddedModel {
                     "{described}: mistral.rs failed while loading ({e})"
                 ))
             })?
-            .map_err(|e| ModelError::Load(format!("{described}: {e:#}")))?;
+            .map_err(|e| {
+                tracing::debug!(error = ?e, "mistral.rs could not load {described}");
+                ModelError::Load(format!(
+                    "{described}: {}",
+                    super::hub::without_backtrace(&format!("{e:#}"))
+                ))
+            })?;
         let context_window = model.max_sequence_length().ok().flatten();
         let info = ModelInfo {
             engine: "mistral.rs".into(),

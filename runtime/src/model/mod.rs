@@ -6,6 +6,7 @@ mod embedded;
 pub mod gguf;
 pub mod grammar;
 mod grammar_mask;
+mod hub;
 mod openai;
 pub mod sampler;
 mod scripted;

@@ -4,14 +4,20 @@
 //! `fd_filestat_set_size` (a sparse extension counts its whole length), `path_open` with
 //! `O_CREAT`, `path_create_directory`, `path_symlink`, `path_link` — are wrapped: before the
 //! real call runs, the growth it can cause is added to an upper bound of the directory's
-//! size. While the bound stays under the quota nothing else happens (the common case costs
-//! two `fstat`s); when it would pass it, the directory is measured exactly
+//! size. A write's growth is bounded without a system call in the common case: each file
+//! descriptor keeps a lower bound of its file's size (one `fstat` the first time it is
+//! written; sizes only grow by writes, and every call that can shrink a file or reuse a
+//! descriptor number — set_size, open, close, renumber — forgets them all), so a write of
+//! n bytes at position p grows the file by at most max(n, p + n − bound). While the
+//! directory's bound stays under the quota nothing else happens; when it would pass it,
+//! the directory is measured exactly
 //! ([`super::run::dir_size`]: any depth, sparse files by length, entries capped) and the
 //! bound reset, so deleted files free their space. A call that would still pass the quota
 //! stops the run with [`QuotaExceeded`] before a byte is written — no watcher interval in
 //! which a write can overshoot.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -21,9 +27,8 @@ use std::{
 
 use wasmtime::{Caller, Extern, Linker};
 use wasmtime_wasi::p1::{
-    types::{self, Fdflags, Filetype},
+    types::Filetype,
     wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1},
-    WasiP1Ctx,
 };
 use wiggle::GuestMemory;
 
@@ -50,6 +55,9 @@ pub(crate) struct DiskQuota {
     entries: u64,
     /// Set when a write was refused (shared with whoever reports the run's end).
     hit: Arc<AtomicBool>,
+    /// Per descriptor: a lower bound of its regular file's size, or `None` when it is not
+    /// a regular file (stdout, a directory). Cleared by anything that could invalidate it.
+    sizes: HashMap<i32, Option<u64>>,
 }
 
 impl DiskQuota {
@@ -63,6 +71,7 @@ impl DiskQuota {
             bytes,
             entries,
             hit,
+            sizes: HashMap::new(),
         }
     }
 
@@ -117,32 +126,45 @@ fn iovec_bytes(mem: &GuestMemory<'_>, ptr: i32, len: i32) -> Option<u64> {
     Some(total)
 }
 
-/// Growth in bytes of writing `n` bytes to `fd` (at `at`, or at its position), or `None`
-/// when `fd` is not a regular file (stdout, a directory, a bad descriptor).
+/// An upper bound of the growth caused by writing `n` bytes to `fd` (at `at`, or at its
+/// position) and the file's size after it, or `None` when `fd` is not a regular file
+/// (stdout, a directory, a bad descriptor: nothing to count).
 async fn write_growth(
-    ctx: &mut WasiP1Ctx,
+    state: &mut State,
     mem: &mut GuestMemory<'_>,
     fd: i32,
     n: u64,
     at: Option<u64>,
-) -> Option<u64> {
-    let fd = types::Fd::from(fd);
-    let stat = ctx.fd_filestat_get(mem, fd).await.ok()?;
-    if stat.filetype != Filetype::RegularFile {
-        return None;
-    }
+) -> Option<(u64, u64)> {
+    let known = match state.quota.sizes.get(&fd) {
+        Some(k) => *k,
+        None => {
+            // (An error — stdio, a bad descriptor — is remembered as "not a file" too, so
+            // stdout writes do not ask again; `path_open` forgets it before a number is
+            // reused.)
+            let k = match state.wasi.fd_filestat_get(mem, fd.into()).await {
+                Ok(stat) if stat.filetype == Filetype::RegularFile => Some(stat.size),
+                _ => None,
+            };
+            state.quota.sizes.insert(fd, k);
+            k
+        }
+    }?;
+    // An append-mode descriptor writes at the end whatever its position says: it grows by
+    // exactly n, which `max(n, …)` covers.
     let start = match at {
         Some(offset) => offset,
-        None => {
-            let flags = ctx.fd_fdstat_get(mem, fd).await.ok()?.fs_flags;
-            if flags.contains(Fdflags::APPEND) {
-                stat.size
-            } else {
-                ctx.fd_tell(mem, fd).ok()?
-            }
-        }
+        None => state.wasi.fd_tell(mem, fd.into()).ok()?,
     };
-    Some(start.saturating_add(n).saturating_sub(stat.size))
+    let end = start.saturating_add(n);
+    Some((n.max(end.saturating_sub(known)), end))
+}
+
+/// After a successful write: the file is at least `end` bytes long.
+fn wrote(state: &mut State, fd: i32, end: u64) {
+    if let Some(Some(k)) = state.quota.sizes.get_mut(&fd) {
+        *k = (*k).max(end);
+    }
 }
 
 fn check(state: &mut State, bytes: u64, entries: u64) -> wasmtime::Result<()> {
@@ -162,15 +184,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         |mut caller: Caller<'_, State>, (fd, iovs, len, nwritten): (i32, i32, i32, i32)| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
-                if fd > 2 {
-                    if let Some(n) = iovec_bytes(&mem, iovs, len) {
-                        if let Some(g) = write_growth(&mut state.wasi, &mut mem, fd, n, None).await
-                        {
-                            check(state, g, 0)?;
-                        }
+                let mut end = None;
+                if let Some(n) = iovec_bytes(&mem, iovs, len) {
+                    if let Some((g, e)) = write_growth(state, &mut mem, fd, n, None).await {
+                        check(state, g, 0)?;
+                        end = Some(e);
                     }
                 }
-                p1::fd_write(&mut state.wasi, &mut mem, fd, iovs, len, nwritten).await
+                let errno =
+                    p1::fd_write(&mut state.wasi, &mut mem, fd, iovs, len, nwritten).await?;
+                if let (0, Some(e)) = (errno, end) {
+                    wrote(state, fd, e);
+                }
+                Ok(errno)
             })
         },
     )?;
@@ -181,13 +207,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
          (fd, iovs, len, offset, nwritten): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
+                let mut end = None;
                 if let Some(n) = iovec_bytes(&mem, iovs, len) {
                     let at = Some(offset as u64);
-                    if let Some(g) = write_growth(&mut state.wasi, &mut mem, fd, n, at).await {
+                    if let Some((g, e)) = write_growth(state, &mut mem, fd, n, at).await {
                         check(state, g, 0)?;
+                        end = Some(e);
                     }
                 }
-                p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, len, offset, nwritten).await
+                let errno =
+                    p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, len, offset, nwritten)
+                        .await?;
+                if let (0, Some(e)) = (errno, end) {
+                    wrote(state, fd, e);
+                }
+                Ok(errno)
             })
         },
     )?;
@@ -197,6 +231,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         |mut caller: Caller<'_, State>, (fd, size): (i32, i64)| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
+                state.quota.sizes.clear();
                 if let Ok(stat) = state.wasi.fd_filestat_get(&mut mem, fd.into()).await {
                     check(state, (size as u64).saturating_sub(stat.size), 0)?;
                 }
@@ -221,6 +256,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         )| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
+                // O_TRUNC shrinks a file other descriptors may have open; the new
+                // descriptor may reuse a number.
+                state.quota.sizes.clear();
                 // O_CREAT may add an entry (an existing file is counted twice: harmless,
                 // the bound is re-measured before it can refuse anything).
                 if oflags & 1 != 0 {
@@ -294,6 +332,29 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
                     new_len,
                 )
                 .await
+            })
+        },
+    )?;
+    // A closed or renumbered descriptor's number can name another file next.
+    linker.func_wrap_async(
+        M,
+        "fd_close",
+        |mut caller: Caller<'_, State>, (fd,): (i32,)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                state.quota.sizes.clear();
+                p1::fd_close(&mut state.wasi, &mut mem, fd).await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        M,
+        "fd_renumber",
+        |mut caller: Caller<'_, State>, (from, to): (i32, i32)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                state.quota.sizes.clear();
+                p1::fd_renumber(&mut state.wasi, &mut mem, from, to).await
             })
         },
     )?;
