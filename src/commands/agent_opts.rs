@@ -16,8 +16,8 @@ use verity_runtime::{
     agent::AgentConfig,
     hub::{HubConfig, McpHub, ServerConfig},
     model::{
-        EmbeddedModel, LoadOptions, ModelBackend, ModelSource, OpenAiConfig, OpenAiModel, Sampling,
-        ToolChoice,
+        callformat::CallFormat, EmbeddedModel, LoadOptions, ModelBackend, ModelSource,
+        OpenAiConfig, OpenAiModel, Sampling, ToolChoice,
     },
     Caller, ToolGate,
 };
@@ -42,6 +42,10 @@ pub struct AgentOpts {
     /// `processed_logprobs`), recorded with every trajectory; unset, records say unknown.
     #[arg(long)]
     pub logprobs_mode: Option<String>,
+    /// The tool-call layout replies are read in: hermes (Qwen, Hermes), llama3, mistral
+    /// (default: detected from the model's chat template, or from the call markers).
+    #[arg(long)]
+    pub tool_format: Option<String>,
     /// Seconds to wait for the server's first byte, and at most between two chunks.
     #[arg(long)]
     pub http_timeout: Option<f64>,
@@ -119,6 +123,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
+    pub tool_format: Option<String>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
     pub policy: Option<String>,
@@ -178,6 +183,7 @@ pub struct Resolved {
     pub api_key_env: String,
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
+    pub tool_format: Option<CallFormat>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
     pub policy: String,
@@ -277,6 +283,13 @@ impl AgentOpts {
                 .unwrap_or_else(|| "OPENAI_API_KEY".into()),
             vllm: self.vllm || cfg.vllm,
             logprobs_mode: self.logprobs_mode.or(cfg.logprobs_mode),
+            tool_format: match self.tool_format.or(cfg.tool_format) {
+                Some(f) => Some(
+                    f.parse()
+                        .map_err(|e| anyhow::anyhow!("--tool-format: {e}"))?,
+                ),
+                None => None,
+            },
             http_timeout: self.http_timeout.or(cfg.http_timeout),
             http_retries: self.http_retries.or(cfg.http_retries),
             policy: self
@@ -319,6 +332,7 @@ impl Resolved {
             cfg.api_key = std::env::var(&self.api_key_env).ok();
             cfg.vllm_extensions = self.vllm;
             cfg.logprobs_mode = self.logprobs_mode.clone();
+            cfg.tool_format = self.tool_format;
             if let Some(t) = self.http_timeout {
                 anyhow::ensure!(t > 0.0 && t.is_finite(), "--http-timeout must be positive");
                 cfg.first_byte_timeout = Duration::from_secs_f64(t);
@@ -341,6 +355,7 @@ impl Resolved {
         let started = std::time::Instant::now();
         let options = LoadOptions {
             no_prefix_cache: concurrent,
+            tool_format: self.tool_format,
             ..LoadOptions::default()
         };
         let model = EmbeddedModel::load(source, options).await;

@@ -238,7 +238,8 @@ impl EventPrinter {
                     .clone()
                     .unwrap_or(verity_runtime::model::Finish::Other("?".into()))
             ))),
-            AgentEvent::Error { message } => Some(format!("verity: error: {}", esc(message))),
+            // The run then ends with this error, which `main` prints once.
+            AgentEvent::Error { .. } => None,
             _ => None,
         };
         if let Some(line) = line {

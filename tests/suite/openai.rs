@@ -157,6 +157,18 @@ const GOOD_STREAM: &str = concat!(
     "data: [DONE]\n\n",
 );
 
+const CALLS_IN_TEXT: &str = concat!(
+    r#"data: {"choices":[{"index":0,"delta":{"content":"Both.\n<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n</tool_call>"},"finish_reason":"stop"}]}"#,
+    "\n\n",
+    "data: [DONE]\n\n",
+);
+
+const ANSWER_STREAM: &str = concat!(
+    r#"data: {"choices":[{"index":0,"delta":{"content":"4 and 9"},"finish_reason":"stop"}]}"#,
+    "\n\n",
+    "data: [DONE]\n\n",
+);
+
 fn sse(body: &'static str) -> axum::response::Response {
     ([("content-type", "text/event-stream")], body).into_response()
 }
@@ -177,6 +189,10 @@ async fn flaky(State(f): State<Faults>) -> axum::response::Response {
         "truncated" => {
             sse("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"fo\"}}]}\n\n")
         }
+        // A server without a tool parser (llama.cpp without --jinja, vLLM without
+        // --enable-auto-tool-choice) leaves Qwen-layout calls in the text.
+        "calls-in-text" if n == 0 => sse(CALLS_IN_TEXT),
+        "calls-in-text" => sse(ANSWER_STREAM),
         "stall" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             sse(GOOD_STREAM)
@@ -194,6 +210,34 @@ fn flaky_server(rt: &tokio::runtime::Runtime, mode: &'static str) -> (String, Ar
             mode,
         });
     (format!("http://{}/v1", serve(rt, app)), hits)
+}
+
+/// Every call a server left in the text is read (mistral.rs's parser keeps only the
+/// first `<tool_call>` block): both run, and the model gets both results.
+#[test]
+fn every_call_left_in_the_text_is_read() {
+    let rt = runtime();
+    let (url, hits) = flaky_server(&rt, "calls-in-text");
+    let (out, events) = run(&url, &["--model", "m", "--policy", "trusted"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let first = &events.iter().find(|e| e["type"] == "model_output").unwrap()["output"];
+    assert_eq!(first["text"], "Both.", "{first}");
+    let exprs: Vec<&Value> = first["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["arguments"]["expression"])
+        .collect();
+    assert_eq!(exprs, ["2+2", "3*3"], "{first}");
+    assert!(
+        first["parse_failures"].as_array().is_none_or(Vec::is_empty),
+        "{first}"
+    );
+    let results = events.iter().filter(|e| e["type"] == "tool_result").count();
+    assert_eq!(results, 2, "{events:?}");
+    let last = stdout(&out).lines().last().unwrap_or_default().to_owned();
+    assert!(last.contains("4 and 9"), "{last}");
 }
 
 #[test]

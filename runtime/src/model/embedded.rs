@@ -128,6 +128,9 @@ pub struct LoadOptions {
     /// with it, mistral.rs 0.8.1 can mis-position a cached prompt in a batch ("narrow
     /// invalid args … dim_len" and wrong positions). One request at a time is fine.
     pub no_prefix_cache: bool,
+    /// The tool-call layout to read replies in (`--tool-format`); detected from the chat
+    /// template when not given.
+    pub tool_format: Option<super::callformat::CallFormat>,
 }
 
 /// A model running inside this process.
@@ -137,6 +140,10 @@ pub struct EmbeddedModel {
     /// The model's tokenizer, when we can read it ourselves (not for GGUF): streams text
     /// from token ids and maps the final token's text back to its id.
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+    /// The layout calls are read in (from `--tool-format` or the chat template). With a
+    /// tokenizer, Verity reads every call of a reply from its token ids itself; without
+    /// one, mistral.rs's parser is used (it keeps only the first `<tool_call>` block).
+    call_format: Option<super::callformat::CallFormat>,
     /// Grammar parsers for that tokenizer (built on first use).
     grammars: std::sync::OnceLock<Option<Arc<mistralrs::llguidance::ParserFactory>>>,
 }
@@ -216,7 +223,7 @@ impl EmbeddedModel {
                 tracing::debug!(error = ?e, "mistral.rs could not load {described}");
                 ModelError::Load(format!(
                     "{described}: {}",
-                    super::hub::without_backtrace(&format!("{e:#}"))
+                    without_backtrace(&format!("{e:#}"))
                 ))
             })?;
         let context_window = model.max_sequence_length().ok().flatten();
@@ -234,6 +241,10 @@ impl EmbeddedModel {
             files,
             logprobs_mode: sampler::LOGPROBS_MODE.into(),
         };
+        let call_format = options.tool_format.or_else(|| {
+            let template = chat_template(tokenizer_path.as_deref()?.parent()?)?;
+            super::callformat::CallFormat::detect(&template)
+        });
         let tokenizer = tokenizer_path
             .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())
             .map(Arc::new);
@@ -241,6 +252,7 @@ impl EmbeddedModel {
             model: Arc::new(model),
             info,
             tokenizer,
+            call_format,
             grammars: std::sync::OnceLock::new(),
         })
     }
@@ -371,9 +383,13 @@ impl EmbeddedModel {
         let done = match response {
             Some(Response::Done(done)) => done,
             Some(Response::ModelError(msg, _)) | Some(Response::CompletionModelError(msg, _)) => {
-                return Err(ModelError::Engine(msg))
+                tracing::debug!("engine error: {msg}");
+                return Err(ModelError::Engine(first_line(&msg)));
             }
-            Some(Response::InternalError(e)) => return Err(ModelError::Engine(e.to_string())),
+            Some(Response::InternalError(e)) => {
+                tracing::debug!("engine error: {e:?}");
+                return Err(ModelError::Engine(first_line(&e.to_string())));
+            }
             Some(Response::ValidationError(e)) => return Err(ModelError::Request(e.to_string())),
             Some(_) => return Err(ModelError::Engine("unexpected response kind".into())),
             None => return Err(ModelError::Engine("the engine dropped the request".into())),
@@ -425,6 +441,25 @@ impl EmbeddedModel {
                 usage.completion_tokens
             ));
         }
+        // Every call of the reply, read from its token ids in the family's layout.
+        let (text, tool_calls, parse_failures) = match (self.call_format, &self.tokenizer, ids_ok) {
+            (Some(format), Some(tok), true) => match decode_reply(tok, &token_ids) {
+                Some(raw) => {
+                    let parsed = format.parse(&raw);
+                    let content = after_reasoning(&parsed.content);
+                    let (calls, mut failures) = toolcall::check(
+                        &req.tools,
+                        parsed.calls,
+                        &content,
+                        finish == Finish::Length,
+                    );
+                    failures.extend(parsed.failures);
+                    (content, calls, failures)
+                }
+                None => (text, tool_calls, parse_failures),
+            },
+            _ => (text, tool_calls, parse_failures),
+        };
         if !prompt_ok {
             missing.push(format!(
                 "prompt_ids: the rendered prompt ({} ids) differs from what the engine used \
@@ -797,5 +832,89 @@ impl TextStream {
         }
         self.prefix = self.ids.len();
         self.read = self.ids.len();
+    }
+}
+
+/// The chat template in a model folder: `chat_template.jinja`, else `tokenizer_config.json`'s
+/// `chat_template` (a string, or a list of named templates: the default one).
+fn chat_template(dir: &Path) -> Option<String> {
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(t);
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?)
+            .ok()?;
+    match cfg.get("chat_template")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(named) => named
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or_else(|| named.first())
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A reply's text with its control tokens (`[TOOL_CALLS]`, `<|python_tag|>`), without the
+/// special tokens that ended it (`<|im_end|>`, `<|eot_id|>`, `</s>`).
+fn decode_reply(tok: &tokenizers::Tokenizer, ids: &[u32]) -> Option<String> {
+    let added = tok.get_added_tokens_decoder();
+    let mut end = ids.len();
+    while end > 0 && added.get(&ids[end - 1]).is_some_and(|t| t.special) {
+        end -= 1;
+    }
+    tok.decode(&ids[..end], false).ok()
+}
+
+/// The answer after a reasoning block (`<think>…</think>`, which the engine reports apart).
+fn after_reasoning(content: &str) -> String {
+    match content.find("</think>") {
+        Some(i) => content[i + "</think>".len()..].trim().to_owned(),
+        None => content.to_owned(),
+    }
+}
+
+/// An engine error as one message: the chain's text without the backtrace some error
+/// types append when `RUST_BACKTRACE` is set (`--log debug` still logs the full error).
+fn without_backtrace(message: &str) -> String {
+    let mut out = Vec::new();
+    for line in message.lines() {
+        let t = line.trim_start();
+        let frame = t
+            .split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if frame || t.starts_with("Stack backtrace") || t.starts_with("stack backtrace") {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim_end().to_owned()
+}
+
+/// An engine failure in one line: its first (llguidance appends its parser state, candle a
+/// backtrace); the whole report is logged at debug level.
+fn first_line(message: &str) -> String {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default().trim_end().to_owned();
+    if lines.any(|l| !l.trim().is_empty()) {
+        format!("{first} (`--log debug` shows the engine's full report)")
+    } else {
+        first
+    }
+}
+
+#[cfg(test)]
+mod without_backtrace_tests {
+    use super::without_backtrace;
+
+    #[test]
+    fn backtraces_are_cut_from_engine_errors() {
+        let e = "Qwen/Qwen3-0.6B: Failed to access `Qwen/Qwen3-0.6B`: request error\n   0: bt\n             at /x/error.rs:264:25\n   1: msg";
+        assert_eq!(
+            without_backtrace(e),
+            "Qwen/Qwen3-0.6B: Failed to access `Qwen/Qwen3-0.6B`: request error"
+        );
+        assert_eq!(without_backtrace("a: b\nc"), "a: b\nc");
     }
 }

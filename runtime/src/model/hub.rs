@@ -95,36 +95,9 @@ async fn check_with(id: &str, endpoint: &str, offline_flag: bool) -> Result<(), 
     )))
 }
 
-/// An engine error as one message: the chain's text without the backtrace some error
-/// types append when `RUST_BACKTRACE` is set (`--log debug` still logs the full error).
-pub(crate) fn without_backtrace(message: &str) -> String {
-    let mut out = Vec::new();
-    for line in message.lines() {
-        let t = line.trim_start();
-        let frame = t
-            .split_once(':')
-            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        if frame || t.starts_with("Stack backtrace") || t.starts_with("stack backtrace") {
-            break;
-        }
-        out.push(line);
-    }
-    out.join("\n").trim_end().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backtraces_are_cut_from_engine_errors() {
-        let e = "Qwen/Qwen3-0.6B: Failed to access `Qwen/Qwen3-0.6B`: request error\n   0: bt\n             at /x/error.rs:264:25\n   1: msg";
-        assert_eq!(
-            without_backtrace(e),
-            "Qwen/Qwen3-0.6B: Failed to access `Qwen/Qwen3-0.6B`: request error"
-        );
-        assert_eq!(without_backtrace("a: b\nc"), "a: b\nc");
-    }
 
     #[tokio::test]
     async fn an_unreachable_hub_is_one_sentence_with_the_alternatives() {

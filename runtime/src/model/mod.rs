@@ -2,6 +2,7 @@
 //! servers, returning not just text but what RL needs — the engine's own token ids and
 //! logprobs, prompt ids, finish reason, usage — and saying what it could not get.
 
+pub mod callformat;
 mod embedded;
 pub mod gguf;
 pub mod grammar;

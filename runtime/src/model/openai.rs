@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::callformat::CallFormat;
 use super::{
     toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput, ModelRequest,
     Role, TokenSink, ToolChoice, Usage,
@@ -43,6 +44,9 @@ pub struct OpenAiConfig {
     /// What the server's logprobs are, as its operator knows it (vLLM's `--logprobs-mode`:
     /// `raw_logprobs`, `processed_logprobs`, …); `None`: unknown, and recorded as such.
     pub logprobs_mode: Option<String>,
+    /// The layout to read calls in when the server leaves them in the text (a server
+    /// started without a tool parser); `None`: recognised by their markers.
+    pub tool_format: Option<super::callformat::CallFormat>,
 }
 
 impl OpenAiConfig {
@@ -59,6 +63,7 @@ impl OpenAiConfig {
             backoff: Duration::from_millis(250),
             vllm_extensions: false,
             logprobs_mode: None,
+            tool_format: None,
         }
     }
 }
@@ -296,7 +301,7 @@ impl OpenAiModel {
                 "the stream ended before the reply finished (no finish_reason, no [DONE])".into(),
             ));
         }
-        Ok(acc.finish_output(req, missing))
+        Ok(acc.finish_output(req, missing, self.config.tool_format))
     }
 }
 
@@ -489,10 +494,39 @@ impl Accumulator {
         }
     }
 
-    fn finish_output(self, req: &ModelRequest, mut missing: Vec<String>) -> ModelOutput {
-        let raw: Vec<toolcall::RawCall> = self.calls.into_values().collect();
+    fn finish_output(
+        mut self,
+        req: &ModelRequest,
+        mut missing: Vec<String>,
+        format: Option<CallFormat>,
+    ) -> ModelOutput {
+        let mut raw: Vec<toolcall::RawCall> =
+            std::mem::take(&mut self.calls).into_values().collect();
         let truncated = self.finish == Some(Finish::Length);
-        let (tool_calls, parse_failures) = toolcall::check(&req.tools, raw, &self.text, truncated);
+        // A server without a tool parser leaves the calls in the text: read every one of
+        // them in the family's layout (named, or recognised by its marker).
+        let mut read_failures = Vec::new();
+        if raw.is_empty() {
+            let format = format.or_else(|| {
+                [
+                    ("<tool_call>", CallFormat::Hermes),
+                    ("[TOOL_CALLS]", CallFormat::Mistral),
+                    ("<|python_tag|>", CallFormat::Llama3),
+                ]
+                .into_iter()
+                .find(|(m, _)| self.text.contains(m))
+                .map(|(_, f)| f)
+            });
+            if let Some(f) = format {
+                let parsed = f.parse(&self.text);
+                raw = parsed.calls;
+                read_failures = parsed.failures;
+                self.text = parsed.content;
+            }
+        }
+        let (tool_calls, mut parse_failures) =
+            toolcall::check(&req.tools, raw, &self.text, truncated);
+        parse_failures.extend(read_failures);
         let token_ids = if !self.token_ids.is_empty() {
             Some(self.token_ids)
         } else if !self.ids_from_logprobs.is_empty()
