@@ -381,6 +381,14 @@ impl Resolved {
     }
 }
 
+/// `~/x` → `$HOME/x` (a path in a config file is written by hand).
+fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), dirs::home_dir()) {
+        (Ok(rest), Some(home)) => home.join(rest),
+        _ => p.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -428,13 +436,5 @@ mod tests {
         );
         let r = resolve("model = \"m\"\n", &[]);
         assert_eq!(r.api_key_env, "OPENAI_API_KEY");
-    }
-}
-
-/// `~/x` → `$HOME/x` (a path in a config file is written by hand).
-fn expand_home(p: &Path) -> PathBuf {
-    match (p.strip_prefix("~"), dirs::home_dir()) {
-        (Ok(rest), Some(home)) => home.join(rest),
-        _ => p.to_path_buf(),
     }
 }
