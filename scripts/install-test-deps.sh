@@ -31,6 +31,26 @@ if [ ! -s .test-data/HumanEval.jsonl.gz ]; then
   rm -rf "$tmp"
 fi
 
+# Real chat templates and vocab-only GGUF tokenizers: llama.cpp's own test fixtures, from the
+# source distribution of llama-cpp-python on PyPI (MIT). The 77 MB sdist is cached outside
+# the clone; pip's metadata step for it needs cmake and scikit-build-core.
+LCP_VERSION=0.3.36
+test_cache="${VERITY_TEST_CACHE:-$HOME/.cache/verity-test}"
+if [ ! -s .test-data/llama.cpp/templates/Qwen-Qwen3-0.6B.jinja ] || [ ! -s .test-data/llama.cpp/ggml-vocab-qwen2.gguf ]; then
+  sdist="$test_cache/llama_cpp_python-$LCP_VERSION.tar.gz"
+  if [ ! -s "$sdist" ]; then
+    mkdir -p "$test_cache"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check cmake scikit-build-core
+    .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+      --no-binary :all: --no-build-isolation "llama-cpp-python==$LCP_VERSION" -d "$test_cache"
+  fi
+  rm -rf .test-data/llama.cpp && mkdir -p .test-data/llama.cpp
+  models="llama_cpp_python-$LCP_VERSION/vendor/llama.cpp/models"
+  tar xzf "$sdist" -C .test-data/llama.cpp --strip-components=4 --wildcards \
+    "$models/templates/*" "$models/ggml-vocab-qwen2.gguf*" "$models/ggml-vocab-llama-bpe.gguf*" \
+    "$models/ggml-vocab-llama-spm.gguf*"
+fi
+
 # Debian packages: the Python 3.11 documentation (real corpus for the search tests) and
 # tmux (the terminal the `verity chat` end-to-end test drives).
 apt_packages=()

@@ -29,6 +29,15 @@ pub fn python() -> PathBuf {
     require(repo().join(".venv/bin/python"))
 }
 
+/// llama.cpp's model fixtures (real chat templates, vocab-only GGUF tokenizers), from the
+/// llama-cpp-python sdist (`scripts/install-test-deps.sh`).
+pub fn llama_cpp_models() -> PathBuf {
+    require(repo().join(".test-data/llama.cpp/templates"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
 /// The venv with PrimeIntellect's `verifiers` (its own: it pins an older `mcp`).
 pub fn verifiers_python() -> PathBuf {
     require(repo().join(".venv-verifiers/bin/python"))

@@ -9,6 +9,7 @@ mod http_security;
 mod inspector;
 mod math_verify;
 mod mcp_python;
+mod model_families;
 mod openai;
 mod policies;
 mod rollout;

@@ -96,11 +96,27 @@ impl CallFormat {
     /// The format a chat template writes calls in, or `None` when it shows none Verity
     /// knows (then the engine's own parser is used).
     pub fn detect(template: &str) -> Option<Self> {
-        if template.contains("<tool_call>") {
+        // `<tool_call>` alone is not enough: Qwen3-Coder, GLM and Nemotron put XML-like
+        // `<function=…>` / `<arg_key>` bodies in it, a different layout.
+        // Nor is `"parameters"` with Llama's headers: functionary writes `<function=…>`.
+        // Apriel's `<tool_calls>[…]` and MiniMax's `<invoke>` are other layouts again.
+        let xml_body = [
+            "<function=",
+            "<arg_key>",
+            "<parameter=",
+            "<invoke",
+            "<tool_calls>",
+        ]
+        .iter()
+        .any(|m| template.contains(m));
+        let json_body = template.contains("tojson") || template.contains("\"name\"");
+        if template.contains("<tool_call>") && json_body && !xml_body {
             Some(Self::Hermes)
         } else if template.contains("[TOOL_CALLS]") {
             Some(Self::Mistral)
         } else if template.contains("<|start_header_id|>")
+            && !template.contains("<tool_call>")
+            && !xml_body
             && (template.contains("<|python_tag|>") || template.contains("\"parameters\""))
         {
             Some(Self::Llama3)
@@ -132,6 +148,13 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// The calls read, as (name, argument JSON text).
+    pub fn calls(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+    }
+
     fn call(&mut self, name: String, arguments: &Value) {
         let arguments = match arguments {
             // Some models write the arguments as a JSON string holding the object.
@@ -406,8 +429,12 @@ mod tests {
     #[test]
     fn formats_are_detected_from_templates_and_named_on_the_command_line() {
         assert_eq!(
-            CallFormat::detect("{{- '<tool_call>\\n' }}"),
+            CallFormat::detect("{{- '<tool_call>\\n' }}{{ tool_call | tojson }}"),
             Some(CallFormat::Hermes)
+        );
+        assert_eq!(
+            CallFormat::detect("<tool_call>\\n<function={{ name }}>{{ tool_call | tojson }}"),
+            None
         );
         assert_eq!(
             CallFormat::detect("[TOOL_CALLS][{{ x }}]"),
