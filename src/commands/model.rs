@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Subcommand};
-use verity_runtime::model::tiny;
+use verity_runtime::model::{family, tiny};
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -15,18 +15,55 @@ pub struct ModelArgs {
 enum ModelCommand {
     /// Generate the tiny Qwen3-architecture test model (deterministic; a few hundred KB).
     /// `--model tiny` uses it (and generates it on first use).
+    ///
+    /// With `--family`, a tiny checkpoint of a real model family instead: the same tiny
+    /// random weights with the family's real tokenizer (rebuilt from a llama.cpp vocab
+    /// GGUF, `--vocab`) and a real chat template (`--template`), e.g.
+    /// `verity model tiny --family qwen3 --vocab ggml-vocab-qwen2.gguf --template
+    /// Qwen-Qwen3-0.6B.jinja --out qwen3-tiny`.
     Tiny {
-        /// Where to write it (default: the data dir's models/verity-tiny).
+        /// Where to write it (default: the data dir's models/verity-tiny, or
+        /// models/verity-tiny-FAMILY).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A model family: qwen3 (vocab ggml-vocab-qwen2.gguf) or llama3
+        /// (ggml-vocab-llama-bpe.gguf).
+        #[arg(long, requires_all = ["vocab", "template"])]
+        family: Option<String>,
+        /// The family's vocab-only GGUF file (llama.cpp's `models/ggml-vocab-*.gguf`).
+        #[arg(long, requires = "family")]
+        vocab: Option<PathBuf>,
+        /// The chat template (a `.jinja` file, e.g. from llama.cpp's `models/templates/`).
+        #[arg(long, requires = "family")]
+        template: Option<PathBuf>,
     },
 }
 
 pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ModelCommand::Tiny { out } => {
-            let dir = out.unwrap_or_else(verity_runtime::model::tiny_model_dir);
-            let files = tiny::generate(&dir, &tiny::TinySpec::default())?;
+        ModelCommand::Tiny {
+            out,
+            family,
+            vocab,
+            template,
+        } => {
+            let (dir, files) = match (family, vocab, template) {
+                (Some(f), Some(v), Some(t)) => {
+                    let f: family::Family = f.parse()?;
+                    let dir = out.unwrap_or_else(|| {
+                        verity_runtime::model::data_dir()
+                            .join("models")
+                            .join(format!("verity-tiny-{f}"))
+                    });
+                    let files = family::generate(&dir, f, &v, &t)?;
+                    (dir, files)
+                }
+                _ => {
+                    let dir = out.unwrap_or_else(verity_runtime::model::tiny_model_dir);
+                    let files = tiny::generate(&dir, &tiny::TinySpec::default())?;
+                    (dir, files)
+                }
+            };
             let bytes: u64 = files
                 .iter()
                 .filter_map(|f| std::fs::metadata(f).ok())

@@ -144,6 +144,11 @@ pub struct EmbeddedModel {
     /// tokenizer, Verity reads every call of a reply from its token ids itself; without
     /// one, mistral.rs's parser is used (it keeps only the first `<tool_call>` block).
     call_format: Option<super::callformat::CallFormat>,
+    /// The model's chat template rendered as `transformers` renders it: with it, Verity
+    /// builds each prompt itself and hands the engine token ids (`CompletionTokens`), so
+    /// prompts are the ones the model was trained on and the engine's tool-call parser —
+    /// which stops a reply at its first `<tool_call>` block — is not involved.
+    template: Option<super::template::ChatTemplate>,
     /// Grammar parsers for that tokenizer (built on first use).
     grammars: std::sync::OnceLock<Option<Arc<mistralrs::llguidance::ParserFactory>>>,
 }
@@ -163,6 +168,7 @@ impl EmbeddedModel {
         let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
         let prefix_cache = !options.no_prefix_cache;
         let described = source.describe();
+        let is_tiny = matches!(source, ModelSource::Tiny(_));
         let tokenizer_path = source.tokenizer_json();
         let files = match &source {
             ModelSource::Tiny(d) | ModelSource::Dir(d) | ModelSource::Gguf(d) => Some(d.clone()),
@@ -245,14 +251,22 @@ impl EmbeddedModel {
             let template = chat_template(tokenizer_path.as_deref()?.parent()?)?;
             super::callformat::CallFormat::detect(&template)
         });
+        // Our own rendering for real templates. The generated tiny model's template was
+        // written for the engine's conventions (arguments as JSON text) and stays there.
+        let template = match (&call_format, tokenizer_path.as_deref(), is_tiny) {
+            (Some(_), Some(tok), false) => tok.parent().and_then(hf_template),
+            _ => None,
+        };
         let tokenizer = tokenizer_path
             .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())
             .map(Arc::new);
+        let template = template.filter(|_| tokenizer.is_some());
         Ok(Self {
             model: Arc::new(model),
             info,
             tokenizer,
             call_format,
+            template,
             grammars: std::sync::OnceLock::new(),
         })
     }
@@ -319,16 +333,39 @@ impl EmbeddedModel {
         on_token: TokenSink,
         cancel: CancellationToken,
     ) -> Result<ModelOutput, ModelError> {
-        let messages = engine_messages(&req.messages);
         let offer_tools = !req.tools.is_empty() && req.tool_choice != super::ToolChoice::None;
-        let tools: Option<Vec<Tool>> =
-            offer_tools.then(|| req.tools.iter().map(engine_tool).collect());
-        // The prompt exactly as the engine will build it (same template, same tokenizer,
-        // same flags); the recorder checks it against what the engine then conditions on.
-        let prompt_ids = Arc::new(
-            self.tokenize_messages(messages.clone(), tools.clone())
-                .await?,
-        );
+        let (prompt_ids, request_messages, tools) = match (&self.template, &self.tokenizer) {
+            // Token in: the prompt rendered as `transformers` renders it, tokenized here.
+            (Some(template), Some(tok)) => {
+                let ids = self.template_prompt(template, tok, req, offer_tools)?;
+                (
+                    Arc::new(ids.clone()),
+                    RequestMessage::CompletionTokens(ids),
+                    None,
+                )
+            }
+            _ => {
+                let messages = engine_messages(&req.messages);
+                let tools: Option<Vec<Tool>> =
+                    offer_tools.then(|| req.tools.iter().map(engine_tool).collect());
+                // The prompt exactly as the engine will build it (same template, same
+                // tokenizer, same flags); the recorder checks it against what the engine
+                // then conditions on.
+                let ids = self
+                    .tokenize_messages(messages.clone(), tools.clone())
+                    .await?;
+                (
+                    Arc::new(ids),
+                    RequestMessage::Chat {
+                        messages,
+                        enable_thinking: None,
+                        reasoning_effort: None,
+                    },
+                    tools,
+                )
+            }
+        };
+        let engine_tools = tools.is_some();
         let seed = req.sampling.seed.unwrap_or_else(sampler::fresh_seed);
         let lark = if let Some(g) = &req.grammar {
             Some(g.clone())
@@ -352,11 +389,7 @@ impl EmbeddedModel {
         // of replies that contain tool calls. The text still streams — from the recorder,
         // which decodes each token id as the engine produces it.
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::Chat {
-                messages,
-                enable_thinking: None,
-                reasoning_effort: None,
-            },
+            messages: request_messages,
             sampling_params: sampling(req),
             response: tx,
             return_logprobs: false,
@@ -365,7 +398,7 @@ impl EmbeddedModel {
             constraint,
             suffix: None,
             tools,
-            tool_choice: offer_tools.then_some(mistralrs::ToolChoice::Auto),
+            tool_choice: engine_tools.then_some(mistralrs::ToolChoice::Auto),
             logits_processors: Some(vec![recorder.clone() as Arc<dyn CustomLogitsProcessor>]),
             return_raw_logits: false,
             web_search_options: None,
@@ -380,8 +413,46 @@ impl EmbeddedModel {
             () = cancel.cancelled() => return Err(ModelError::Cancelled),
             r = rx.recv() => r,
         };
-        let done = match response {
-            Some(Response::Done(done)) => done,
+        // A chat request answers with a chat response; token prompts with a completion.
+        let (text, raw_calls, finish_reason, reasoning, usage) = match response {
+            Some(Response::Done(done)) => {
+                let usage = done.usage;
+                let Some(choice) = done.choices.into_iter().next() else {
+                    return Err(ModelError::Engine("the engine returned no choice".into()));
+                };
+                let calls: Vec<toolcall::RawCall> = choice
+                    .message
+                    .tool_calls
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|tc| toolcall::RawCall {
+                        id: tc.id,
+                        name: tc.function.name,
+                        arguments: tc.function.arguments,
+                    })
+                    .collect();
+                (
+                    choice.message.content.unwrap_or_default(),
+                    calls,
+                    choice.finish_reason,
+                    choice.message.reasoning_content.filter(|r| !r.is_empty()),
+                    usage,
+                )
+            }
+            Some(Response::CompletionDone(done)) => {
+                let usage = done.usage;
+                let Some(choice) = done.choices.into_iter().next() else {
+                    return Err(ModelError::Engine("the engine returned no choice".into()));
+                };
+                let reasoning = reasoning_block(&choice.text);
+                (
+                    choice.text,
+                    Vec::new(),
+                    choice.finish_reason,
+                    reasoning,
+                    usage,
+                )
+            }
             Some(Response::ModelError(msg, _)) | Some(Response::CompletionModelError(msg, _)) => {
                 tracing::debug!("engine error: {msg}");
                 return Err(ModelError::Engine(first_line(&msg)));
@@ -395,25 +466,10 @@ impl EmbeddedModel {
             None => return Err(ModelError::Engine("the engine dropped the request".into())),
         };
         let usage = Usage {
-            prompt_tokens: done.usage.prompt_tokens as u64,
-            completion_tokens: done.usage.completion_tokens as u64,
+            prompt_tokens: usage.prompt_tokens as u64,
+            completion_tokens: usage.completion_tokens as u64,
         };
-        let Some(choice) = done.choices.into_iter().next() else {
-            return Err(ModelError::Engine("the engine returned no choice".into()));
-        };
-        let text = choice.message.content.unwrap_or_default();
-        let raw_calls = choice
-            .message
-            .tool_calls
-            .unwrap_or_default()
-            .into_iter()
-            .map(|tc| toolcall::RawCall {
-                id: tc.id,
-                name: tc.function.name,
-                arguments: tc.function.arguments,
-            })
-            .collect();
-        let finish = Finish::from_engine(Some(&choice.finish_reason));
+        let finish = Finish::from_engine(Some(&finish_reason));
         let (tool_calls, parse_failures) =
             toolcall::check(&req.tools, raw_calls, &text, finish == Finish::Length);
 
@@ -475,7 +531,7 @@ impl EmbeddedModel {
         }
         Ok(ModelOutput {
             text,
-            reasoning: choice.message.reasoning_content.filter(|r| !r.is_empty()),
+            reasoning,
             tool_calls,
             parse_failures,
             prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
@@ -491,6 +547,32 @@ impl EmbeddedModel {
 }
 
 impl EmbeddedModel {
+    /// The prompt ids for `req` through our own rendering of the chat template (what
+    /// `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` gives).
+    fn template_prompt(
+        &self,
+        template: &super::template::ChatTemplate,
+        tok: &tokenizers::Tokenizer,
+        req: &ModelRequest,
+        offer_tools: bool,
+    ) -> Result<Vec<u32>, ModelError> {
+        let messages: Vec<Value> = req.messages.iter().map(hf_message).collect();
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                serde_json::json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters}})
+            })
+            .collect();
+        let text = template
+            .render(&messages, offer_tools.then_some(&tools[..]), true)
+            .map_err(|e| ModelError::Request(format!("rendering the prompt: {e}")))?;
+        tok.encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Request(format!("tokenizing the prompt: {e}")))
+    }
+
     /// A matcher for `lark`, or why the sampler cannot know the grammar's mask (no
     /// tokenizer of our own — GGUF — or a grammar llguidance refuses here; the engine
     /// still enforces it, but sampling logprobs are then not recorded).
@@ -833,6 +915,65 @@ impl TextStream {
         self.prefix = self.ids.len();
         self.read = self.ids.len();
     }
+}
+
+/// A message as `transformers` chat templates expect it: tool calls with their arguments as
+/// an object, tool results with their call id and name.
+fn hf_message(m: &Message) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("role".into(), Value::from(m.role.as_str()));
+    out.insert("content".into(), Value::from(m.content.as_str()));
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+        out.insert("tool_calls".into(), Value::from(calls));
+    }
+    if let Some(id) = &m.tool_call_id {
+        out.insert("tool_call_id".into(), Value::from(id.as_str()));
+    }
+    if let Some(name) = &m.name {
+        out.insert("name".into(), Value::from(name.as_str()));
+    }
+    Value::Object(out)
+}
+
+/// The model folder's chat template, compiled with the tokenizer's special tokens.
+fn hf_template(dir: &Path) -> Option<super::template::ChatTemplate> {
+    let source = chat_template(dir)?;
+    let cfg: Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let tokens = ["bos_token", "eos_token", "pad_token", "unk_token"]
+        .iter()
+        .filter_map(|k| {
+            let v = &cfg[*k];
+            let s = v.as_str().or_else(|| v["content"].as_str())?;
+            Some(((*k).to_owned(), s.to_owned()))
+        })
+        .collect();
+    match super::template::ChatTemplate::new(&source, tokens) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("{}: {e}; the engine renders prompts instead", dir.display());
+            None
+        }
+    }
+}
+
+/// The reasoning inside a reply's `<think>…</think>`, if any.
+fn reasoning_block(text: &str) -> Option<String> {
+    let end = text.find("</think>")?;
+    let start = text[..end]
+        .find("<think>")
+        .map_or(0, |i| i + "<think>".len());
+    Some(text[start..end].trim().to_owned()).filter(|r| !r.is_empty())
 }
 
 /// The chat template in a model folder: `chat_template.jinja`, else `tokenizer_config.json`'s

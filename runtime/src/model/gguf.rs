@@ -129,6 +129,153 @@ fn read_architecture(r: &mut impl Read) -> Result<String, HeaderError> {
     ))
 }
 
+/// A GGUF header value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    /// Any unsigned integer type.
+    Uint(u64),
+    /// Any signed integer type.
+    Int(i64),
+    /// f32 or f64.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+    /// An array.
+    Array(Vec<MetaValue>),
+}
+
+impl MetaValue {
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The items, if this is an array.
+    pub fn as_array(&self) -> Option<&[MetaValue]> {
+        match self {
+            Self::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The value as an integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            Self::Uint(u) => i64::try_from(*u).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Most items one header array may hold (a vocabulary of 256k tokens has 256k).
+const MAX_ARRAY: u64 = 4 << 20;
+
+/// Every key/value of a GGUF file's header (a vocab-only file has no tensors to skip).
+pub fn read_metadata(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, MetaValue>, GgufError> {
+    let p = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| GgufError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    read_all(&mut io::BufReader::new(file)).map_err(|why| match why {
+        HeaderError::Io(source) => GgufError::Io { path: p, source },
+        HeaderError::Format(why) => GgufError::Format { path: p, why },
+    })
+}
+
+fn read_all(
+    r: &mut impl Read,
+) -> Result<std::collections::BTreeMap<String, MetaValue>, HeaderError> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    if &magic != b"GGUF" {
+        return Err(HeaderError::Format("the magic bytes are not 'GGUF'".into()));
+    }
+    let (kv_count, wide) = match read_u32(r)? {
+        1 => {
+            let _tensors = read_u32(r)?;
+            (u64::from(read_u32(r)?), false)
+        }
+        2 | 3 => {
+            let _tensors = read_u64(r)?;
+            (read_u64(r)?, true)
+        }
+        v => return Err(HeaderError::Format(format!("unknown GGUF version {v}"))),
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for _ in 0..kv_count.min(1 << 16) {
+        let key = read_string(r, wide)?;
+        let ty = read_u32(r)?;
+        let value = read_value(r, ty, wide, 0)?;
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+fn read_value(
+    r: &mut impl Read,
+    ty: u32,
+    wide: bool,
+    depth: u32,
+) -> Result<MetaValue, HeaderError> {
+    let mut b8 = [0u8; 8];
+    Ok(match ty {
+        0 => {
+            r.read_exact(&mut b8[..1])?;
+            MetaValue::Uint(u64::from(b8[0]))
+        }
+        1 => {
+            r.read_exact(&mut b8[..1])?;
+            MetaValue::Int(i64::from(b8[0] as i8))
+        }
+        2 => {
+            r.read_exact(&mut b8[..2])?;
+            MetaValue::Uint(u64::from(u16::from_le_bytes([b8[0], b8[1]])))
+        }
+        3 => {
+            r.read_exact(&mut b8[..2])?;
+            MetaValue::Int(i64::from(i16::from_le_bytes([b8[0], b8[1]])))
+        }
+        4 => MetaValue::Uint(u64::from(read_u32(r)?)),
+        5 => MetaValue::Int(i64::from(read_u32(r)? as i32)),
+        6 => MetaValue::Float(f64::from(f32::from_bits(read_u32(r)?))),
+        7 => {
+            r.read_exact(&mut b8[..1])?;
+            MetaValue::Bool(b8[0] != 0)
+        }
+        8 => MetaValue::Str(read_string(r, wide)?),
+        9 => {
+            if depth > 4 {
+                return Err(HeaderError::Format("arrays nested too deeply".into()));
+            }
+            let item = read_u32(r)?;
+            let count = read_len(r, wide)?;
+            if count > MAX_ARRAY {
+                return Err(HeaderError::Format(format!(
+                    "a header array of {count} items"
+                )));
+            }
+            let mut items = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                items.push(read_value(r, item, wide, depth + 1)?);
+            }
+            MetaValue::Array(items)
+        }
+        10 => MetaValue::Uint(read_u64(r)?),
+        11 => MetaValue::Int(read_u64(r)? as i64),
+        12 => MetaValue::Float(f64::from_bits(read_u64(r)?)),
+        t => return Err(HeaderError::Format(format!("unknown value type {t}"))),
+    })
+}
+
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;

@@ -4,6 +4,7 @@
 
 pub mod callformat;
 mod embedded;
+pub mod family;
 pub mod gguf;
 pub mod grammar;
 mod grammar_mask;
@@ -11,6 +12,7 @@ mod hub;
 mod openai;
 pub mod sampler;
 mod scripted;
+pub mod template;
 pub mod tiny;
 mod toolcall;
 

@@ -159,19 +159,19 @@ pub fn is_complete(dir: &Path) -> bool {
     .all(|f| dir.join(f).is_file())
 }
 
-fn pretty(v: &Value) -> Vec<u8> {
+pub(crate) fn pretty(v: &Value) -> Vec<u8> {
     // Serialising a `Value` cannot fail.
     serde_json::to_vec_pretty(v).unwrap_or_default()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(path.to_path_buf())
 }
 
-fn config(s: &TinySpec) -> Value {
+pub(crate) fn config(s: &TinySpec) -> Value {
     json!({
         "architectures": ["Qwen3ForCausalLM"],
         "model_type": "qwen3",
@@ -307,7 +307,7 @@ impl SplitMix {
     }
 }
 
-fn weights(s: &TinySpec) -> io::Result<Vec<u8>> {
+pub(crate) fn weights(s: &TinySpec) -> io::Result<Vec<u8>> {
     let q = s.heads * s.head_dim;
     let kv = s.kv_heads * s.head_dim;
     let mut tensors: Vec<(String, Vec<usize>, bool)> = vec![(

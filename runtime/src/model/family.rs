@@ -1,0 +1,422 @@
+//! Tiny checkpoints of real model families: the tiny Qwen3-architecture weights of
+//! [`super::tiny`] (random, deterministic), with a family's **real tokenizer** — rebuilt from
+//! a vocab-only GGUF file (llama.cpp's `ggml-vocab-*.gguf`: the published vocabulary and
+//! merges) into a Hugging Face `tokenizer.json` — and a **real chat template** given as a
+//! file. Newer special tokens that the GGUF files carry as placeholders (`[PAD151657]`,
+//! `<|reserved_special_token_4|>`) are put back at their published ids with their
+//! published flags (`<tool_call>` is not "special" in Qwen: it stays in decoded text).
+//!
+//! The result loads in mistral.rs and in `transformers` alike, so a prompt Verity builds
+//! can be compared id for id with `apply_chat_template`.
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde_json::{json, Value};
+
+use super::{
+    gguf::{self, MetaValue},
+    tiny::{self, TinySpec},
+};
+
+/// A model family a tiny checkpoint can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Qwen 2.5 / 3: the qwen2 vocabulary (151,643 BPE tokens + specials), ChatML.
+    Qwen3,
+    /// Llama 3.1 – 3.3: the llama-bpe vocabulary (128,000 + 256 specials).
+    Llama3,
+}
+
+/// Families, with the vocab file each needs.
+pub const FAMILIES: &[(&str, Family, &str)] = &[
+    ("qwen3", Family::Qwen3, "ggml-vocab-qwen2.gguf"),
+    ("llama3", Family::Llama3, "ggml-vocab-llama-bpe.gguf"),
+];
+
+/// An unknown family name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown model family '{0}'; the families are: {list}", list = FAMILIES.iter().map(|(n, _, v)| format!("{n} (vocab {v})")).collect::<Vec<_>>().join(", "))]
+pub struct UnknownFamily(pub String);
+
+impl FromStr for Family {
+    type Err = UnknownFamily;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().to_ascii_lowercase();
+        let alias = match s.as_str() {
+            "qwen" | "qwen2.5" | "qwen3" => "qwen3",
+            "llama" | "llama3" | "llama3.1" | "llama3.2" | "llama3.3" => "llama3",
+            other => other,
+        };
+        FAMILIES
+            .iter()
+            .find(|(n, _, _)| *n == alias)
+            .map(|(_, f, _)| *f)
+            .ok_or(UnknownFamily(s))
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = FAMILIES
+            .iter()
+            .find(|(_, x, _)| x == self)
+            .map(|(n, _, _)| *n)
+            .unwrap_or("?");
+        f.write_str(name)
+    }
+}
+
+/// Why a family checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FamilyError {
+    /// The vocab file could not be read.
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    /// The vocab file is not the kind this family needs.
+    #[error("{path}: {why}")]
+    Vocab {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// One family's tokenizer facts, as its published `tokenizer.json` /
+/// `tokenizer_config.json` state them.
+struct Spec {
+    /// `tokenizer.ggml.pre` the vocab file must have.
+    pre: &'static str,
+    /// The pre-tokenizer's split pattern.
+    regex: &'static str,
+    normalizer: Option<&'static str>,
+    /// Llama 3 looks whole words up before merging.
+    ignore_merges: bool,
+    /// Published added tokens that differ from the GGUF file's (id, content, special).
+    overrides: Vec<(u32, String, bool)>,
+    /// Tokens past this id are the GGUF file's padding, not in the published tokenizer.
+    last_token: Option<u32>,
+    bos: Option<u32>,
+    eos: Vec<u32>,
+    pad: u32,
+    /// `tokenizer_config.json`'s `eos_token`.
+    eos_token: &'static str,
+    tokenizer_class: &'static str,
+    /// Prepend BOS when encoding with special tokens (Llama's post-processor).
+    add_bos: bool,
+}
+
+fn spec(family: Family) -> Spec {
+    match family {
+        Family::Qwen3 => {
+            let overrides = [
+                "<|object_ref_start|>",
+                "<|object_ref_end|>",
+                "<|box_start|>",
+                "<|box_end|>",
+                "<|quad_start|>",
+                "<|quad_end|>",
+                "<|vision_start|>",
+                "<|vision_end|>",
+                "<|vision_pad|>",
+                "<|image_pad|>",
+                "<|video_pad|>",
+            ]
+            .iter()
+            .map(|t| (true, *t))
+            .chain(
+                [
+                    "<tool_call>",
+                    "</tool_call>",
+                    "<|fim_prefix|>",
+                    "<|fim_middle|>",
+                    "<|fim_suffix|>",
+                    "<|fim_pad|>",
+                    "<|repo_name|>",
+                    "<|file_sep|>",
+                    "<tool_response>",
+                    "</tool_response>",
+                    "<think>",
+                    "</think>",
+                ]
+                .iter()
+                .map(|t| (false, *t)),
+            )
+            .enumerate()
+            .map(|(i, (special, t))| (151_646 + i as u32, t.to_string(), special))
+            .collect();
+            Spec {
+                pre: "qwen2",
+                regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+                normalizer: Some("NFC"),
+                ignore_merges: false,
+                overrides,
+                last_token: Some(151_668),
+                bos: None,
+                eos: vec![151_645, 151_643],
+                pad: 151_643,
+                eos_token: "<|im_end|>",
+                tokenizer_class: "Qwen2Tokenizer",
+                add_bos: false,
+            }
+        }
+        Family::Llama3 => {
+            // Llama 3.1 renamed four reserved tokens and renumbered the rest.
+            let mut overrides = vec![
+                (128_004, "<|finetune_right_pad_id|>".to_owned(), true),
+                (128_005, "<|reserved_special_token_2|>".to_owned(), true),
+                (128_008, "<|eom_id|>".to_owned(), true),
+                (128_010, "<|python_tag|>".to_owned(), true),
+            ];
+            overrides.extend((128_011..128_256u32).map(|id| {
+                (
+                    id,
+                    format!("<|reserved_special_token_{}|>", id - 128_008),
+                    true,
+                )
+            }));
+            Spec {
+                pre: "llama-bpe",
+                regex: r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+                normalizer: None,
+                ignore_merges: true,
+                overrides,
+                last_token: None,
+                bos: Some(128_000),
+                eos: vec![128_001, 128_008, 128_009],
+                pad: 128_004,
+                eos_token: "<|eot_id|>",
+                tokenizer_class: "PreTrainedTokenizerFast",
+                add_bos: true,
+            }
+        }
+    }
+}
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+const CONTROL: i64 = 3;
+const USER_DEFINED: i64 = 4;
+const UNUSED: i64 = 5;
+
+/// The tokenizer of `family` rebuilt from its vocab file: (`tokenizer.json`, the added
+/// tokens as (id, content, special), vocabulary size).
+fn tokenizer(
+    family: Family,
+    vocab: &Path,
+) -> Result<(Value, Vec<(u32, String, bool)>, usize), FamilyError> {
+    let path = vocab.display().to_string();
+    let bad = |why: String| FamilyError::Vocab {
+        path: path.clone(),
+        why,
+    };
+    let meta = gguf::read_metadata(vocab)?;
+    let s = spec(family);
+    let model = meta.get("tokenizer.ggml.model").and_then(MetaValue::as_str);
+    let pre = meta.get("tokenizer.ggml.pre").and_then(MetaValue::as_str);
+    if model != Some("gpt2") || pre != Some(s.pre) {
+        return Err(bad(format!(
+            "a {family} tokenizer needs a byte-level BPE vocab with pre-tokenizer '{}' \
+             (llama.cpp's {}), not model {model:?} / pre {pre:?}",
+            s.pre,
+            FAMILIES
+                .iter()
+                .find(|(_, f, _)| *f == family)
+                .map(|(_, _, v)| *v)
+                .unwrap_or("?"),
+        )));
+    }
+    let strings = |key: &str| -> Result<Vec<String>, FamilyError> {
+        meta.get(key)
+            .and_then(MetaValue::as_array)
+            .ok_or_else(|| bad(format!("no {key}")))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("{key}: not strings")))
+            })
+            .collect()
+    };
+    let mut tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let types: Vec<i64> = meta
+        .get("tokenizer.ggml.token_type")
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| bad("no tokenizer.ggml.token_type".into()))?
+        .iter()
+        .map(|v| v.as_i64().unwrap_or(1))
+        .collect();
+    if types.len() != tokens.len() {
+        return Err(bad("token types and tokens differ in number".into()));
+    }
+    if let Some(last) = s.last_token {
+        tokens.truncate(last as usize + 1);
+    }
+    let mut special: BTreeMap<u32, (String, bool)> = BTreeMap::new();
+    for (id, (t, ty)) in tokens.iter().zip(&types).enumerate() {
+        if matches!(*ty, CONTROL | USER_DEFINED | UNUSED) {
+            special.insert(id as u32, (t.clone(), true));
+        }
+    }
+    for (id, content, is_special) in &s.overrides {
+        if (*id as usize) < tokens.len() {
+            tokens[*id as usize] = content.clone();
+            special.insert(*id, (content.clone(), *is_special));
+        }
+    }
+    let vocab_map: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| !special.contains_key(&(*id as u32)))
+        .map(|(id, t)| (t.clone(), json!(id)))
+        .collect();
+    let added: Vec<(u32, String, bool)> = special
+        .into_iter()
+        .map(|(id, (content, sp))| (id, content, sp))
+        .collect();
+    let added_json: Vec<Value> = added
+        .iter()
+        .map(|(id, content, sp)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": sp})
+        })
+        .collect();
+    let byte_level = |trim: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": trim, "use_regex": false});
+    let post_processor = match (s.add_bos, s.bos) {
+        (true, Some(bos)) => {
+            let name = tokens.get(bos as usize).cloned().unwrap_or_default();
+            json!({"type": "TemplateProcessing",
+                   "single": [{"SpecialToken": {"id": name, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                   "pair": [{"SpecialToken": {"id": name, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                            {"SpecialToken": {"id": name, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                   "special_tokens": {name.clone(): {"id": name, "ids": [bos], "tokens": [name]}}})
+        }
+        _ => byte_level(false),
+    };
+    let json = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_json,
+        "normalizer": s.normalizer.map(|n| json!({"type": n})),
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": s.regex}, "behavior": "Isolated", "invert": false},
+            byte_level(family == Family::Llama3),
+        ]},
+        "post_processor": post_processor,
+        "decoder": byte_level(family == Family::Llama3),
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": s.ignore_merges, "vocab": vocab_map, "merges": merges,
+        },
+    });
+    Ok((json, added, tokens.len()))
+}
+
+fn tokenizer_config(family: Family, added: &[(u32, String, bool)], template: &str) -> Value {
+    let s = spec(family);
+    let decoder: BTreeMap<String, Value> = added
+        .iter()
+        .map(|(id, content, sp)| {
+            (
+                id.to_string(),
+                json!({"content": content, "lstrip": false, "normalized": false,
+                       "rstrip": false, "single_word": false, "special": sp}),
+            )
+        })
+        .collect();
+    let name = |id: u32| {
+        added
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, c, _)| json!(c))
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "added_tokens_decoder": decoder,
+        "bos_token": s.bos.map(name).unwrap_or(Value::Null),
+        "eos_token": s.eos_token,
+        "pad_token": name(s.pad),
+        "unk_token": null,
+        "add_prefix_space": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": 131072,
+        "tokenizer_class": s.tokenizer_class,
+        "chat_template": template,
+    })
+}
+
+/// Bumped whenever a family checkpoint's bytes change.
+const FAMILY_GENERATOR_VERSION: &str = "verity-tiny-family/1";
+
+/// Writes a tiny checkpoint of `family` into `dir`: the tokenizer from `vocab` (a
+/// llama.cpp vocab GGUF), the chat template from `template`. Returns the files written.
+pub fn generate(
+    dir: &Path,
+    family: Family,
+    vocab: &Path,
+    template: &Path,
+) -> Result<Vec<PathBuf>, FamilyError> {
+    let io_err = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| FamilyError::Io { path, source }
+    };
+    let template_text = std::fs::read_to_string(template).map_err(io_err(template))?;
+    let (tok, added, n_tokens) = tokenizer(family, vocab)?;
+    let s = spec(family);
+    let tiny_spec = TinySpec {
+        // Qwen's embedding table is wider than its tokenizer, as in the published model.
+        vocab: match family {
+            Family::Qwen3 => 151_936,
+            Family::Llama3 => n_tokens,
+        },
+        ..TinySpec::default()
+    };
+    let mut config = tiny::config(&tiny_spec);
+    config["bos_token_id"] = s.bos.map(Value::from).unwrap_or(Value::Null);
+    config["eos_token_id"] = json!(s.eos[0]);
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("config.json", tiny::pretty(&config)),
+        (
+            "generation_config.json",
+            tiny::pretty(
+                &json!({"eos_token_id": s.eos, "pad_token_id": s.pad, "bos_token_id": s.bos}),
+            ),
+        ),
+        ("tokenizer.json", tiny::pretty(&tok)),
+        (
+            "tokenizer_config.json",
+            tiny::pretty(&tokenizer_config(family, &added, &template_text)),
+        ),
+        (
+            "model.safetensors",
+            tiny::weights(&tiny_spec).map_err(io_err(dir))?,
+        ),
+        (
+            "GENERATOR",
+            format!("{FAMILY_GENERATOR_VERSION} {family}\n").into_bytes(),
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        written.push(tiny::write_atomic(&path, &bytes).map_err(io_err(&path))?);
+    }
+    Ok(written)
+}
