@@ -168,7 +168,13 @@ impl EmbeddedModel {
         let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
         let prefix_cache = !options.no_prefix_cache;
         let described = source.describe();
-        let is_tiny = matches!(source, ModelSource::Tiny(_));
+        // The generated tiny model (by name or as a folder) keeps the engine's rendering.
+        let is_tiny = match &source {
+            ModelSource::Tiny(_) => true,
+            ModelSource::Dir(d) => std::fs::read_to_string(d.join("GENERATOR"))
+                .is_ok_and(|g| g.starts_with("verity-tiny/")),
+            _ => false,
+        };
         let tokenizer_path = source.tokenizer_json();
         let files = match &source {
             ModelSource::Tiny(d) | ModelSource::Dir(d) | ModelSource::Gguf(d) => Some(d.clone()),
@@ -469,7 +475,7 @@ impl EmbeddedModel {
             prompt_tokens: usage.prompt_tokens as u64,
             completion_tokens: usage.completion_tokens as u64,
         };
-        let finish = Finish::from_engine(Some(&finish_reason));
+        let mut finish = Finish::from_engine(Some(&finish_reason));
         let (tool_calls, parse_failures) =
             toolcall::check(&req.tools, raw_calls, &text, finish == Finish::Length);
 
@@ -510,6 +516,9 @@ impl EmbeddedModel {
                         finish == Finish::Length,
                     );
                     failures.extend(parsed.failures);
+                    if !calls.is_empty() && finish == Finish::Stop {
+                        finish = Finish::ToolCalls;
+                    }
                     (content, calls, failures)
                 }
                 None => (text, tool_calls, parse_failures),
