@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Command};
 use serde_json::Value;
 use verity_runtime::model::callformat::CallFormat;
 
-use super::common::{llama_cpp_models, python, repo, stderr, stdout};
+use super::common::{llama_cpp_models, python, repo, stderr, stdout, verity};
 
 /// End-of-turn markers a tokenizer decodes as special tokens (the runtime drops them by id
 /// before reading calls; here the rendered text still has them).
@@ -135,4 +135,230 @@ fn every_recognised_template_layout_reads_back_exactly() {
     }
     eprintln!("read back: {}", read.join(", "));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Writes a family checkpoint with `verity model tiny --family`.
+fn family_model(
+    dir: &std::path::Path,
+    family: &str,
+    vocab: &str,
+    template: &str,
+) -> std::path::PathBuf {
+    let models = llama_cpp_models();
+    let out = dir.join(format!("{family}-{template}"));
+    let o = Command::new(verity())
+        .args(["model", "tiny", "--family", family, "--vocab"])
+        .arg(models.join(vocab))
+        .arg("--template")
+        .arg(models.join("templates").join(template))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// `tests/clients/tokenizer_check.py` (the `tokenizers` and `transformers` libraries).
+fn hf_check(args: &[&std::ffi::OsStr], stdin: Option<&Value>) -> Value {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/clients/tokenizer_check.py"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let (Some(v), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(v.to_string().as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).lines().last().unwrap_or_default()).unwrap()
+}
+
+/// The family tokenizers Verity rebuilds from llama.cpp's vocab files reproduce llama.cpp's
+/// own tokenisation vectors (`.inp` / `.out`) under Hugging Face's `tokenizers`.
+#[test]
+fn family_tokenizers_reproduce_llama_cpp_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (family, vocab, template) in [
+        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja"),
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        ),
+    ] {
+        let model = family_model(dir.path(), family, vocab, template);
+        let report = hf_check(
+            &[
+                "vectors".as_ref(),
+                model.as_os_str(),
+                llama_cpp_models().join(vocab).as_os_str(),
+            ],
+            None,
+        );
+        assert!(report["cases"].as_u64().unwrap_or(0) >= 40, "{report}");
+        assert_eq!(
+            report["mismatches"],
+            serde_json::json!([]),
+            "{family}: {report}"
+        );
+    }
+}
+
+/// `tools` of a record as `transformers` takes them; tool-call arguments as objects.
+fn hf_conversation(record: &Value, messages: &[Value]) -> Value {
+    let tools: Vec<Value> = record["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::json!({"type": "function", "function": t}))
+        .collect();
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(calls) = m["tool_calls"].as_array_mut() {
+                for c in calls {
+                    if let Some(s) = c["function"]["arguments"].as_str() {
+                        c["function"]["arguments"] = serde_json::from_str(s).unwrap();
+                    }
+                    c["type"] = "function".into();
+                }
+            }
+            m
+        })
+        .collect();
+    serde_json::json!({"messages": messages, "tools": tools})
+}
+
+fn traj(file: &std::path::Path) -> Value {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["kind"] == "traj")
+        .unwrap()
+}
+
+/// Prompts identical to Hugging Face's: for each fixture template of the two vocabularies,
+/// the ids of the first model call `verity run` makes (recorded) equal `transformers`'
+/// `apply_chat_template(messages, tools=…, add_generation_prompt=True, tokenize=True)` on
+/// the same conversation and tools. Then, on Qwen3, a reply forced (by a grammar) into two
+/// parallel calls in Qwen's own layout: both are read and run, and the second model call's
+/// prompt — with the calls and both results — equals `transformers`' too.
+#[test]
+fn prompts_equal_transformers_apply_chat_template() {
+    let dir = tempfile::tempdir().unwrap();
+    for (family, vocab, template) in [
+        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja"),
+        (
+            "qwen3",
+            "ggml-vocab-qwen2.gguf",
+            "Qwen-Qwen2.5-7B-Instruct.jinja",
+        ),
+        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-QwQ-32B.jinja"),
+        // (Not the Hermes templates: their `json_to_python_type` macro recurses forever on
+        // a nullable type such as `"type": ["integer", "null"]` — transformers raises
+        // RecursionError on Verity's calculator schema as well, and Verity says so.)
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        ),
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.2-3B-Instruct.jinja",
+        ),
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.3-70B-Instruct.jinja",
+        ),
+    ] {
+        let model = family_model(dir.path(), family, vocab, template);
+        let file = dir.path().join(format!("{template}.jsonl"));
+        let o = Command::new(verity())
+            .args(["run", "--config"])
+            .arg(super::common::write_file(dir.path(), "empty.toml", ""))
+            .arg("--model")
+            .arg(&model)
+            .args(["--max-turns", "1", "--max-tokens-per-call", "2", "--record"])
+            .arg(&file)
+            .arg("What is 17 * 23?")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            stderr(&o).contains("recorded to"),
+            "{template}: {}",
+            stderr(&o)
+        );
+        let r = traj(&file);
+        let n = r["prompt_messages"].as_u64().unwrap() as usize;
+        let messages = r["messages"].as_array().unwrap()[..n].to_vec();
+        let hf = hf_check(
+            &["prompt".as_ref(), model.as_os_str()],
+            Some(&hf_conversation(&r, &messages)),
+        );
+        assert_eq!(
+            r["turns"][0]["prompt_ids"], hf["ids"],
+            "{template}: Verity's first prompt differs from transformers' ({})",
+            hf["text"]
+        );
+    }
+
+    // Two parallel calls in Qwen's layout, forced by a grammar; the next prompt.
+    let model = family_model(
+        dir.path(),
+        "qwen3",
+        "ggml-vocab-qwen2.gguf",
+        "Qwen-Qwen3-0.6B.jinja",
+    );
+    let grammar = super::common::write_file(
+        dir.path(),
+        "two.lark",
+        r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call>"#,
+    );
+    let file = dir.path().join("two.jsonl");
+    let o = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(super::common::write_file(dir.path(), "empty.toml", ""))
+        .arg("--model")
+        .arg(&model)
+        .arg("--grammar")
+        .arg(&grammar)
+        .args([
+            "--policy",
+            "trusted",
+            "--max-turns",
+            "2",
+            "--max-tokens-per-call",
+            "80",
+            "--record",
+        ])
+        .arg(&file)
+        .arg("compute")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
+    let r = traj(&file);
+    let messages = r["messages"].as_array().unwrap();
+    let calls = messages[1]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{}", messages[1]);
+    let results: Vec<&str> = messages[2..4]
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(results, ["exact: 4", "exact: 9"], "{messages:?}");
+    let hf = hf_check(
+        &["prompt".as_ref(), model.as_os_str()],
+        Some(&hf_conversation(&r, &messages[..4])),
+    );
+    assert_eq!(r["turns"][1]["prompt_ids"], hf["ids"], "{}", hf["text"]);
 }
