@@ -325,7 +325,11 @@ fn tokenizer(
             "ignore_merges": s.ignore_merges, "vocab": vocab_map, "merges": merges,
         },
     });
-    Ok((json, added, tokens.len()))
+    Ok(Rebuilt {
+        json,
+        added,
+        n_tokens: tokens.len(),
+    })
 }
 
 fn tokenizer_config(family: Family, added: &[(u32, String, bool)], template: &str) -> Value {
@@ -377,7 +381,11 @@ pub fn generate(
         move |source| FamilyError::Io { path, source }
     };
     let template_text = std::fs::read_to_string(template).map_err(io_err(template))?;
-    let (tok, added, n_tokens) = tokenizer(family, vocab)?;
+    let Rebuilt {
+        json: tok,
+        added,
+        n_tokens,
+    } = tokenizer(family, vocab)?;
     let s = spec(family);
     let tiny_spec = TinySpec {
         // Qwen's embedding table is wider than its tokenizer, as in the published model.
