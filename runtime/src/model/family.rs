@@ -212,12 +212,18 @@ const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 const UNUSED: i64 = 5;
 
-/// The tokenizer of `family` rebuilt from its vocab file: (`tokenizer.json`, the added
-/// tokens as (id, content, special), vocabulary size).
-fn tokenizer(
-    family: Family,
-    vocab: &Path,
-) -> Result<(Value, Vec<(u32, String, bool)>, usize), FamilyError> {
+/// A tokenizer rebuilt from a vocab file.
+struct Rebuilt {
+    /// `tokenizer.json`.
+    json: Value,
+    /// Its added tokens as (id, content, special).
+    added: Vec<(u32, String, bool)>,
+    /// How many ids it defines.
+    n_tokens: usize,
+}
+
+/// The tokenizer of `family` rebuilt from its vocab file.
+fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
     let path = vocab.display().to_string();
     let bad = |why: String| FamilyError::Vocab {
         path: path.clone(),
