@@ -130,7 +130,7 @@ fn score_cli_says_what_it_extracted_and_why() {
     assert_eq!(v["extracted"], "(2,1)");
     assert_eq!(
         (v["name"].as_str(), v["version"].as_u64()),
-        (Some("math"), Some(2))
+        (Some("math"), Some(3))
     );
 
     // A truncated run scores 0 unless the verifier opts in.

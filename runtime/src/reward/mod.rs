@@ -70,12 +70,12 @@ impl VerifierSpec {
     /// Name and version recorded with every result; a change in behaviour bumps it.
     pub fn id(&self) -> (&'static str, u32) {
         match self {
-            VerifierSpec::Math { .. } => ("math", 2),
+            VerifierSpec::Math { .. } => ("math", 3),
             VerifierSpec::Exact => ("exact", 1),
             VerifierSpec::Normalized => ("normalized", 1),
             VerifierSpec::Regex { .. } => ("regex", 1),
             VerifierSpec::JsonField { .. } => ("json_field", 1),
-            VerifierSpec::Code { .. } => ("code", 1),
+            VerifierSpec::Code { .. } => ("code", 2),
             VerifierSpec::ToolCall => ("tool_call", 1),
             VerifierSpec::Format { .. } => ("format", 1),
         }

@@ -61,7 +61,7 @@ async fn verifiers_score_and_say_why() {
     assert!(r.passed && r.score == 1.0 && r.extracted.as_deref() == Some("18"));
     let r = score(&VerifierSpec::MATH, &json!(18), &attempt("it is 17")).await;
     assert!(!r.passed);
-    assert_eq!((r.name.as_str(), r.version), ("math", 2));
+    assert_eq!((r.name.as_str(), r.version), ("math", 3));
 
     let r = score(
         &VerifierSpec::Normalized,
@@ -162,5 +162,5 @@ fn specs_read_from_task_files() {
     assert!(serde_json::from_value::<VerifierSpec>(json!({"type": "nope"})).is_err());
     let c: VerifierSpec =
         serde_json::from_value(json!({"type": "code", "entry_point": "f"})).unwrap();
-    assert_eq!(c.id(), ("code", 1));
+    assert_eq!(c.id(), ("code", 2));
 }
