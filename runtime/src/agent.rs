@@ -347,6 +347,7 @@ impl Agent {
             let _ = events.send(e);
         };
         let mut turn = 0;
+        let mut previous: Option<Arc<crate::model::PreviousTurn>> = None;
         // Every way out of the loop says why and, for an answer, what it was.
         let ended: (StopReason, Option<String>) = loop {
             let (remaining, deadline) = match self.budget_left(turn, usage, started, &cancel) {
@@ -355,6 +356,7 @@ impl Agent {
             };
             turn += 1;
             emit(AgentEvent::TurnStarted { turn });
+            let asked_messages = messages.len();
             let request = ModelRequest {
                 messages: Arc::clone(&messages),
                 tools: Arc::clone(&tools),
@@ -363,6 +365,7 @@ impl Agent {
                 calls_per_turn: self.config.calls_per_turn,
                 sampling: self.sampling(turn, seed, remaining),
                 grammar: self.config.grammar.clone(),
+                previous: previous.take(),
             };
             let token_events = events.clone();
             let on_token: crate::model::TokenSink = Arc::new(move |t: &str| {
@@ -401,6 +404,14 @@ impl Agent {
             };
             usage.prompt_tokens += output.usage.prompt_tokens;
             usage.completion_tokens += output.usage.completion_tokens;
+            previous = match (&output.prompt_ids, &output.token_ids) {
+                (Some(p), Some(t)) => Some(Arc::new(crate::model::PreviousTurn {
+                    messages: asked_messages,
+                    prompt_ids: p.clone(),
+                    token_ids: t.clone(),
+                })),
+                _ => None,
+            };
             emit(AgentEvent::ModelOutput {
                 turn,
                 output: Box::new(output.clone()),

@@ -322,7 +322,7 @@ fn prompts_equal_transformers_apply_chat_template() {
     let grammar = super::common::write_file(
         dir.path(),
         "two.lark",
-        r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call>"#,
+        r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call> <|im_end|>"#,
     );
     let file = dir.path().join("two.jsonl");
     let o = Command::new(verity())
@@ -361,4 +361,32 @@ fn prompts_equal_transformers_apply_chat_template() {
         Some(&hf_conversation(&r, &messages[..4])),
     );
     assert_eq!(r["turns"][1]["prompt_ids"], hf["ids"], "{}", hf["text"]);
+    // Token in, token out: the second prompt is the first prompt, the ids generated (the
+    // stop token `<|im_end|>` included) and the results; the flat view exists, and the stop
+    // token the model generated after its calls is trained on (mask 1).
+    let turns = r["turns"].as_array().unwrap();
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect()
+    };
+    let mut continued = ids(&turns[0]["prompt_ids"]);
+    continued.extend(ids(&turns[0]["gen_ids"]));
+    assert_eq!(
+        ids(&turns[0]["gen_ids"]).last(),
+        Some(&151_645),
+        "ends with <|im_end|>"
+    );
+    assert!(ids(&turns[1]["prompt_ids"]).starts_with(&continued));
+    let view = &r["tokens"];
+    assert_eq!(view["available"], true, "{view}");
+    let response = ids(&view["response_ids"]);
+    let mask = ids(&view["loss_mask"]);
+    let stop = response.iter().position(|t| *t == 151_645).unwrap();
+    assert_eq!(
+        mask[stop], 1,
+        "the generated stop token is in the loss mask"
+    );
 }

@@ -182,6 +182,7 @@ async fn decode_round(
                         ..Sampling::default()
                     },
                     grammar: None,
+                    previous: None,
                 };
                 let out = ours
                     .generate(&request, Arc::new(|_: &str| {}), CancellationToken::new())

@@ -574,12 +574,44 @@ impl EmbeddedModel {
                     "name": t.name, "description": t.description, "parameters": t.parameters}})
             })
             .collect();
-        let text = template
-            .render(&messages, offer_tools.then_some(&tools[..]), true)
-            .map_err(|e| ModelError::Request(format!("rendering the prompt: {e}")))?;
-        tok.encode(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Request(format!("tokenizing the prompt: {e}")))
+        let tools = offer_tools.then_some(&tools[..]);
+        let render = |messages: &[Value], generation_prompt: bool| {
+            template
+                .render(messages, tools, generation_prompt)
+                .map_err(|e| ModelError::Request(format!("rendering the prompt: {e}")))
+        };
+        let encode = |text: &str| {
+            tok.encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| ModelError::Request(format!("tokenizing the prompt: {e}")))
+        };
+        let text = render(&messages, true)?;
+        // Token in, token out: the previous call's prompt and generated ids, then only
+        // what came after its reply, as the template renders it — never the history
+        // re-rendered (Qwen3 drops an earlier turn's `<think>`, and a reply's ids need
+        // not be the canonical tokenization of its text).
+        if let Some(prev) = &req.previous {
+            let end_of_turn = template.token("eos_token").unwrap_or_default();
+            if let Some(tail) = text_after_turn(&messages, prev.messages, &text, end_of_turn, |m| {
+                render(m, true).ok()
+            }) {
+                let mut ids = prev.prompt_ids.clone();
+                ids.extend_from_slice(&prev.token_ids);
+                // A reply that did not end with a special token (cut by the token limit, or
+                // a grammar that ended it) gets the template's end of turn.
+                let ended = prev.token_ids.last().is_some_and(|t| {
+                    tok.get_added_tokens_decoder()
+                        .get(t)
+                        .is_some_and(|a| a.special)
+                });
+                if !ended && !end_of_turn.is_empty() {
+                    ids.extend(encode(end_of_turn)?);
+                }
+                ids.extend(encode(&tail)?);
+                return Ok(ids);
+            }
+        }
+        encode(&text)
     }
 
     /// A matcher for `lark`, or why the sampler cannot know the grammar's mask (no
@@ -974,6 +1006,32 @@ fn hf_template(dir: &Path) -> Option<super::template::ChatTemplate> {
             None
         }
     }
+}
+
+/// What a full rendering (`full`, with the generation prompt) holds after the assistant
+/// message at `assistant` ended: its end-of-turn marker (`end_of_turn`) and everything
+/// before it are the previous prompt and reply; the rest — tool results, a user turn, the
+/// generation prompt — is new. `None` when that boundary cannot be found (then the
+/// history is rendered in full).
+fn text_after_turn(
+    messages: &[Value],
+    assistant: usize,
+    full: &str,
+    end_of_turn: &str,
+    render_with_prompt: impl Fn(&[Value]) -> Option<String>,
+) -> Option<String> {
+    if end_of_turn.is_empty()
+        || assistant >= messages.len()
+        || messages[assistant]["role"] != "assistant"
+    {
+        return None;
+    }
+    // Where the reply starts: the rendering of everything before it, with the generation
+    // prompt, is a prefix of the full rendering.
+    let before = render_with_prompt(&messages[..assistant])?;
+    let reply = full.strip_prefix(before.as_str())?;
+    let end = reply.find(end_of_turn)?;
+    Some(reply[end + end_of_turn.len()..].to_owned())
 }
 
 /// The reasoning inside a reply's `<think>…</think>`, if any.

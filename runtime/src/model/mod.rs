@@ -201,6 +201,23 @@ pub struct ModelRequest {
     /// A Lark grammar the whole reply must follow (overrides `strict`; embedded engine
     /// only). For format-constrained generation and for testing the parse-failure path.
     pub grammar: Option<String>,
+    /// The previous model call of this conversation, when its ids are known: a backend that
+    /// builds prompts from ids continues it token for token (its prompt, the ids it
+    /// generated, then the new messages rendered by the template) instead of re-rendering
+    /// the history, which a template may render differently from what was generated.
+    pub previous: Option<Arc<PreviousTurn>>,
+}
+
+/// One model call's ids, for the next call of the same conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousTurn {
+    /// How many messages its request had; `messages[that]` of the next request is the
+    /// assistant message it produced.
+    pub messages: usize,
+    /// Its prompt ids.
+    pub prompt_ids: Vec<u32>,
+    /// The ids it generated (stop token included).
+    pub token_ids: Vec<u32>,
 }
 
 /// Why the model stopped.

@@ -65,6 +65,14 @@ impl ChatTemplate {
         Ok(Self { env, tokens })
     }
 
+    /// The text of the special token named `role` (`eos_token`, …) given to the template.
+    pub fn token(&self, role: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|(k, _)| k == role)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Renders `messages` (OpenAI/HF-shaped JSON objects) and `tools` (`{"type":
     /// "function", "function": {...}}`) as `apply_chat_template(..., tokenize=False)` does.
     pub fn render(
