@@ -2,6 +2,7 @@
 
     tokenizer_check.py vectors DIR VOCAB.gguf   # llama.cpp's .inp/.out tokenisation vectors
     tokenizer_check.py prompt DIR               # apply_chat_template ids for one conversation
+    tokenizer_check.py decode DIR               # the text of the ids on stdin (specials kept)
 
 `vectors` encodes every test string of VOCAB.gguf.inp with the checkpoint's tokenizer.json
 (the `tokenizers` library, no special tokens added) and prints a JSON report of the
@@ -45,8 +46,17 @@ def prompt(model_dir):
     print(json.dumps({"ids": list(ids), "text": text}, ensure_ascii=False))
 
 
+def decode(model_dir):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    ids = json.load(sys.stdin)
+    print(json.dumps({"text": tok.decode(ids, skip_special_tokens=False)}, ensure_ascii=False))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "vectors":
         vectors(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "decode":
+        decode(sys.argv[2])
     else:
         prompt(sys.argv[2])

@@ -390,3 +390,57 @@ fn prompts_equal_transformers_apply_chat_template() {
         "the generated stop token is in the loss mask"
     );
 }
+
+/// Strict mode in the family's own layout: on the real Qwen3 template, `--strict
+/// --tool-choice required` forces a call written exactly as the template writes calls — a
+/// newline after `<tool_call>`, `", "` and `": "`, `name` before `arguments` — not Verity's
+/// compact layout. (The tiny random model never closes a string in a 151,936-token
+/// vocabulary, so the reply ends at the token limit inside the expression; the grammar's end,
+/// one block per call and `<|im_end|>`, is checked on the grammar itself in
+/// `model::grammar::tests`.)
+#[test]
+fn strict_mode_writes_calls_in_the_family_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = family_model(
+        dir.path(),
+        "qwen3",
+        "ggml-vocab-qwen2.gguf",
+        "Qwen-Qwen3-0.6B.jinja",
+    );
+    let file = dir.path().join("strict.jsonl");
+    let o = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(super::common::write_file(dir.path(), "empty.toml", ""))
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--strict",
+            "--tool-choice",
+            "required",
+            "--tools",
+            "calculator",
+            "--max-turns",
+            "1",
+            "--max-tokens-per-call",
+            "40",
+            "--record",
+        ])
+        .arg(&file)
+        .arg("What is 17 * 23?")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
+    let r = traj(&file);
+    let turn = &r["turns"][0];
+    let dec = hf_check(
+        &["decode".as_ref(), model.as_os_str()],
+        Some(&turn["gen_ids"]),
+    );
+    let written = dec["text"].as_str().unwrap_or_default();
+    assert!(
+        written.starts_with("<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\""),
+        "{written:?}"
+    );
+    assert_eq!(turn["finish_reason"], "length", "{turn}");
+}

@@ -376,7 +376,26 @@ impl EmbeddedModel {
         let lark = if let Some(g) = &req.grammar {
             Some(g.clone())
         } else if req.strict {
-            grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn)
+            // With a real template, calls are forced into the family's own layout.
+            let layout = match (&self.template, self.call_format) {
+                (Some(_), Some(super::callformat::CallFormat::Hermes)) => {
+                    Some(grammar::FamilyLayout::Hermes)
+                }
+                (Some(_), Some(super::callformat::CallFormat::Llama3)) => {
+                    Some(grammar::FamilyLayout::Llama3)
+                }
+                _ => None,
+            };
+            match layout {
+                Some(l) => grammar::family_lark(
+                    &req.tools,
+                    &req.tool_choice,
+                    req.calls_per_turn,
+                    l,
+                    self.template.as_ref().and_then(|t| t.token("eos_token")),
+                ),
+                None => grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn),
+            }
         } else {
             None
         };

@@ -74,6 +74,98 @@ pub fn strict_lark(tools: &[ToolDef], choice: &ToolChoice, calls: usize) -> Opti
     })
 }
 
+/// The layout a family's template writes calls in, for strict decoding: constrained output
+/// is then in-distribution and re-renders identically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyLayout {
+    /// `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`, one block per call,
+    /// blocks separated by a newline (Qwen, Hermes).
+    Hermes,
+    /// `{"name": …, "parameters": {…}}`, calls separated by `; ` (Llama 3.1–3.3).
+    Llama3,
+}
+
+/// The Lark grammar for one reply in a family's own layout (see [`strict_lark`] for the
+/// choices), JSON written as the templates write it (`", "`, `": "`), ending with the
+/// family's end-of-turn token when one is given (so the stop token is the one the model
+/// would write, e.g. `<|im_end|>`).
+pub fn family_lark(
+    tools: &[ToolDef],
+    choice: &ToolChoice,
+    calls: usize,
+    layout: FamilyLayout,
+    end_of_turn: Option<&str>,
+) -> Option<String> {
+    let offered: Vec<&ToolDef> = match choice {
+        ToolChoice::None => return None,
+        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
+        ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
+    };
+    if offered.is_empty() {
+        return None;
+    }
+    let args_key = match layout {
+        FamilyLayout::Hermes => "arguments",
+        FamilyLayout::Llama3 => "parameters",
+    };
+    let one = family_call_schema(&offered, args_key);
+    let (call, sep) = match layout {
+        FamilyLayout::Hermes => (
+            format!("call: <tool_call> \"\\n\" %json {one} \"\\n\" </tool_call>"),
+            "\"\\n\"",
+        ),
+        FamilyLayout::Llama3 => (format!("call: %json {one}"), "\"; \""),
+    };
+    let end = end_of_turn
+        .filter(|t| t.starts_with('<') && t.ends_with('>'))
+        .map(|t| format!(" {t}"))
+        .unwrap_or_default();
+    let calls_rule = match (choice, calls.max(1)) {
+        (ToolChoice::Auto, _) => format!("calls: call ({sep} call){{0,{}}}", MAX_PARALLEL - 1),
+        (_, n) => format!("calls: call{}", format!(" {sep} call").repeat(n - 1)),
+    };
+    Some(match choice {
+        ToolChoice::Auto => {
+            // Text that does not start like a call in this layout.
+            let text = match layout {
+                FamilyLayout::Hermes => "TEXT: /[^<](.|\\n)*/",
+                FamilyLayout::Llama3 => "TEXT: /[^{<](.|\\n)*/",
+            };
+            format!("start: TEXT | calls{end}\n{calls_rule}\n{call}\n{text}\n")
+        }
+        _ => format!("start: calls{end}\n{calls_rule}\n{call}\n"),
+    })
+}
+
+/// One call of one of `tools` as `{"name": <const>, <args_key>: <schema>}`, with the JSON
+/// separators chat templates write.
+fn family_call_schema(tools: &[&ToolDef], args_key: &str) -> Value {
+    let variants: Vec<Value> = tools
+        .iter()
+        .map(|t| {
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": t.name}, args_key: closed(&t.parameters)},
+                "required": ["name", args_key],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let mut schema = if variants.len() == 1 {
+        variants.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        json!({ "anyOf": variants })
+    };
+    if let Value::Object(m) = &mut schema {
+        m.insert(
+            "x-guidance".into(),
+            json!({"whitespace_flexible": false, "lenient": true,
+                   "item_separator": ", ", "key_separator": ": "}),
+        );
+    }
+    schema
+}
+
 /// JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every JSON parser keeps exact.
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
@@ -197,5 +289,31 @@ mod tests {
         assert!(strict_lark(&[calc()], &ToolChoice::Named("nope".into()), 1).is_none());
         let auto = strict_lark(&[calc()], &ToolChoice::Auto, 1).unwrap();
         assert!(auto.starts_with("start: TEXT | call"));
+    }
+
+    #[test]
+    fn family_layouts_write_one_block_per_call_and_the_end_of_turn() {
+        let g = family_lark(
+            &[calc()],
+            &ToolChoice::Required,
+            2,
+            FamilyLayout::Hermes,
+            Some("<|im_end|>"),
+        )
+        .unwrap();
+        assert!(g.starts_with("start: calls <|im_end|>\n"), "{g}");
+        assert!(g.contains("calls: call \"\\n\" call\n"), "{g}");
+        assert!(g.contains("call: <tool_call> \"\\n\" %json {"), "{g}");
+        assert!(g.contains("\"item_separator\":\", \""), "{g}");
+        let l = family_lark(
+            &[calc()],
+            &ToolChoice::Auto,
+            1,
+            FamilyLayout::Llama3,
+            Some("<|eot_id|>"),
+        )
+        .unwrap();
+        assert!(l.contains("\"parameters\""), "{l}");
+        assert!(l.starts_with("start: TEXT | calls <|eot_id|>"), "{l}");
     }
 }
