@@ -93,24 +93,29 @@ impl From<io::Error> for HeaderError {
 /// Longest string we accept in the header (keys, and values we skip).
 const MAX_STRING: u64 = 16 << 20;
 
-fn read_architecture(r: &mut impl Read) -> Result<String, HeaderError> {
+/// Reads the magic and version: the number of key/value pairs, and whether lengths are
+/// 64-bit (versions 2 and 3) rather than 32-bit (version 1).
+fn read_header(r: &mut impl Read) -> Result<(u64, bool), HeaderError> {
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)?;
     if &magic != b"GGUF" {
         return Err(HeaderError::Format("the magic bytes are not 'GGUF'".into()));
     }
-    let version = read_u32(r)?;
-    let (kv_count, wide) = match version {
+    match read_u32(r)? {
         1 => {
             let _tensors = read_u32(r)?;
-            (u64::from(read_u32(r)?), false)
+            Ok((u64::from(read_u32(r)?), false))
         }
         2 | 3 => {
             let _tensors = read_u64(r)?;
-            (read_u64(r)?, true)
+            Ok((read_u64(r)?, true))
         }
-        v => return Err(HeaderError::Format(format!("unknown GGUF version {v}"))),
-    };
+        v => Err(HeaderError::Format(format!("unknown GGUF version {v}"))),
+    }
+}
+
+fn read_architecture(r: &mut impl Read) -> Result<String, HeaderError> {
+    let (kv_count, wide) = read_header(r)?;
     for _ in 0..kv_count {
         let key = read_string(r, wide)?;
         let ty = read_u32(r)?;
@@ -194,22 +199,7 @@ pub fn read_metadata(
 fn read_all(
     r: &mut impl Read,
 ) -> Result<std::collections::BTreeMap<String, MetaValue>, HeaderError> {
-    let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)?;
-    if &magic != b"GGUF" {
-        return Err(HeaderError::Format("the magic bytes are not 'GGUF'".into()));
-    }
-    let (kv_count, wide) = match read_u32(r)? {
-        1 => {
-            let _tensors = read_u32(r)?;
-            (u64::from(read_u32(r)?), false)
-        }
-        2 | 3 => {
-            let _tensors = read_u64(r)?;
-            (read_u64(r)?, true)
-        }
-        v => return Err(HeaderError::Format(format!("unknown GGUF version {v}"))),
-    };
+    let (kv_count, wide) = read_header(r)?;
     let mut out = std::collections::BTreeMap::new();
     for _ in 0..kv_count.min(1 << 16) {
         let key = read_string(r, wide)?;

@@ -13,16 +13,19 @@ use super::{ToolChoice, ToolDef};
 
 /// The schema of one call of one of `tools`: `{"name": <const>, "arguments": <schema>}`.
 pub fn call_schema(tools: &[&ToolDef]) -> Value {
+    schema_of_calls(tools, "arguments", guidance())
+}
+
+/// One call of one of `tools` as `{"name": <const>, <args_key>: <schema>}`, decoded with
+/// the llguidance options `guidance`.
+fn schema_of_calls(tools: &[&ToolDef], args_key: &str, guidance: Value) -> Value {
     let variants: Vec<Value> = tools
         .iter()
         .map(|t| {
             json!({
                 "type": "object",
-                "properties": {
-                    "name": {"const": t.name},
-                    "arguments": closed(&t.parameters),
-                },
-                "required": ["name", "arguments"],
+                "properties": {"name": {"const": t.name}, args_key: closed(&t.parameters)},
+                "required": ["name", args_key],
                 "additionalProperties": false,
             })
         })
@@ -33,7 +36,7 @@ pub fn call_schema(tools: &[&ToolDef]) -> Value {
         json!({ "anyOf": variants })
     };
     if let Value::Object(m) = &mut schema {
-        m.insert("x-guidance".into(), guidance());
+        m.insert("x-guidance".into(), guidance);
     }
     schema
 }
@@ -137,33 +140,12 @@ pub fn family_lark(
     })
 }
 
-/// One call of one of `tools` as `{"name": <const>, <args_key>: <schema>}`, with the JSON
-/// separators chat templates write.
+/// One call with the JSON separators chat templates write (`", "`, `": "`).
 fn family_call_schema(tools: &[&ToolDef], args_key: &str) -> Value {
-    let variants: Vec<Value> = tools
-        .iter()
-        .map(|t| {
-            json!({
-                "type": "object",
-                "properties": {"name": {"const": t.name}, args_key: closed(&t.parameters)},
-                "required": ["name", args_key],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    let mut schema = if variants.len() == 1 {
-        variants.into_iter().next().unwrap_or(Value::Null)
-    } else {
-        json!({ "anyOf": variants })
-    };
-    if let Value::Object(m) = &mut schema {
-        m.insert(
-            "x-guidance".into(),
-            json!({"whitespace_flexible": false, "lenient": true,
-                   "item_separator": ", ", "key_separator": ": "}),
-        );
-    }
-    schema
+    let mut guidance = guidance();
+    guidance["item_separator"] = json!(", ");
+    guidance["key_separator"] = json!(": ");
+    schema_of_calls(tools, args_key, guidance)
 }
 
 /// JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every JSON parser keeps exact.
