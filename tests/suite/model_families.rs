@@ -444,3 +444,122 @@ fn strict_mode_writes_calls_in_the_family_layout() {
     );
     assert_eq!(turn["finish_reason"], "length", "{turn}");
 }
+
+/// Token in, token out across conversations: seeded random mixes — one to three parallel
+/// calls per reply, valid calls, calls whose tool fails (`1/0`), calls of a tool that does
+/// not exist — forced into Qwen's layout by a grammar, three model calls each, on the Qwen3
+/// and Qwen2.5 templates. Every prompt continues the previous prompt and reply token for
+/// token (the record's flat view exists), and where every call was usable, every prompt also
+/// equals `transformers`' rendering of the conversation so far.
+#[test]
+fn random_conversations_stay_prefix_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed: u64 = 0x5eed_0015;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let templates = ["Qwen-Qwen3-0.6B.jinja", "Qwen-Qwen2.5-7B-Instruct.jinja"];
+    let models: Vec<std::path::PathBuf> = templates
+        .iter()
+        .map(|t| family_model(dir.path(), "qwen3", "ggml-vocab-qwen2.gguf", t))
+        .collect();
+    let (mut compared, mut unusable) = (0, 0);
+    for case in 0..6 {
+        let model = &models[case % models.len()];
+        let n = 1 + next(3);
+        let mut usable = true;
+        let blocks: Vec<String> = (0..n)
+            .map(|_| {
+                let (name, expr) = match next(4) {
+                    0 => ("calculator", "1/0".to_owned()),
+                    1 => {
+                        usable = false;
+                        ("nosuch", "1".to_owned())
+                    }
+                    _ => ("calculator", format!("{} * {}", next(90) + 10, next(90) + 10)),
+                };
+                format!(
+                    r#"<tool_call> "\n{{\"name\": \"{name}\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n" </tool_call>"#
+                )
+            })
+            .collect();
+        let grammar = super::common::write_file(
+            dir.path(),
+            &format!("case{case}.lark"),
+            &format!("start: {} <|im_end|>", blocks.join(r#" "\n" "#)),
+        );
+        let file = dir.path().join(format!("case{case}.jsonl"));
+        let o = Command::new(verity())
+            .args(["run", "--config"])
+            .arg(super::common::write_file(dir.path(), "empty.toml", ""))
+            .arg("--model")
+            .arg(model)
+            .arg("--grammar")
+            .arg(&grammar)
+            .args([
+                "--policy",
+                "trusted",
+                "--max-turns",
+                "3",
+                "--max-tokens-per-call",
+                "120",
+                "--record",
+            ])
+            .arg(&file)
+            .arg("compute these")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            stderr(&o).contains("recorded to"),
+            "case {case}: {}",
+            stderr(&o)
+        );
+        let r = traj(&file);
+        let turns = r["turns"].as_array().unwrap();
+        assert_eq!(turns.len(), 3, "case {case}");
+        assert_eq!(
+            r["tokens"]["available"], true,
+            "case {case}: {}",
+            r["tokens"]
+        );
+        for k in 1..turns.len() {
+            let mut continued: Vec<Value> = turns[k - 1]["prompt_ids"].as_array().unwrap().clone();
+            continued.extend(turns[k - 1]["gen_ids"].as_array().unwrap().iter().cloned());
+            let prompt = turns[k]["prompt_ids"].as_array().unwrap();
+            assert!(prompt.starts_with(&continued), "case {case}, turn {k}");
+        }
+        if !usable {
+            unusable += 1;
+        }
+        if usable {
+            compared += 1;
+            // The messages each model call saw: everything before its assistant turn.
+            let messages = r["messages"].as_array().unwrap();
+            let assistants: Vec<usize> = messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m["role"] == "assistant")
+                .map(|(i, _)| i)
+                .collect();
+            for (k, &a) in assistants.iter().enumerate().take(turns.len()) {
+                let hf = hf_check(
+                    &["prompt".as_ref(), model.as_os_str()],
+                    Some(&hf_conversation(&r, &messages[..a])),
+                );
+                assert_eq!(
+                    turns[k]["prompt_ids"], hf["ids"],
+                    "case {case}, turn {k}: {}",
+                    hf["text"]
+                );
+            }
+        }
+    }
+    assert!(
+        compared > 0 && unusable > 0,
+        "the seed must give both kinds of case ({compared} compared, {unusable} not)"
+    );
+}

@@ -597,7 +597,19 @@ impl EmbeddedModel {
         let render = |messages: &[Value], generation_prompt: bool| {
             template
                 .render(messages, tools, generation_prompt)
-                .map_err(|e| ModelError::Request(format!("rendering the prompt: {e}")))
+                .map_err(|e| {
+                    ModelError::Request(format!(
+                        "rendering the prompt with the model's chat template: {e}. The \
+                         template cannot render this conversation as written; Verity reads \
+                         calls as {} (`--tool-format`), and a model folder whose template \
+                         renders (or the engine's own rendering: a folder without one) works",
+                        super::callformat::FORMATS
+                            .iter()
+                            .map(|(n, _, what)| format!("{n} ({what})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
         };
         let encode = |text: &str| {
             tok.encode(text, false)
