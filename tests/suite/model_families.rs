@@ -563,3 +563,86 @@ fn random_conversations_stay_prefix_consistent() {
         "the seed must give both kinds of case ({compared} compared, {unusable} not)"
     );
 }
+
+/// The `.gguf` beside each family checkpoint is the same model: loaded from it (mistral.rs
+/// reads the tokenizer and chat template from its header, the f32 weights from its tensors),
+/// a greedy Qwen3 run without tools sees the same prompt ids and generates the same ids as
+/// from the Hugging Face folder. The Llama 3 `.gguf` loads and generates, but mistral.rs's
+/// own GGUF path differs from `transformers` there (it fills `date_string` with today's date
+/// and splits digits one by one instead of Llama 3's groups of three — see
+/// docs/engine-notes.md), so only its header is compared.
+#[test]
+fn family_gguf_is_the_same_model_as_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for (family, vocab, template) in [
+        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja"),
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        ),
+    ] {
+        let folder = family_model(dir.path(), family, vocab, template);
+        let gguf = folder.join(format!("verity-tiny-{family}.gguf"));
+        let ids = |model: &std::path::Path, name: &str| -> (Value, Value) {
+            let file = dir.path().join(name);
+            let o = Command::new(verity())
+                .args(["run", "--config"])
+                .arg(super::common::write_file(dir.path(), "empty.toml", ""))
+                .arg("--model")
+                .arg(model)
+                .args([
+                    "--tool-choice",
+                    "none",
+                    "--max-turns",
+                    "1",
+                    "--max-tokens-per-call",
+                    "12",
+                    "--record",
+                ])
+                .arg(&file)
+                .arg("What is 17 * 23?")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                stderr(&o).contains("recorded to"),
+                "{family} {name}: {}",
+                stderr(&o)
+            );
+            let r = traj(&file);
+            (
+                r["turns"][0]["prompt_ids"].clone(),
+                r["turns"][0]["gen_ids"].clone(),
+            )
+        };
+        let from_folder = ids(&folder, &format!("{family}-folder.jsonl"));
+        let from_gguf = ids(&gguf, &format!("{family}-gguf.jsonl"));
+        assert!(
+            from_folder.0.as_array().is_some_and(|a| !a.is_empty()),
+            "{family}"
+        );
+        if family == "qwen3" {
+            assert_eq!(from_folder, from_gguf, "{family}: folder vs .gguf");
+        } else {
+            assert_eq!(from_gguf.1.as_array().map(Vec::len), Some(12), "{family}");
+        }
+        // The header carries the family's tokenizer with its published special tokens, and
+        // the template.
+        let meta = verity_runtime::model::gguf::read_metadata(&gguf).unwrap();
+        let tokens = meta["tokenizer.ggml.tokens"].as_array().unwrap();
+        let (id, name) = if family == "qwen3" {
+            (151_657, "<tool_call>")
+        } else {
+            (128_010, "<|python_tag|>")
+        };
+        assert_eq!(tokens[id].as_str(), Some(name), "{family}");
+        let source =
+            std::fs::read_to_string(llama_cpp_models().join("templates").join(template)).unwrap();
+        assert_eq!(
+            meta["tokenizer.chat_template"].as_str(),
+            Some(source.as_str()),
+            "{family}"
+        );
+    }
+}

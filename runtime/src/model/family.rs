@@ -220,6 +220,11 @@ struct Rebuilt {
     added: Vec<(u32, String, bool)>,
     /// How many ids it defines.
     n_tokens: usize,
+    /// For the `.gguf`: every token of the vocab file (padding included), the published
+    /// special tokens in place, their GGUF types, and the merges.
+    gguf_tokens: Vec<String>,
+    gguf_types: Vec<i32>,
+    merges: Vec<String>,
 }
 
 /// The tokenizer of `family` rebuilt from its vocab file.
@@ -259,6 +264,7 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
     };
     let mut tokens = strings("tokenizer.ggml.tokens")?;
     let merges = strings("tokenizer.ggml.merges")?;
+    let merges_for_gguf = merges.clone();
     let types: Vec<i64> = meta
         .get("tokenizer.ggml.token_type")
         .and_then(MetaValue::as_array)
@@ -268,6 +274,19 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
         .collect();
     if types.len() != tokens.len() {
         return Err(bad("token types and tokens differ in number".into()));
+    }
+    // The `.gguf` keeps every row (llama.cpp pads Qwen's vocabulary to the embedding size).
+    let mut gguf_tokens = tokens.clone();
+    let mut gguf_types: Vec<i32> = types.iter().map(|t| *t as i32).collect();
+    for (id, content, is_special) in &s.overrides {
+        if let Some(t) = gguf_tokens.get_mut(*id as usize) {
+            *t = content.clone();
+            gguf_types[*id as usize] = if *is_special {
+                CONTROL as i32
+            } else {
+                USER_DEFINED as i32
+            };
+        }
     }
     if let Some(last) = s.last_token {
         tokens.truncate(last as usize + 1);
@@ -335,6 +354,9 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
         json,
         added,
         n_tokens: tokens.len(),
+        gguf_tokens,
+        gguf_types,
+        merges: merges_for_gguf,
     })
 }
 
@@ -371,6 +393,89 @@ fn tokenizer_config(family: Family, added: &[(u32, String, bool)], template: &st
     })
 }
 
+/// A Hugging Face tensor name as llama.cpp names it.
+fn gguf_name(hf: &str) -> String {
+    if hf == "model.embed_tokens.weight" {
+        return "token_embd.weight".into();
+    }
+    if hf == "model.norm.weight" {
+        return "output_norm.weight".into();
+    }
+    let Some(rest) = hf.strip_prefix("model.layers.") else {
+        return hf.to_owned();
+    };
+    let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+    let part = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        other => other,
+    };
+    format!("blk.{layer}.{part}")
+}
+
+/// The `.gguf` header: the architecture's shape as llama.cpp's qwen3 loader reads it, and the
+/// tokenizer and chat template.
+fn gguf_metadata(
+    t: &TinySpec,
+    s: &Spec,
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    merges: Vec<String>,
+    template: &str,
+    family: Family,
+) -> Vec<(String, gguf::WriteValue)> {
+    use gguf::WriteValue::{I32s, Str, Strs, F32, U32, U64};
+    let a = "qwen3";
+    let mut m = vec![
+        ("general.architecture".to_owned(), Str(a.into())),
+        (
+            "general.name".to_owned(),
+            Str(format!("verity-tiny-{family}")),
+        ),
+        ("general.file_type".to_owned(), U32(0)),
+        (format!("{a}.block_count"), U32(t.layers as u32)),
+        (format!("{a}.context_length"), U64(t.max_positions as u64)),
+        (format!("{a}.embedding_length"), U32(t.hidden as u32)),
+        (
+            format!("{a}.feed_forward_length"),
+            U32(t.intermediate as u32),
+        ),
+        (format!("{a}.attention.head_count"), U32(t.heads as u32)),
+        (
+            format!("{a}.attention.head_count_kv"),
+            U32(t.kv_heads as u32),
+        ),
+        (format!("{a}.attention.key_length"), U32(t.head_dim as u32)),
+        (
+            format!("{a}.attention.value_length"),
+            U32(t.head_dim as u32),
+        ),
+        (format!("{a}.rope.freq_base"), F32(1_000_000.0)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), F32(1e-6)),
+        ("tokenizer.ggml.model".to_owned(), Str("gpt2".into())),
+        ("tokenizer.ggml.pre".to_owned(), Str(s.pre.into())),
+        ("tokenizer.ggml.tokens".to_owned(), Strs(tokens)),
+        ("tokenizer.ggml.token_type".to_owned(), I32s(types)),
+        ("tokenizer.ggml.merges".to_owned(), Strs(merges)),
+        ("tokenizer.ggml.eos_token_id".to_owned(), U32(s.eos[0])),
+        ("tokenizer.ggml.padding_token_id".to_owned(), U32(s.pad)),
+        ("tokenizer.chat_template".to_owned(), Str(template.into())),
+    ];
+    if let Some(bos) = s.bos {
+        m.push(("tokenizer.ggml.bos_token_id".to_owned(), U32(bos)));
+    }
+    m
+}
+
 /// Bumped whenever a family checkpoint's bytes change.
 const FAMILY_GENERATOR_VERSION: &str = "verity-tiny-family/1";
 
@@ -391,6 +496,9 @@ pub fn generate(
         json: tok,
         added,
         n_tokens,
+        gguf_tokens,
+        gguf_types,
+        merges,
     } = tokenizer(family, vocab)?;
     let s = spec(family);
     let tiny_spec = TinySpec {
@@ -428,6 +536,30 @@ pub fn generate(
         ),
     ];
     let mut written = Vec::new();
+    // The same checkpoint as one `.gguf` (f32), for GGUF loaders and llama.cpp.
+    let gguf_path = dir.join(format!("verity-tiny-{family}.gguf"));
+    let metadata = gguf_metadata(
+        &tiny_spec,
+        &s,
+        gguf_tokens,
+        gguf_types,
+        merges,
+        &template_text,
+        family,
+    );
+    let tensors: Vec<(String, Vec<u64>, Vec<u8>)> = tiny::tensors(&tiny_spec)
+        .into_iter()
+        .map(|(name, shape, bytes)| {
+            // GGUF lists dimensions innermost first.
+            (
+                gguf_name(&name),
+                shape.iter().rev().map(|d| *d as u64).collect(),
+                bytes,
+            )
+        })
+        .collect();
+    gguf::write_f32(&gguf_path, &metadata, &tensors).map_err(io_err(&gguf_path))?;
+    written.push(gguf_path);
     for (name, bytes) in files {
         let path = dir.join(name);
         written.push(tiny::write_atomic(&path, &bytes).map_err(io_err(&path))?);

@@ -266,6 +266,106 @@ fn read_value(
     })
 }
 
+/// A value to write into a GGUF header (typed as llama.cpp's readers expect it).
+#[derive(Debug, Clone)]
+pub enum WriteValue {
+    /// `uint32`.
+    U32(u32),
+    /// `uint64`.
+    U64(u64),
+    /// `float32`.
+    F32(f32),
+    /// `string`.
+    Str(String),
+    /// An array of strings.
+    Strs(Vec<String>),
+    /// An array of `int32`.
+    I32s(Vec<i32>),
+}
+
+/// Writes a GGUF v3 file: header values, then f32 tensors given as (name, dims in GGUF order
+/// — innermost first —, little-endian f32 bytes), aligned to 32 bytes.
+pub fn write_f32(
+    path: &Path,
+    metadata: &[(String, WriteValue)],
+    tensors: &[(String, Vec<u64>, Vec<u8>)],
+) -> io::Result<()> {
+    const ALIGN: u64 = 32;
+    let mut out: Vec<u8> = Vec::new();
+    let put_str = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((metadata.len() as u64 + 1).to_le_bytes());
+    put_str(&mut out, "general.alignment");
+    out.extend(4u32.to_le_bytes());
+    out.extend((ALIGN as u32).to_le_bytes());
+    for (key, value) in metadata {
+        put_str(&mut out, key);
+        match value {
+            WriteValue::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            WriteValue::U64(v) => {
+                out.extend(10u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            WriteValue::F32(v) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            WriteValue::Str(v) => {
+                out.extend(8u32.to_le_bytes());
+                put_str(&mut out, v);
+            }
+            WriteValue::Strs(v) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((v.len() as u64).to_le_bytes());
+                for s in v {
+                    put_str(&mut out, s);
+                }
+            }
+            WriteValue::I32s(v) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((v.len() as u64).to_le_bytes());
+                for x in v {
+                    out.extend(x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, dims, data) in tensors {
+        put_str(&mut out, name);
+        out.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(0u32.to_le_bytes()); // GGML_TYPE_F32
+        out.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(ALIGN) * ALIGN;
+    }
+    let pad = |out: &mut Vec<u8>| {
+        while (out.len() as u64) % ALIGN != 0 {
+            out.push(0);
+        }
+    };
+    pad(&mut out);
+    for (_, _, data) in tensors {
+        out.extend(data);
+        pad(&mut out);
+    }
+    let tmp = path.with_extension("gguf.tmp");
+    std::fs::write(&tmp, &out)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;

@@ -308,6 +308,21 @@ impl SplitMix {
 }
 
 pub(crate) fn weights(s: &TinySpec) -> io::Result<Vec<u8>> {
+    let data = tensors(s);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+        .collect::<io::Result<_>>()?;
+    let meta = std::collections::HashMap::from([("format".to_owned(), "pt".to_owned())]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The weights as (Hugging Face name, shape, little-endian f32 bytes).
+pub(crate) fn tensors(s: &TinySpec) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     let q = s.heads * s.head_dim;
     let kv = s.kv_heads * s.head_dim;
     let mut tensors: Vec<(String, Vec<usize>, bool)> = vec![(
@@ -389,16 +404,7 @@ pub(crate) fn weights(s: &TinySpec) -> io::Result<Vec<u8>> {
             (name, shape, bytes)
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| io::Error::other(e.to_string()))
-        })
-        .collect::<io::Result<_>>()?;
-    let meta = std::collections::HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize(views, Some(meta)).map_err(|e| io::Error::other(e.to_string()))
+    data
 }
 
 #[cfg(test)]
