@@ -352,7 +352,7 @@ pub fn write_f32(
         offset += (data.len() as u64).div_ceil(ALIGN) * ALIGN;
     }
     let pad = |out: &mut Vec<u8>| {
-        while (out.len() as u64) % ALIGN != 0 {
+        while !(out.len() as u64).is_multiple_of(ALIGN) {
             out.push(0);
         }
     };
