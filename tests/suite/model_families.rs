@@ -244,6 +244,36 @@ fn traj(file: &std::path::Path) -> Value {
         .unwrap()
 }
 
+/// `verity run --model MODEL ARGS… --record FILE PROMPT` (empty config), which must record;
+/// the run's trajectory record.
+fn recorded_run(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    args: &[&str],
+    prompt: &str,
+    file: &std::path::Path,
+) -> Value {
+    let o = Command::new(verity())
+        .args(["run", "--config"])
+        .arg(super::common::write_file(dir, "empty.toml", ""))
+        .arg("--model")
+        .arg(model)
+        .args(args)
+        .arg("--record")
+        .arg(file)
+        .arg(prompt)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("recorded to"),
+        "{} {args:?}: {}",
+        model.display(),
+        stderr(&o)
+    );
+    traj(file)
+}
+
 /// Prompts identical to Hugging Face's: for each fixture template of the two vocabularies,
 /// the ids of the first model call `verity run` makes (recorded) equal `transformers`'
 /// `apply_chat_template(messages, tools=…, add_generation_prompt=True, tokenize=True)` on
@@ -282,23 +312,13 @@ fn prompts_equal_transformers_apply_chat_template() {
     ] {
         let model = family_model(dir.path(), family, vocab, template);
         let file = dir.path().join(format!("{template}.jsonl"));
-        let o = Command::new(verity())
-            .args(["run", "--config"])
-            .arg(super::common::write_file(dir.path(), "empty.toml", ""))
-            .arg("--model")
-            .arg(&model)
-            .args(["--max-turns", "1", "--max-tokens-per-call", "2", "--record"])
-            .arg(&file)
-            .arg("What is 17 * 23?")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            stderr(&o).contains("recorded to"),
-            "{template}: {}",
-            stderr(&o)
+        let r = recorded_run(
+            dir.path(),
+            &model,
+            &["--max-turns", "1", "--max-tokens-per-call", "2"],
+            "What is 17 * 23?",
+            &file,
         );
-        let r = traj(&file);
         let n = r["prompt_messages"].as_u64().unwrap() as usize;
         let messages = r["messages"].as_array().unwrap()[..n].to_vec();
         let hf = hf_check(
@@ -325,29 +345,23 @@ fn prompts_equal_transformers_apply_chat_template() {
         r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call> <|im_end|>"#,
     );
     let file = dir.path().join("two.jsonl");
-    let o = Command::new(verity())
-        .args(["run", "--config"])
-        .arg(super::common::write_file(dir.path(), "empty.toml", ""))
-        .arg("--model")
-        .arg(&model)
-        .arg("--grammar")
-        .arg(&grammar)
-        .args([
+    let grammar = grammar.to_string_lossy().into_owned();
+    let r = recorded_run(
+        dir.path(),
+        &model,
+        &[
+            "--grammar",
+            &grammar,
             "--policy",
             "trusted",
             "--max-turns",
             "2",
             "--max-tokens-per-call",
             "80",
-            "--record",
-        ])
-        .arg(&file)
-        .arg("compute")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
-    let r = traj(&file);
+        ],
+        "compute",
+        &file,
+    );
     let messages = r["messages"].as_array().unwrap();
     let calls = messages[1]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2, "{}", messages[1]);
@@ -408,12 +422,10 @@ fn strict_mode_writes_calls_in_the_family_layout() {
         "Qwen-Qwen3-0.6B.jinja",
     );
     let file = dir.path().join("strict.jsonl");
-    let o = Command::new(verity())
-        .args(["run", "--config"])
-        .arg(super::common::write_file(dir.path(), "empty.toml", ""))
-        .arg("--model")
-        .arg(&model)
-        .args([
+    let r = recorded_run(
+        dir.path(),
+        &model,
+        &[
             "--strict",
             "--tool-choice",
             "required",
@@ -423,15 +435,10 @@ fn strict_mode_writes_calls_in_the_family_layout() {
             "1",
             "--max-tokens-per-call",
             "40",
-            "--record",
-        ])
-        .arg(&file)
-        .arg("What is 17 * 23?")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(stderr(&o).contains("recorded to"), "{}", stderr(&o));
-    let r = traj(&file);
+        ],
+        "What is 17 * 23?",
+        &file,
+    );
     let turn = &r["turns"][0];
     let dec = hf_check(
         &["decode".as_ref(), model.as_os_str()],
@@ -492,33 +499,23 @@ fn random_conversations_stay_prefix_consistent() {
             &format!("start: {} <|im_end|>", blocks.join(r#" "\n" "#)),
         );
         let file = dir.path().join(format!("case{case}.jsonl"));
-        let o = Command::new(verity())
-            .args(["run", "--config"])
-            .arg(super::common::write_file(dir.path(), "empty.toml", ""))
-            .arg("--model")
-            .arg(model)
-            .arg("--grammar")
-            .arg(&grammar)
-            .args([
+        let grammar = grammar.to_string_lossy().into_owned();
+        let r = recorded_run(
+            dir.path(),
+            model,
+            &[
+                "--grammar",
+                &grammar,
                 "--policy",
                 "trusted",
                 "--max-turns",
                 "3",
                 "--max-tokens-per-call",
                 "120",
-                "--record",
-            ])
-            .arg(&file)
-            .arg("compute these")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            stderr(&o).contains("recorded to"),
-            "case {case}: {}",
-            stderr(&o)
+            ],
+            "compute these",
+            &file,
         );
-        let r = traj(&file);
         let turns = r["turns"].as_array().unwrap();
         assert_eq!(turns.len(), 3, "case {case}");
         assert_eq!(
@@ -586,31 +583,20 @@ fn family_gguf_is_the_same_model_as_the_folder() {
         let gguf = folder.join(format!("verity-tiny-{family}.gguf"));
         let ids = |model: &std::path::Path, name: &str| -> (Value, Value) {
             let file = dir.path().join(name);
-            let o = Command::new(verity())
-                .args(["run", "--config"])
-                .arg(super::common::write_file(dir.path(), "empty.toml", ""))
-                .arg("--model")
-                .arg(model)
-                .args([
+            let r = recorded_run(
+                dir.path(),
+                model,
+                &[
                     "--tool-choice",
                     "none",
                     "--max-turns",
                     "1",
                     "--max-tokens-per-call",
                     "12",
-                    "--record",
-                ])
-                .arg(&file)
-                .arg("What is 17 * 23?")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            assert!(
-                stderr(&o).contains("recorded to"),
-                "{family} {name}: {}",
-                stderr(&o)
+                ],
+                "What is 17 * 23?",
+                &file,
             );
-            let r = traj(&file);
             (
                 r["turns"][0]["prompt_ids"].clone(),
                 r["turns"][0]["gen_ids"].clone(),
