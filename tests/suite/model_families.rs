@@ -137,6 +137,14 @@ fn every_recognised_template_layout_reads_back_exactly() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// (family, vocab file, template) of the checkpoints most tests use.
+const QWEN3: (&str, &str, &str) = ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja");
+const LLAMA31: (&str, &str, &str) = (
+    "llama3",
+    "ggml-vocab-llama-bpe.gguf",
+    "meta-llama-Llama-3.1-8B-Instruct.jinja",
+);
+
 /// Writes a family checkpoint with `verity model tiny --family`.
 fn family_model(
     dir: &std::path::Path,
@@ -183,14 +191,7 @@ fn hf_check(args: &[&std::ffi::OsStr], stdin: Option<&Value>) -> Value {
 #[test]
 fn family_tokenizers_reproduce_llama_cpp_vectors() {
     let dir = tempfile::tempdir().unwrap();
-    for (family, vocab, template) in [
-        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja"),
-        (
-            "llama3",
-            "ggml-vocab-llama-bpe.gguf",
-            "meta-llama-Llama-3.1-8B-Instruct.jinja",
-        ),
-    ] {
+    for (family, vocab, template) in [QWEN3, LLAMA31] {
         let model = family_model(dir.path(), family, vocab, template);
         let report = hf_check(
             &[
@@ -333,12 +334,7 @@ fn prompts_equal_transformers_apply_chat_template() {
     }
 
     // Two parallel calls in Qwen's layout, forced by a grammar; the next prompt.
-    let model = family_model(
-        dir.path(),
-        "qwen3",
-        "ggml-vocab-qwen2.gguf",
-        "Qwen-Qwen3-0.6B.jinja",
-    );
+    let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
     let grammar = super::common::write_file(
         dir.path(),
         "two.lark",
@@ -415,12 +411,7 @@ fn prompts_equal_transformers_apply_chat_template() {
 #[test]
 fn strict_mode_writes_calls_in_the_family_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let model = family_model(
-        dir.path(),
-        "qwen3",
-        "ggml-vocab-qwen2.gguf",
-        "Qwen-Qwen3-0.6B.jinja",
-    );
+    let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
     let file = dir.path().join("strict.jsonl");
     let r = recorded_run(
         dir.path(),
@@ -571,14 +562,7 @@ fn random_conversations_stay_prefix_consistent() {
 #[test]
 fn family_gguf_is_the_same_model_as_the_folder() {
     let dir = tempfile::tempdir().unwrap();
-    for (family, vocab, template) in [
-        ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja"),
-        (
-            "llama3",
-            "ggml-vocab-llama-bpe.gguf",
-            "meta-llama-Llama-3.1-8B-Instruct.jinja",
-        ),
-    ] {
+    for (family, vocab, template) in [QWEN3, LLAMA31] {
         let folder = family_model(dir.path(), family, vocab, template);
         let gguf = folder.join(format!("verity-tiny-{family}.gguf"));
         let ids = |model: &std::path::Path, name: &str| -> (Value, Value) {

@@ -125,6 +125,18 @@ impl CallFormat {
         }
     }
 
+    /// The format a reply's own call markers show, for text a server returned unparsed.
+    pub fn from_markers(text: &str) -> Option<Self> {
+        [
+            ("<tool_call>", Self::Hermes),
+            ("[TOOL_CALLS]", Self::Mistral),
+            ("<|python_tag|>", Self::Llama3),
+        ]
+        .into_iter()
+        .find(|(m, _)| text.contains(m))
+        .map(|(_, f)| f)
+    }
+
     /// Every call in `text` (a reply decoded with its control tokens), the text around
     /// them, and what could not be read.
     pub fn parse(self, text: &str) -> Parsed {

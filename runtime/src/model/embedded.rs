@@ -149,6 +149,9 @@ pub struct EmbeddedModel {
     /// prompts are the ones the model was trained on and the engine's tool-call parser —
     /// which stops a reply at its first `<tool_call>` block — is not involved.
     template: Option<super::template::ChatTemplate>,
+    /// Ids of the tokenizer's special added tokens (end-of-turn and control tokens), read
+    /// once at load: every reply is checked against them.
+    special_ids: std::collections::HashSet<u32>,
     /// Grammar parsers for that tokenizer (built on first use).
     grammars: std::sync::OnceLock<Option<Arc<mistralrs::llguidance::ParserFactory>>>,
 }
@@ -267,12 +270,23 @@ impl EmbeddedModel {
             .and_then(|p| tokenizers::Tokenizer::from_file(p).ok())
             .map(Arc::new);
         let template = template.filter(|_| tokenizer.is_some());
+        let special_ids = tokenizer
+            .as_ref()
+            .map(|t| {
+                t.get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, a)| a.special)
+                    .map(|(id, _)| id)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             model: Arc::new(model),
             info,
             tokenizer,
             call_format,
             template,
+            special_ids,
             grammars: std::sync::OnceLock::new(),
         })
     }
@@ -524,24 +538,26 @@ impl EmbeddedModel {
         }
         // Every call of the reply, read from its token ids in the family's layout.
         let (text, tool_calls, parse_failures) = match (self.call_format, &self.tokenizer, ids_ok) {
-            (Some(format), Some(tok), true) => match decode_reply(tok, &token_ids) {
-                Some(raw) => {
-                    let parsed = format.parse(&raw);
-                    let content = after_reasoning(&parsed.content);
-                    let (calls, mut failures) = toolcall::check(
-                        &req.tools,
-                        parsed.calls,
-                        &content,
-                        finish == Finish::Length,
-                    );
-                    failures.extend(parsed.failures);
-                    if !calls.is_empty() && finish == Finish::Stop {
-                        finish = Finish::ToolCalls;
+            (Some(format), Some(tok), true) => {
+                match decode_reply(tok, &self.special_ids, &token_ids) {
+                    Some(raw) => {
+                        let parsed = format.parse(&raw);
+                        let content = after_reasoning(&parsed.content);
+                        let (calls, mut failures) = toolcall::check(
+                            &req.tools,
+                            parsed.calls,
+                            &content,
+                            finish == Finish::Length,
+                        );
+                        failures.extend(parsed.failures);
+                        if !calls.is_empty() && finish == Finish::Stop {
+                            finish = Finish::ToolCalls;
+                        }
+                        (content, calls, failures)
                     }
-                    (content, calls, failures)
+                    None => (text, tool_calls, parse_failures),
                 }
-                None => (text, tool_calls, parse_failures),
-            },
+            }
             _ => (text, tool_calls, parse_failures),
         };
         if !prompt_ok {
@@ -630,11 +646,10 @@ impl EmbeddedModel {
                 ids.extend_from_slice(&prev.token_ids);
                 // A reply that did not end with a special token (cut by the token limit, or
                 // a grammar that ended it) gets the template's end of turn.
-                let ended = prev.token_ids.last().is_some_and(|t| {
-                    tok.get_added_tokens_decoder()
-                        .get(t)
-                        .is_some_and(|a| a.special)
-                });
+                let ended = prev
+                    .token_ids
+                    .last()
+                    .is_some_and(|t| self.special_ids.contains(t));
                 if !ended && !end_of_turn.is_empty() {
                     ids.extend(encode(end_of_turn)?);
                 }
@@ -1097,10 +1112,13 @@ fn chat_template(dir: &Path) -> Option<String> {
 
 /// A reply's text with its control tokens (`[TOOL_CALLS]`, `<|python_tag|>`), without the
 /// special tokens that ended it (`<|im_end|>`, `<|eot_id|>`, `</s>`).
-fn decode_reply(tok: &tokenizers::Tokenizer, ids: &[u32]) -> Option<String> {
-    let added = tok.get_added_tokens_decoder();
+fn decode_reply(
+    tok: &tokenizers::Tokenizer,
+    special: &std::collections::HashSet<u32>,
+    ids: &[u32],
+) -> Option<String> {
     let mut end = ids.len();
-    while end > 0 && added.get(&ids[end - 1]).is_some_and(|t| t.special) {
+    while end > 0 && special.contains(&ids[end - 1]) {
         end -= 1;
     }
     tok.decode(&ids[..end], false).ok()

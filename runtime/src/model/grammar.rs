@@ -50,14 +50,7 @@ fn schema_of_calls(tools: &[&ToolDef], args_key: &str, guidance: Value) -> Value
 /// Several calls go in *one* `<tool_call>` block as a JSON array: mistral.rs 0.8.1 ends
 /// generation at the first complete block and reads an array inside it as parallel calls.
 pub fn strict_lark(tools: &[ToolDef], choice: &ToolChoice, calls: usize) -> Option<String> {
-    let offered: Vec<&ToolDef> = match choice {
-        ToolChoice::None => return None,
-        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
-        ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
-    };
-    if offered.is_empty() {
-        return None;
-    }
+    let offered = offered(tools, choice)?;
     let one = call_schema(&offered);
     let body = match (choice, calls.max(1)) {
         (ToolChoice::Auto, _) => json!({
@@ -75,6 +68,17 @@ pub fn strict_lark(tools: &[ToolDef], choice: &ToolChoice, calls: usize) -> Opti
         ToolChoice::Auto => format!("start: TEXT | call\n{call_rule}\nTEXT: /[^<](.|\\n)*/\n"),
         _ => format!("start: call\n{call_rule}\n"),
     })
+}
+
+/// The tools a reply may call under `choice`; `None` when decoding should not be
+/// constrained (`none`, or no tool left).
+fn offered<'a>(tools: &'a [ToolDef], choice: &ToolChoice) -> Option<Vec<&'a ToolDef>> {
+    let offered: Vec<&ToolDef> = match choice {
+        ToolChoice::None => return None,
+        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
+        ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
+    };
+    (!offered.is_empty()).then_some(offered)
 }
 
 /// The layout a family's template writes calls in, for strict decoding: constrained output
@@ -99,14 +103,7 @@ pub fn family_lark(
     layout: FamilyLayout,
     end_of_turn: Option<&str>,
 ) -> Option<String> {
-    let offered: Vec<&ToolDef> = match choice {
-        ToolChoice::None => return None,
-        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
-        ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
-    };
-    if offered.is_empty() {
-        return None;
-    }
+    let offered = offered(tools, choice)?;
     let args_key = match layout {
         FamilyLayout::Hermes => "arguments",
         FamilyLayout::Llama3 => "parameters",

@@ -507,16 +507,7 @@ impl Accumulator {
         // them in the family's layout (named, or recognised by its marker).
         let mut read_failures = Vec::new();
         if raw.is_empty() {
-            let format = format.or_else(|| {
-                [
-                    ("<tool_call>", CallFormat::Hermes),
-                    ("[TOOL_CALLS]", CallFormat::Mistral),
-                    ("<|python_tag|>", CallFormat::Llama3),
-                ]
-                .into_iter()
-                .find(|(m, _)| self.text.contains(m))
-                .map(|(_, f)| f)
-            });
+            let format = format.or_else(|| CallFormat::from_markers(&self.text));
             if let Some(f) = format {
                 let parsed = f.parse(&self.text);
                 raw = parsed.calls;
