@@ -51,6 +51,13 @@ if [ ! -s .test-data/llama.cpp/templates/Qwen-Qwen3-0.6B.jinja ] || [ ! -s .test
     "$models/ggml-vocab-llama-spm.gguf*"
 fi
 
+# llama.cpp's OpenAI-compatible `llama-server` (and `llama-bench`), built from the source in
+# the same sdist (tests/suite/llama_server.rs, bench/); the build is cached outside the clone.
+if [ ! -x .test-data/llama.cpp/bin/llama-server ]; then
+  bin=$(scripts/build-llama-server.sh)
+  ln -sfn "$bin" .test-data/llama.cpp/bin
+fi
+
 # Debian packages: the Python 3.11 documentation (real corpus for the search tests) and
 # tmux (the terminal the `verity chat` end-to-end test drives).
 apt_packages=()

@@ -42,6 +42,12 @@ pub struct AgentOpts {
     /// `processed_logprobs`), recorded with every trajectory; unset, records say unknown.
     #[arg(long)]
     pub logprobs_mode: Option<String>,
+    /// With --base-url: a JSON object merged into every request body, for server options
+    /// the OpenAI schema lacks (e.g. llama.cpp's `{"logit_bias": {"151657": 5},
+    /// "repeat_last_n": 1}`, vLLM's `{"chat_template_kwargs": {"enable_thinking": false}}`).
+    /// Recorded with every trajectory.
+    #[arg(long, value_name = "JSON")]
+    pub extra_body: Option<String>,
     /// The tool-call layout replies are read in: hermes (Qwen, Hermes), llama3, mistral
     /// (default: detected from the model's chat template, or from the call markers).
     #[arg(long)]
@@ -123,6 +129,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
+    /// A TOML table (`[extra_body]`) merged into every HTTP request body.
+    pub extra_body: Option<toml::Table>,
     pub tool_format: Option<String>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
@@ -183,6 +191,7 @@ pub struct Resolved {
     pub api_key_env: String,
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
     pub tool_format: Option<CallFormat>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
@@ -283,6 +292,21 @@ impl AgentOpts {
                 .unwrap_or_else(|| "OPENAI_API_KEY".into()),
             vllm: self.vllm || cfg.vllm,
             logprobs_mode: self.logprobs_mode.or(cfg.logprobs_mode),
+            extra_body: match (self.extra_body, cfg.extra_body) {
+                (Some(flag), _) => match serde_json::from_str(&flag) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    Ok(other) => anyhow::bail!(
+                        "--extra-body: expected a JSON object such as '{{\"repeat_last_n\": 1}}', \
+                         not {other}"
+                    ),
+                    Err(e) => anyhow::bail!("--extra-body: not JSON ({e})"),
+                },
+                (None, Some(table)) => match serde_json::to_value(table)? {
+                    serde_json::Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                },
+                (None, None) => serde_json::Map::new(),
+            },
             tool_format: match self.tool_format.or(cfg.tool_format) {
                 Some(f) => Some(
                     f.parse()
@@ -332,6 +356,7 @@ impl Resolved {
             cfg.api_key = std::env::var(&self.api_key_env).ok();
             cfg.vllm_extensions = self.vllm;
             cfg.logprobs_mode = self.logprobs_mode.clone();
+            cfg.extra_body = self.extra_body.clone();
             cfg.tool_format = self.tool_format;
             if let Some(t) = self.http_timeout {
                 anyhow::ensure!(t > 0.0 && t.is_finite(), "--http-timeout must be positive");
@@ -343,6 +368,11 @@ impl Resolved {
             }
             return Ok(Arc::new(OpenAiModel::new(cfg)?));
         }
+        anyhow::ensure!(
+            self.extra_body.is_empty(),
+            "--extra-body / extra_body is for HTTP servers (--base-url); the embedded engine \
+             takes its settings as flags"
+        );
         let source = ModelSource::parse(&self.model)?;
         let spinner = if spinner {
             let s = indicatif::ProgressBar::new_spinner()

@@ -26,7 +26,7 @@ enum ModelCommand {
         /// models/verity-tiny-FAMILY).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// A model family: qwen3 (vocab ggml-vocab-qwen2.gguf) or llama3
+        /// A model family: qwen3 (vocab ggml-vocab-qwen2.gguf), llama3 or hermes
         /// (ggml-vocab-llama-bpe.gguf).
         #[arg(long, requires_all = ["vocab", "template"])]
         family: Option<String>,

@@ -7,6 +7,7 @@ mod common;
 mod conformance;
 mod http_security;
 mod inspector;
+mod llama_server;
 mod math_verify;
 mod mcp_python;
 mod model_families;

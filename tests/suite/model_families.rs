@@ -292,9 +292,19 @@ fn prompts_equal_transformers_apply_chat_template() {
             "Qwen-Qwen2.5-7B-Instruct.jinja",
         ),
         ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-QwQ-32B.jinja"),
-        // (Not the Hermes templates: their `json_to_python_type` macro recurses forever on
-        // a nullable type such as `"type": ["integer", "null"]` — transformers raises
-        // RecursionError on Verity's calculator schema as well, and Verity says so.)
+        // The Hermes templates' `json_to_python_type` macro recurses forever on a type list
+        // such as `["integer", "null"]`: these pass because Verity writes optional arguments
+        // as optional, not nullable (`tools::tool::input_schema_for`).
+        (
+            "hermes",
+            "ggml-vocab-llama-bpe.gguf",
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+        ),
+        (
+            "hermes",
+            "ggml-vocab-llama-bpe.gguf",
+            "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+        ),
         (
             "llama3",
             "ggml-vocab-llama-bpe.gguf",

@@ -175,7 +175,7 @@ impl<T: Tool> Erased<T> {
             name: tool.name().to_owned(),
             title: tool.title().map(str::to_owned),
             description: tool.description().to_owned(),
-            input_schema: schema_for::<T::Params>(),
+            input_schema: input_schema_for::<T::Params>(),
             output_schema: Some(schema_for::<T::Output>()),
             annotations: tool.annotations(),
             limits: tool.limits(),
@@ -201,6 +201,71 @@ pub fn schema_for<T: JsonSchema>() -> Value {
     }
     strip_rust_formats(&mut value);
     value
+}
+
+/// The schema of a tool's arguments: [`schema_for`], with optional arguments written as
+/// optional rather than nullable (`"type": "integer"` outside `required`, not
+/// `["integer", "null"]` with `"default": null`). Real chat templates render tool schemas
+/// into prompts and some cannot read a type list — Hermes 2 Pro / 3's `json_to_python_type`
+/// recurses forever on one — and a model was trained to leave an optional argument out, not
+/// to send `null`. Arguments still accept `null` (serde reads it as absent).
+pub fn input_schema_for<T: JsonSchema>() -> Value {
+    let mut value = schema_for::<T>();
+    optional_not_nullable(&mut value);
+    value
+}
+
+fn optional_not_nullable(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let required: Vec<String> = obj
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for (name, prop) in props.iter_mut() {
+            if let Value::Object(p) = prop {
+                if !required.contains(name) {
+                    if let Some(Value::Array(types)) = p.get("type") {
+                        let kept: Vec<Value> =
+                            types.iter().filter(|t| *t != "null").cloned().collect();
+                        if kept.len() == 1 {
+                            p.insert("type".into(), kept[0].clone());
+                        } else if kept.len() < types.len() {
+                            p.insert("type".into(), Value::Array(kept));
+                        }
+                    }
+                    if let Some(Value::Array(values)) = p.get_mut("enum") {
+                        values.retain(|v| !v.is_null());
+                    }
+                    if let Some(Value::Array(any)) = p.get_mut("anyOf") {
+                        any.retain(|alt| alt.get("type") != Some(&Value::from("null")));
+                        if any.len() == 1 {
+                            if let Some(Value::Object(only)) = any.pop() {
+                                p.remove("anyOf");
+                                for (k, v) in only {
+                                    p.entry(k).or_insert(v);
+                                }
+                            }
+                        }
+                    }
+                    if p.get("default") == Some(&Value::Null) {
+                        p.remove("default");
+                    }
+                }
+            }
+            optional_not_nullable(prop);
+        }
+    }
+    if let Some(items) = obj.get_mut("items") {
+        optional_not_nullable(items);
+    }
 }
 
 /// schemars annotates Rust integer widths as `format: uint32` etc., which are not JSON
@@ -259,5 +324,57 @@ impl<T: Tool> DynTool for Erased<T> {
                 Err(failure) => ToolOutcome::failed(failure),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[allow(dead_code)]
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Mode {
+        Fast,
+        Exact,
+    }
+
+    #[allow(dead_code)]
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    struct Params {
+        expression: String,
+        /// Digits.
+        #[serde(default)]
+        digits: Option<u32>,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        nested: Option<Vec<Option<u8>>>,
+    }
+
+    #[test]
+    fn optional_arguments_are_optional_not_nullable() {
+        let s = input_schema_for::<Params>();
+        let props = &s["properties"];
+        assert_eq!(s["required"], json!(["expression"]));
+        assert_eq!(props["digits"]["type"], "integer", "{s}");
+        assert!(props["digits"].get("default").is_none(), "{s}");
+        assert_eq!(props["digits"]["description"], "Digits.");
+        assert_eq!(props["mode"]["enum"], json!(["fast", "exact"]), "{s}");
+        assert_eq!(props["nested"]["type"], "array", "{s}");
+        // What is not an optional argument keeps its `null`: an array's nullable items.
+        assert_eq!(
+            props["nested"]["items"]["type"],
+            json!(["integer", "null"]),
+            "{s}"
+        );
+        // Output schemas say what is serialised, `null`s included.
+        let out = schema_for::<Params>();
+        assert_eq!(
+            out["properties"]["digits"]["type"],
+            json!(["integer", "null"])
+        );
     }
 }

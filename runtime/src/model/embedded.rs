@@ -255,6 +255,7 @@ impl EmbeddedModel {
             dtype: Some("auto".into()),
             files,
             logprobs_mode: sampler::LOGPROBS_MODE.into(),
+            request_extra: serde_json::Map::new(),
         };
         let call_format = options.tool_format.or_else(|| {
             let template = chat_template(tokenizer_path.as_deref()?.parent()?)?;

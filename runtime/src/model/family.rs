@@ -30,12 +30,16 @@ pub enum Family {
     Qwen3,
     /// Llama 3.1 – 3.3: the llama-bpe vocabulary (128,000 + 256 specials).
     Llama3,
+    /// Hermes 2 Pro / 3 (Nous Research) on Llama 3: the llama-bpe vocabulary with ChatML's
+    /// `<|im_start|>` / `<|im_end|>` in two of Llama's reserved slots.
+    Hermes,
 }
 
 /// Families, with the vocab file each needs.
 pub const FAMILIES: &[(&str, Family, &str)] = &[
     ("qwen3", Family::Qwen3, "ggml-vocab-qwen2.gguf"),
     ("llama3", Family::Llama3, "ggml-vocab-llama-bpe.gguf"),
+    ("hermes", Family::Hermes, "ggml-vocab-llama-bpe.gguf"),
 ];
 
 /// An unknown family name.
@@ -51,6 +55,7 @@ impl FromStr for Family {
         let alias = match s.as_str() {
             "qwen" | "qwen2.5" | "qwen3" => "qwen3",
             "llama" | "llama3" | "llama3.1" | "llama3.2" | "llama3.3" => "llama3",
+            "hermes2" | "hermes3" | "hermes-2-pro" | "hermes-3" => "hermes",
             other => other,
         };
         FAMILIES
@@ -172,6 +177,36 @@ fn spec(family: Family) -> Spec {
                 eos_token: "<|im_end|>",
                 tokenizer_class: "Qwen2Tokenizer",
                 add_bos: false,
+            }
+        }
+        Family::Hermes => {
+            // Nous's Llama-3 fine-tunes turn reserved tokens into ChatML's markers (special)
+            // and, since Hermes 2 Pro, the tool tags into single tokens that stay in decoded
+            // text. Their published `tokenizer_config.json` is not in any registry package,
+            // so the slots — Llama 3's first reserved ones — are Verity's choice; what tests
+            // depend on is that each is one token with the published flag, not its number.
+            let llama = spec(Family::Llama3);
+            let mut overrides = llama.overrides;
+            overrides.push((128_002, "<|im_start|>".to_owned(), true));
+            overrides.push((128_003, "<|im_end|>".to_owned(), true));
+            for (i, tag) in [
+                "<tools>",
+                "</tools>",
+                "<tool_call>",
+                "</tool_call>",
+                "<tool_response>",
+                "</tool_response>",
+            ]
+            .iter()
+            .enumerate()
+            {
+                overrides.push((128_011 + i as u32, (*tag).to_owned(), false));
+            }
+            Spec {
+                overrides,
+                eos: vec![128_003, 128_001],
+                eos_token: "<|im_end|>",
+                ..llama
             }
         }
         Family::Llama3 => {
@@ -340,10 +375,10 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
         "normalizer": s.normalizer.map(|n| json!({"type": n})),
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": s.regex}, "behavior": "Isolated", "invert": false},
-            byte_level(family == Family::Llama3),
+            byte_level(family != Family::Qwen3),
         ]},
         "post_processor": post_processor,
-        "decoder": byte_level(family == Family::Llama3),
+        "decoder": byte_level(family != Family::Qwen3),
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
@@ -433,7 +468,7 @@ fn gguf_metadata(
     template: &str,
     family: Family,
 ) -> Vec<(String, gguf::WriteValue)> {
-    use gguf::WriteValue::{I32s, Str, Strs, F32, U32, U64};
+    use gguf::WriteValue::{I32s, Str, Strs, F32, U32};
     let a = "qwen3";
     let mut m = vec![
         ("general.architecture".to_owned(), Str(a.into())),
@@ -443,7 +478,7 @@ fn gguf_metadata(
         ),
         ("general.file_type".to_owned(), U32(0)),
         (format!("{a}.block_count"), U32(t.layers as u32)),
-        (format!("{a}.context_length"), U64(t.max_positions as u64)),
+        (format!("{a}.context_length"), U32(t.max_positions as u32)),
         (format!("{a}.embedding_length"), U32(t.hidden as u32)),
         (
             format!("{a}.feed_forward_length"),
@@ -505,7 +540,7 @@ pub fn generate(
         // Qwen's embedding table is wider than its tokenizer, as in the published model.
         vocab: match family {
             Family::Qwen3 => 151_936,
-            Family::Llama3 => n_tokens,
+            Family::Llama3 | Family::Hermes => n_tokens,
         },
         ..TinySpec::default()
     };

@@ -316,6 +316,9 @@ pub struct ModelInfo {
     pub files: Option<std::path::PathBuf>,
     /// What the backend's logprobs are (trajectory records say it next to them).
     pub logprobs_mode: String,
+    /// HTTP backends: fields added to every request body (recorded with each run).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub request_extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A streamed piece of the reply.

@@ -6,7 +6,11 @@
 //! with exponential backoff, honouring `Retry-After`; a stream that breaks or stalls
 //! midway is an error, not a retry, because the model's partial output was already seen.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use futures::{future::BoxFuture, FutureExt, StreamExt};
 use serde::Deserialize;
@@ -47,7 +51,25 @@ pub struct OpenAiConfig {
     /// The layout to read calls in when the server leaves them in the text (a server
     /// started without a tool parser); `None`: recognised by their markers.
     pub tool_format: Option<super::callformat::CallFormat>,
+    /// Fields added to every request body, for what the OpenAI schema has no word for
+    /// (llama.cpp's `logit_bias`/`repeat_last_n`, vLLM's `chat_template_kwargs`, …). They may
+    /// override sampling fields, never what Verity's reading of the reply depends on
+    /// ([`RESERVED_BODY_KEYS`]).
+    pub extra_body: serde_json::Map<String, Value>,
 }
+
+/// Request fields `extra_body` may not set: the conversation, the tools and the streaming
+/// and logprob settings the reply is parsed and recorded with.
+pub const RESERVED_BODY_KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "n",
+];
 
 impl OpenAiConfig {
     /// Defaults for a server at `base_url` serving `model`.
@@ -64,6 +86,7 @@ impl OpenAiConfig {
             vllm_extensions: false,
             logprobs_mode: None,
             tool_format: None,
+            extra_body: serde_json::Map::new(),
         }
     }
 }
@@ -74,11 +97,25 @@ pub struct OpenAiModel {
     client: reqwest::Client,
     config: OpenAiConfig,
     info: ModelInfo,
+    /// Cleared once the server refuses to stream this kind of request (llama.cpp: "logprobs
+    /// is not supported with tools + stream"); later requests are sent whole.
+    streams: AtomicBool,
 }
 
 impl OpenAiModel {
     /// A client for `config` (no request is made yet).
     pub fn new(config: OpenAiConfig) -> Result<Self, ModelError> {
+        if let Some(k) = config
+            .extra_body
+            .keys()
+            .find(|k| RESERVED_BODY_KEYS.contains(&k.as_str()))
+        {
+            return Err(ModelError::Load(format!(
+                "extra body field '{k}' is set by Verity itself (the reserved fields are {}); \
+                 remove it",
+                RESERVED_BODY_KEYS.join(", ")
+            )));
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
@@ -92,6 +129,7 @@ impl OpenAiModel {
             context_window: None,
             dtype: None,
             files: None,
+            request_extra: config.extra_body.clone(),
             logprobs_mode: match &config.logprobs_mode {
                 Some(mode) => {
                     format!("as the server reports them: {mode} (given with --logprobs-mode)")
@@ -106,6 +144,7 @@ impl OpenAiModel {
             client,
             config,
             info,
+            streams: AtomicBool::new(true),
         })
     }
 
@@ -114,14 +153,17 @@ impl OpenAiModel {
         let mut body = json!({
             "model": self.config.model,
             "messages": req.messages.iter().map(wire_message).collect::<Vec<_>>(),
-            "stream": true,
-            "stream_options": {"include_usage": true},
             "max_tokens": s.max_tokens,
             "logprobs": true,
         });
         let Value::Object(b) = &mut body else {
             return body;
         };
+        let streams = self.streams.load(Ordering::Relaxed);
+        b.insert("stream".into(), json!(streams));
+        if streams {
+            b.insert("stream_options".into(), json!({"include_usage": true}));
+        }
         if s.greedy {
             b.insert("temperature".into(), json!(0.0));
         } else {
@@ -164,6 +206,9 @@ impl OpenAiModel {
         }
         if req.grammar.is_some() {
             missing.push("grammar: not supported over HTTP; the reply was unconstrained".into());
+        }
+        for (k, v) in &self.config.extra_body {
+            b.insert(k.clone(), v.clone());
         }
         if self.config.vllm_extensions {
             b.insert("return_token_ids".into(), json!(true));
@@ -249,9 +294,51 @@ impl OpenAiModel {
     ) -> Result<ModelOutput, ModelError> {
         let mut missing = Vec::new();
         let body = self.body(req, &mut missing);
-        let resp = self.send(&body, &cancel).await?;
-        let mut stream = resp.bytes_stream();
+        let (streamed, resp) = match self.send(&body, &cancel).await {
+            Err(ModelError::Http(why))
+                if body["stream"] == true && why.contains("HTTP 400") && why.contains("stream") =>
+            {
+                tracing::warn!(%why, "the server cannot stream this request; sending requests whole");
+                self.streams.store(false, Ordering::Relaxed);
+                let body = self.body(req, &mut Vec::new());
+                (false, self.send(&body, &cancel).await?)
+            }
+            other => (body["stream"] == true, other?),
+        };
         let mut acc = Accumulator::default();
+        if !streamed {
+            let text = tokio::select! {
+                () = cancel.cancelled() => return Err(ModelError::Cancelled),
+                t = tokio::time::timeout(self.config.first_byte_timeout, resp.text()) => t,
+            };
+            let text = match text {
+                Err(_) => {
+                    return Err(ModelError::Http(format!(
+                        "no complete reply within {} s",
+                        self.config.first_byte_timeout.as_secs_f32()
+                    )))
+                }
+                Ok(Err(e)) => return Err(ModelError::Http(format!("reading the reply: {e}"))),
+                Ok(Ok(t)) => t,
+            };
+            let reply: WireChunk = serde_json::from_str(&text).map_err(|e| {
+                let snippet: String = text.chars().take(200).collect();
+                ModelError::Protocol(format!(
+                    "the reply is not a chat completion ({e}): {snippet}"
+                ))
+            })?;
+            if let Some(err) = reply.error {
+                return Err(ModelError::Engine(err.to_string()));
+            }
+            acc.add(reply, &on_token);
+            if acc.finish.is_none() {
+                return Err(ModelError::Protocol(
+                    "the reply has no finish_reason".into(),
+                ));
+            }
+            return Ok(acc.finish_output(req, missing, self.config.tool_format));
+        }
+        let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut done = false;
         while !done {
@@ -355,6 +442,9 @@ struct WireChunk {
 struct WireChoice {
     #[serde(default)]
     delta: WireDelta,
+    /// A reply sent whole carries the message where a chunk carries a delta.
+    #[serde(default)]
+    message: Option<WireDelta>,
     #[serde(default)]
     logprobs: Option<WireLogprobs>,
     #[serde(default)]
@@ -438,20 +528,15 @@ impl Accumulator {
             self.prompt_ids = chunk.prompt_token_ids;
         }
         for c in chunk.choices {
-            if let Some(t) = c.delta.content.filter(|t| !t.is_empty()) {
+            let delta = c.message.unwrap_or(c.delta);
+            if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
                 on_token(&t);
                 self.text.push_str(&t);
             }
-            if let Some(r) = c.delta.reasoning_content {
+            if let Some(r) = delta.reasoning_content {
                 self.reasoning.push_str(&r);
             }
-            for (n, tc) in c
-                .delta
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
+            for (n, tc) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 let index = tc.index.unwrap_or(n);
                 let entry = self
                     .calls

@@ -41,6 +41,7 @@ impl ScriptedModel {
                 dtype: None,
                 files: None,
                 logprobs_mode: "as scripted".into(),
+                request_extra: serde_json::Map::new(),
             },
             seen: Arc::default(),
             record: true,

@@ -502,6 +502,7 @@ fn model_identity(m: &ModelInfo) -> ModelIdentity {
         context_window: m.context_window,
         digests: files,
         logprobs_mode: m.logprobs_mode.clone(),
+        request_extra: m.request_extra.clone(),
     }
 }
 

@@ -217,6 +217,10 @@ pub struct ModelIdentity {
     /// the server reports them.
     #[serde(default)]
     pub logprobs_mode: String,
+    /// HTTP backends: fields added to every request body (`--extra-body`) — what else the
+    /// server was told (logit biases, penalties, chat-template arguments).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub request_extra: serde_json::Map<String, Value>,
 }
 
 /// Sampling settings of the run.
