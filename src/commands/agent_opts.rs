@@ -16,8 +16,8 @@ use verity_runtime::{
     agent::AgentConfig,
     hub::{HubConfig, McpHub, ServerConfig},
     model::{
-        callformat::CallFormat, EmbeddedModel, LoadOptions, ModelBackend, ModelSource,
-        OpenAiConfig, OpenAiModel, Sampling, ToolChoice,
+        callformat::CallFormat, ComputeDtype, EmbeddedModel, LoadOptions, ModelBackend,
+        ModelSource, OpenAiConfig, OpenAiModel, Sampling, ToolChoice,
     },
     Caller, ToolGate,
 };
@@ -42,6 +42,10 @@ pub struct AgentOpts {
     /// `processed_logprobs`), recorded with every trajectory; unset, records say unknown.
     #[arg(long)]
     pub logprobs_mode: Option<String>,
+    /// Embedded engine: compute dtype — auto, f32, bf16 or f16 (default: f32 on the CPU,
+    /// where the engine's own choice, f16, is several times slower; auto on a GPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// With --base-url: a JSON object merged into every request body, for server options
     /// the OpenAI schema lacks (e.g. llama.cpp's `{"logit_bias": {"151657": 5},
     /// "repeat_last_n": 1}`, vLLM's `{"chat_template_kwargs": {"enable_thinking": false}}`).
@@ -129,6 +133,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
+    pub dtype: Option<String>,
     /// A TOML table (`[extra_body]`) merged into every HTTP request body.
     pub extra_body: Option<toml::Table>,
     pub tool_format: Option<String>,
@@ -192,6 +197,7 @@ pub struct Resolved {
     pub vllm: bool,
     pub logprobs_mode: Option<String>,
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    pub dtype: Option<ComputeDtype>,
     pub tool_format: Option<CallFormat>,
     pub http_timeout: Option<f64>,
     pub http_retries: Option<u32>,
@@ -292,6 +298,10 @@ impl AgentOpts {
                 .unwrap_or_else(|| "OPENAI_API_KEY".into()),
             vllm: self.vllm || cfg.vllm,
             logprobs_mode: self.logprobs_mode.or(cfg.logprobs_mode),
+            dtype: match self.dtype.or(cfg.dtype) {
+                Some(d) => Some(d.parse().map_err(|e| anyhow::anyhow!("--dtype: {e}"))?),
+                None => None,
+            },
             extra_body: match (self.extra_body, cfg.extra_body) {
                 (Some(flag), _) => match serde_json::from_str(&flag) {
                     Ok(serde_json::Value::Object(m)) => m,
@@ -386,6 +396,7 @@ impl Resolved {
         let options = LoadOptions {
             no_prefix_cache: concurrent,
             tool_format: self.tool_format,
+            dtype: self.dtype,
             ..LoadOptions::default()
         };
         let model = EmbeddedModel::load(source, options).await;

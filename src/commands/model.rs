@@ -36,6 +36,10 @@ enum ModelCommand {
         /// The chat template (a `.jinja` file, e.g. from llama.cpp's `models/templates/`).
         #[arg(long, requires = "family")]
         template: Option<PathBuf>,
+        /// With --family: the weights' dimensions — tiny (default) or qwen3-0.6b
+        /// (Qwen3-0.6B's real shape, random weights, ~2.4 GB: for benchmarks).
+        #[arg(long, requires = "family", default_value = "tiny")]
+        shape: String,
     },
 }
 
@@ -46,6 +50,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             family,
             vocab,
             template,
+            shape,
         } => {
             let (dir, files) = match (family, vocab, template) {
                 (Some(f), Some(v), Some(t)) => {
@@ -55,7 +60,8 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                             .join("models")
                             .join(format!("verity-tiny-{f}"))
                     });
-                    let files = family::generate(&dir, f, &v, &t)?;
+                    let shape: family::Shape = shape.parse().map_err(anyhow::Error::msg)?;
+                    let files = family::generate(&dir, f, &v, &t, shape)?;
                     (dir, files)
                 }
                 _ => {
@@ -70,7 +76,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                 .map(|m| m.len())
                 .sum();
             eprintln!(
-                "verity: wrote the tiny test model to {} ({} files, {} KB)",
+                "verity: wrote the model to {} ({} files, {} KB)",
                 dir.display(),
                 files.len(),
                 bytes / 1024

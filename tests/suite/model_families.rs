@@ -455,8 +455,10 @@ fn strict_mode_writes_calls_in_the_family_layout() {
 
 /// Token in, token out across conversations: seeded random mixes — one to three parallel
 /// calls per reply, valid calls, calls whose tool fails (`1/0`), calls of a tool that does
-/// not exist — forced into Qwen's layout by a grammar, three model calls each, on the Qwen3
-/// and Qwen2.5 templates. Every prompt continues the previous prompt and reply token for
+/// not exist — forced into each family's layout by a grammar, three model calls each, on
+/// the Qwen3, Qwen2.5, Hermes 3 and Llama 3.1 templates (one call per reply there, as its
+/// template renders only one). A call that cannot be used gets a user turn back (what went
+/// wrong), so conversations also mix in user turns. Every prompt continues the previous prompt and reply token for
 /// token (the record's flat view exists), and where every call was usable, every prompt also
 /// equals `transformers`' rendering of the conversation so far.
 #[test]
@@ -469,15 +471,51 @@ fn random_conversations_stay_prefix_consistent() {
             .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % n
     };
-    let templates = ["Qwen-Qwen3-0.6B.jinja", "Qwen-Qwen2.5-7B-Instruct.jinja"];
-    let models: Vec<std::path::PathBuf> = templates
+    // (family, vocab, template, Hermes layout? (else Llama 3's), end of turn, most calls)
+    let families = [
+        (
+            "qwen3",
+            "ggml-vocab-qwen2.gguf",
+            "Qwen-Qwen3-0.6B.jinja",
+            true,
+            "<|im_end|>",
+            3,
+        ),
+        (
+            "qwen3",
+            "ggml-vocab-qwen2.gguf",
+            "Qwen-Qwen2.5-7B-Instruct.jinja",
+            true,
+            "<|im_end|>",
+            3,
+        ),
+        (
+            "hermes",
+            "ggml-vocab-llama-bpe.gguf",
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+            true,
+            "<|im_end|>",
+            3,
+        ),
+        // Llama 3.1's template renders one call per message.
+        (
+            "llama3",
+            "ggml-vocab-llama-bpe.gguf",
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+            false,
+            "<|eot_id|>",
+            1,
+        ),
+    ];
+    let models: Vec<std::path::PathBuf> = families
         .iter()
-        .map(|t| family_model(dir.path(), "qwen3", "ggml-vocab-qwen2.gguf", t))
+        .map(|(f, v, t, ..)| family_model(dir.path(), f, v, t))
         .collect();
     let (mut compared, mut unusable) = (0, 0);
-    for case in 0..6 {
+    for case in 0..8 {
         let model = &models[case % models.len()];
-        let n = 1 + next(3);
+        let (family, _, _, hermes, end, most) = families[case % families.len()];
+        let n = 1 + next(most);
         let mut usable = true;
         let blocks: Vec<String> = (0..n)
             .map(|_| {
@@ -489,15 +527,21 @@ fn random_conversations_stay_prefix_consistent() {
                     }
                     _ => ("calculator", format!("{} * {}", next(90) + 10, next(90) + 10)),
                 };
-                format!(
-                    r#"<tool_call> "\n{{\"name\": \"{name}\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n" </tool_call>"#
-                )
+                if hermes {
+                    format!(
+                        r#"<tool_call> "\n{{\"name\": \"{name}\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n" </tool_call>"#
+                    )
+                } else {
+                    format!(
+                        r#""{{\"name\": \"{name}\", \"parameters\": {{\"expression\": \"{expr}\"}}}}""#
+                    )
+                }
             })
             .collect();
         let grammar = super::common::write_file(
             dir.path(),
             &format!("case{case}.lark"),
-            &format!("start: {} <|im_end|>", blocks.join(r#" "\n" "#)),
+            &format!("start: {} {end}", blocks.join(r#" "\n" "#)),
         );
         let file = dir.path().join(format!("case{case}.jsonl"));
         let grammar = grammar.to_string_lossy().into_owned();
@@ -529,6 +573,14 @@ fn random_conversations_stay_prefix_consistent() {
             continued.extend(turns[k - 1]["gen_ids"].as_array().unwrap().iter().cloned());
             let prompt = turns[k]["prompt_ids"].as_array().unwrap();
             assert!(prompt.starts_with(&continued), "case {case}, turn {k}");
+            // Only Hermes re-renders history (a tool result followed by a turn closes
+            // with an extra newline): the others continue exactly as they render.
+            if usable && family != "hermes" {
+                assert_eq!(
+                    turns[k]["prompt_view"], "continued",
+                    "case {case}, turn {k}"
+                );
+            }
         }
         if !usable {
             unusable += 1;
@@ -548,9 +600,13 @@ fn random_conversations_stay_prefix_consistent() {
                     &["prompt".as_ref(), model.as_os_str()],
                     Some(&hf_conversation(&r, &messages[..a])),
                 );
+                // The record says whether `apply_chat_template` gives the ids the model saw.
+                let differs = turns[k]["prompt_view"] == "continued_rerender_differs";
                 assert_eq!(
-                    turns[k]["prompt_ids"], hf["ids"],
-                    "case {case}, turn {k}: {}",
+                    turns[k]["prompt_ids"] != hf["ids"],
+                    differs,
+                    "case {case}, turn {k} ({}): {}",
+                    turns[k]["prompt_view"],
                     hf["text"]
                 );
             }
@@ -625,4 +681,56 @@ fn family_gguf_is_the_same_model_as_the_folder() {
             "{family}"
         );
     }
+}
+
+/// The record says which prompt the model saw. A reply forced to open with a compact
+/// `<think>hm</think>` (no newlines) and one call: the second model call continues the
+/// first prompt and reply token for token, but the Qwen3 template re-renders that reasoning
+/// as `<think>\nhm\n</think>\n\n` — so `apply_chat_template` on the conversation gives other
+/// ids, and the record says `continued_rerender_differs` (the first call: `rendered`). A
+/// reply the template re-renders exactly (the parallel calls of
+/// `prompts_equal_transformers_apply_chat_template`) is `continued`.
+#[test]
+fn records_say_which_prompt_the_model_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
+    let run = |name: &str, grammar: &str| -> Value {
+        let grammar = super::common::write_file(dir.path(), &format!("{name}.lark"), grammar);
+        let grammar = grammar.to_string_lossy().into_owned();
+        recorded_run(
+            dir.path(),
+            &model,
+            &[
+                "--grammar",
+                &grammar,
+                "--policy",
+                "trusted",
+                "--max-turns",
+                "2",
+                "--max-tokens-per-call",
+                "60",
+            ],
+            "compute",
+            &dir.path().join(format!("{name}.jsonl")),
+        )
+    };
+    let call = r#"<tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> <|im_end|>"#;
+    let r = run("think", &format!(r#"start: <think> "hm" </think> {call}"#));
+    let turns = r["turns"].as_array().unwrap();
+    assert_eq!(turns[0]["prompt_view"], "rendered", "{}", turns[0]);
+    assert_eq!(turns[1]["prompt_view"], "continued_rerender_differs");
+    let messages = r["messages"].as_array().unwrap();
+    let hf = hf_check(
+        &["prompt".as_ref(), model.as_os_str()],
+        Some(&hf_conversation(&r, &messages[..3])),
+    );
+    assert_ne!(turns[1]["prompt_ids"], hf["ids"], "{}", hf["text"]);
+    assert_eq!(
+        r["tokens"]["available"], true,
+        "the flat view is the one the model saw"
+    );
+
+    let r = run("plain", &format!("start: {call}"));
+    let turns = r["turns"].as_array().unwrap();
+    assert_eq!(turns[1]["prompt_view"], "continued", "{}", turns[1]);
 }

@@ -26,7 +26,7 @@ use super::{
     grammar, grammar_mask,
     sampler::{self, Rule, Step, TokenSampler},
     tiny, toolcall, Finish, Message, ModelBackend, ModelError, ModelInfo, ModelOutput,
-    ModelRequest, TokenSink, Usage,
+    ModelRequest, PromptView, TokenSink, Usage,
 };
 
 /// The mistral.rs version this backend is built against (recorded in trajectories).
@@ -131,6 +131,62 @@ pub struct LoadOptions {
     /// The tool-call layout to read replies in (`--tool-format`); detected from the chat
     /// template when not given.
     pub tool_format: Option<super::callformat::CallFormat>,
+    /// The dtype weights and activations are computed in; `None`: f32 on the CPU, the
+    /// engine's choice on a GPU. (mistral.rs's own CPU choice is f16, which its CPU kernels
+    /// run several times slower than f32: 5.3× the prefill time of a Qwen3-0.6B-sized
+    /// model, BENCHMARKS.md; its CPU matmul refuses bf16.)
+    pub dtype: Option<ComputeDtype>,
+}
+
+/// What the embedded engine computes in (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeDtype {
+    /// The engine's choice: bf16 where the device runs it, else f16, else f32.
+    Auto,
+    /// 32-bit floats.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl std::str::FromStr for ComputeDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f16" | "float16" => Ok(Self::F16),
+            other => Err(format!(
+                "unknown dtype '{other}'; choose auto, f32, bf16 or f16"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+impl ComputeDtype {
+    fn engine(self) -> mistralrs::ModelDType {
+        match self {
+            Self::Auto => mistralrs::ModelDType::Auto,
+            Self::F32 => mistralrs::ModelDType::F32,
+            Self::Bf16 => mistralrs::ModelDType::BF16,
+            Self::F16 => mistralrs::ModelDType::F16,
+        }
+    }
 }
 
 /// A model running inside this process.
@@ -170,6 +226,11 @@ impl EmbeddedModel {
     pub async fn load(source: ModelSource, options: LoadOptions) -> Result<Self, ModelError> {
         let force_cpu = options.force_cpu || !cfg!(feature = "cuda");
         let prefix_cache = !options.no_prefix_cache;
+        let dtype = options.dtype.unwrap_or(if force_cpu {
+            ComputeDtype::F32
+        } else {
+            ComputeDtype::Auto
+        });
         let described = source.describe();
         // The generated tiny model (by name or as a folder) keeps the engine's rendering.
         let is_tiny = match &source {
@@ -179,6 +240,10 @@ impl EmbeddedModel {
             _ => false,
         };
         let tokenizer_path = source.tokenizer_json();
+        let dtype_label = match &source {
+            ModelSource::Gguf(_) => "as stored in the .gguf".to_owned(),
+            _ => dtype.to_string(),
+        };
         let files = match &source {
             ModelSource::Tiny(d) | ModelSource::Dir(d) | ModelSource::Gguf(d) => Some(d.clone()),
             ModelSource::HuggingFace(_) => tokenizer_path
@@ -196,17 +261,19 @@ impl EmbeddedModel {
                             anyhow_like(format!("writing the tiny model to {}: {e}", dir.display()))
                         })?;
                     }
-                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache)
+                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache, dtype)
                         .build()
                         .await
                 }
                 ModelSource::Dir(dir) => {
-                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache)
+                    text_builder(&dir.display().to_string(), force_cpu, prefix_cache, dtype)
                         .build()
                         .await
                 }
                 ModelSource::HuggingFace(id) => {
-                    text_builder(id, force_cpu, prefix_cache).build().await
+                    text_builder(id, force_cpu, prefix_cache, dtype)
+                        .build()
+                        .await
                 }
                 ModelSource::Gguf(file) => {
                     super::gguf::check_architecture(file)
@@ -252,7 +319,7 @@ impl EmbeddedModel {
                 "cuda".into()
             },
             context_window,
-            dtype: Some("auto".into()),
+            dtype: Some(dtype_label),
             files,
             logprobs_mode: sampler::LOGPROBS_MODE.into(),
             request_extra: serde_json::Map::new(),
@@ -355,10 +422,12 @@ impl EmbeddedModel {
         cancel: CancellationToken,
     ) -> Result<ModelOutput, ModelError> {
         let offer_tools = !req.tools.is_empty() && req.tool_choice != super::ToolChoice::None;
+        let mut prompt_view = None;
         let (prompt_ids, request_messages, tools) = match (&self.template, &self.tokenizer) {
             // Token in: the prompt rendered as `transformers` renders it, tokenized here.
             (Some(template), Some(tok)) => {
-                let ids = self.template_prompt(template, tok, req, offer_tools)?;
+                let (ids, view) = self.template_prompt(template, tok, req, offer_tools)?;
+                prompt_view = Some(view);
                 (
                     Arc::new(ids.clone()),
                     RequestMessage::CompletionTokens(ids),
@@ -579,6 +648,7 @@ impl EmbeddedModel {
             reasoning,
             tool_calls,
             parse_failures,
+            prompt_view: prompt_ok.then_some(prompt_view).flatten(),
             prompt_ids: prompt_ok.then(|| prompt_ids.to_vec()),
             token_ids: ids_ok.then_some(token_ids),
             logprobs: ids_ok.then_some(logprobs),
@@ -600,7 +670,7 @@ impl EmbeddedModel {
         tok: &tokenizers::Tokenizer,
         req: &ModelRequest,
         offer_tools: bool,
-    ) -> Result<Vec<u32>, ModelError> {
+    ) -> Result<(Vec<u32>, PromptView), ModelError> {
         let messages: Vec<Value> = req.messages.iter().map(hf_message).collect();
         let tools: Vec<Value> = req
             .tools
@@ -655,10 +725,17 @@ impl EmbeddedModel {
                     ids.extend(encode(end_of_turn)?);
                 }
                 ids.extend(encode(&tail)?);
-                return Ok(ids);
+                // The whole conversation rendered afresh: what a trainer re-rendering it
+                // with `apply_chat_template` would get. One tokenization per call.
+                let view = if encode(&text)? == ids {
+                    PromptView::Continued
+                } else {
+                    PromptView::ContinuedRerenderDiffers
+                };
+                return Ok((ids, view));
             }
         }
-        encode(&text)
+        Ok((encode(&text)?, PromptView::Rendered))
     }
 
     /// A matcher for `lark`, or why the sampler cannot know the grammar's mask (no
@@ -705,12 +782,15 @@ fn anyhow_like(msg: String) -> anyhow::Error {
     anyhow::Error::msg(msg)
 }
 
-fn text_builder(id: &str, force_cpu: bool, prefix_cache: bool) -> mistralrs::TextModelBuilder {
-    let b = mistralrs::TextModelBuilder::new(id).with_prefix_cache_n(if prefix_cache {
-        Some(16)
-    } else {
-        None
-    });
+fn text_builder(
+    id: &str,
+    force_cpu: bool,
+    prefix_cache: bool,
+    dtype: ComputeDtype,
+) -> mistralrs::TextModelBuilder {
+    let b = mistralrs::TextModelBuilder::new(id)
+        .with_prefix_cache_n(if prefix_cache { Some(16) } else { None })
+        .with_dtype(dtype.engine());
     if force_cpu {
         b.with_force_cpu()
     } else {
@@ -1074,11 +1154,22 @@ fn text_after_turn(
         return None;
     }
     // Where the reply starts: the rendering of everything before it, with the generation
-    // prompt, is a prefix of the full rendering.
+    // prompt, is a prefix of the full rendering…
     let before = render_with_prompt(&messages[..assistant])?;
-    let reply = full.strip_prefix(before.as_str())?;
-    let end = reply.find(end_of_turn)?;
-    Some(reply[end + end_of_turn.len()..].to_owned())
+    if let Some(reply) = full.strip_prefix(before.as_str()) {
+        let end = reply.find(end_of_turn)?;
+        return Some(reply[end + end_of_turn.len()..].to_owned());
+    }
+    // …unless the template renders a message differently once another follows it (Hermes
+    // closes a last tool result with `</tool_response><|im_end|>`, an earlier one with
+    // `</tool_response>\n<|im_end|>`). Then the reply is the turn ended by the first
+    // end-of-turn marker after as many as the history before it has.
+    let turns_before = before.matches(end_of_turn).count();
+    let mut at = 0;
+    for _ in 0..=turns_before {
+        at += full[at..].find(end_of_turn)? + end_of_turn.len();
+    }
+    Some(full[at..].to_owned())
 }
 
 /// The reasoning inside a reply's `<think>…</think>`, if any.
@@ -1174,5 +1265,60 @@ mod without_backtrace_tests {
             "Qwen/Qwen3-0.6B: Failed to access `Qwen/Qwen3-0.6B`: request error"
         );
         assert_eq!(without_backtrace("a: b\nc"), "a: b\nc");
+    }
+}
+
+#[cfg(test)]
+mod text_after_turn_tests {
+    use serde_json::{json, Value};
+
+    use super::text_after_turn;
+
+    /// A Hermes-like rendering: a tool result closes differently when it is the last
+    /// message.
+    fn render(messages: &[Value], prompt: bool) -> String {
+        let mut out = String::new();
+        for (i, m) in messages.iter().enumerate() {
+            let last = i + 1 == messages.len();
+            match m["role"].as_str() {
+                Some("tool") if last => out.push_str(&format!("<t>{}</t><E>", m["content"])),
+                Some("tool") => out.push_str(&format!("<t>{}</t>\n<E>", m["content"])),
+                _ => out.push_str(&format!(
+                    "<{}>{}<E>",
+                    m["role"].as_str().unwrap_or_default(),
+                    m["content"]
+                )),
+            }
+        }
+        if prompt {
+            out.push_str("<assistant>");
+        }
+        out
+    }
+
+    #[test]
+    fn the_reply_is_found_even_when_earlier_messages_re_render() {
+        let messages = vec![
+            json!({"role": "user", "content": "q"}),
+            json!({"role": "assistant", "content": "call"}),
+            json!({"role": "tool", "content": "1"}),
+            json!({"role": "assistant", "content": "call2"}),
+            json!({"role": "tool", "content": "2"}),
+        ];
+        let full = render(&messages, true);
+        // The first reply: what the previous prompt ("…<assistant>") was followed by.
+        let tail = text_after_turn(&messages, 1, &full, "<E>", |m| Some(render(m, true)));
+        assert_eq!(
+            tail.as_deref(),
+            Some("<t>\"1\"</t>\n<E><assistant>\"call2\"<E><t>\"2\"</t><E><assistant>")
+        );
+        // The second: history before it renders differently in full (`</t>\n<E>`).
+        let tail = text_after_turn(&messages, 3, &full, "<E>", |m| Some(render(m, true)));
+        assert_eq!(tail.as_deref(), Some("<t>\"2\"</t><E><assistant>"));
+        // Not an assistant message: no boundary.
+        assert_eq!(
+            text_after_turn(&messages, 2, &full, "<E>", |m| Some(render(m, true))),
+            None
+        );
     }
 }

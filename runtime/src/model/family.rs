@@ -511,6 +511,53 @@ fn gguf_metadata(
     m
 }
 
+/// The dimensions of a family checkpoint's (random) weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// Two layers of width 64: loads in a blink, for tests.
+    #[default]
+    Tiny,
+    /// Qwen3-0.6B's published dimensions (28 layers, width 1024, 16/8 heads of 128, MLP
+    /// 3072, tied embeddings): real-sized decoding for benchmarks (~2.4 GB in f32).
+    Qwen3_0_6b,
+}
+
+impl FromStr for Shape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tiny" => Ok(Self::Tiny),
+            "qwen3-0.6b" | "0.6b" => Ok(Self::Qwen3_0_6b),
+            other => Err(format!(
+                "unknown shape '{other}'; the shapes are: tiny, qwen3-0.6b"
+            )),
+        }
+    }
+}
+
+impl Shape {
+    fn spec(self, vocab: usize) -> TinySpec {
+        match self {
+            Self::Tiny => TinySpec {
+                vocab,
+                ..TinySpec::default()
+            },
+            Self::Qwen3_0_6b => TinySpec {
+                hidden: 1024,
+                intermediate: 3072,
+                layers: 28,
+                heads: 16,
+                kv_heads: 8,
+                head_dim: 128,
+                vocab,
+                max_positions: 40_960,
+                ..TinySpec::default()
+            },
+        }
+    }
+}
+
 /// Bumped whenever a family checkpoint's bytes change.
 const FAMILY_GENERATOR_VERSION: &str = "verity-tiny-family/1";
 
@@ -521,6 +568,7 @@ pub fn generate(
     family: Family,
     vocab: &Path,
     template: &Path,
+    shape: Shape,
 ) -> Result<Vec<PathBuf>, FamilyError> {
     let io_err = |p: &Path| {
         let path = p.display().to_string();
@@ -536,14 +584,11 @@ pub fn generate(
         merges,
     } = tokenizer(family, vocab)?;
     let s = spec(family);
-    let tiny_spec = TinySpec {
-        // Qwen's embedding table is wider than its tokenizer, as in the published model.
-        vocab: match family {
-            Family::Qwen3 => 151_936,
-            Family::Llama3 | Family::Hermes => n_tokens,
-        },
-        ..TinySpec::default()
-    };
+    // Qwen's embedding table is wider than its tokenizer, as in the published model.
+    let tiny_spec = shape.spec(match family {
+        Family::Qwen3 => 151_936,
+        Family::Llama3 | Family::Hermes => n_tokens,
+    });
     let mut config = tiny::config(&tiny_spec);
     config["bos_token_id"] = s.bos.map(Value::from).unwrap_or(Value::Null);
     config["eos_token_id"] = json!(s.eos[0]);

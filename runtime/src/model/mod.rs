@@ -24,7 +24,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use embedded::{
-    data_dir, tiny_model_dir, EmbeddedModel, LoadOptions, ModelSource, MISTRALRS_VERSION,
+    data_dir, tiny_model_dir, ComputeDtype, EmbeddedModel, LoadOptions, ModelSource,
+    MISTRALRS_VERSION,
 };
 pub use openai::{OpenAiConfig, OpenAiModel};
 pub use scripted::ScriptedModel;
@@ -260,6 +261,23 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// Which prompt the model saw, when Verity built it from a real chat template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptView {
+    /// The template's rendering of the conversation (a first call).
+    Rendered,
+    /// The previous call's prompt and generated ids, token for token, then what followed
+    /// the reply as the template renders it; rendering the whole conversation gives the
+    /// same ids.
+    Continued,
+    /// Continued, and the template would render the conversation differently (Qwen3 drops
+    /// a `<think>` block once a later user turn follows it; a reply's ids need not be its
+    /// text's canonical tokenization): the model saw these ids, not
+    /// `apply_chat_template`'s — train on these.
+    ContinuedRerenderDiffers,
+}
+
 /// What one model call produced.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ModelOutput {
@@ -272,6 +290,8 @@ pub struct ModelOutput {
     pub tool_calls: Vec<ToolCall>,
     /// Tool calls that were attempted but could not be parsed or do not fit.
     pub parse_failures: Vec<ParseFailure>,
+    /// How the prompt was built (embedded engine with a real chat template).
+    pub prompt_view: Option<PromptView>,
     /// Prompt token ids as the engine saw them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_ids: Option<Vec<u32>>,

@@ -634,6 +634,7 @@ impl Accumulator {
             reasoning: (!self.reasoning.is_empty()).then_some(self.reasoning),
             tool_calls,
             parse_failures,
+            prompt_view: None,
             prompt_ids: self.prompt_ids,
             token_ids,
             logprobs,

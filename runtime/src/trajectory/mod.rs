@@ -355,6 +355,7 @@ fn turn_record(
         reasoning: out.reasoning.clone(),
         usage: out.usage,
         model_ms: ms,
+        prompt_view: out.prompt_view,
         missing: out.missing.clone(),
         next,
     }

@@ -388,6 +388,13 @@ pub struct TurnRecord {
     pub reasoning: Option<String>,
     /// Token counts.
     pub usage: Usage,
+    /// Which prompt the model saw, where Verity built it from a real chat template:
+    /// `rendered` (the template's rendering), `continued` (the previous prompt and reply
+    /// token for token, then what followed; re-rendering gives the same ids) or
+    /// `continued_rerender_differs` (continued, and `apply_chat_template` on the
+    /// conversation would give other ids: these are what the model conditioned on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_view: Option<crate::model::PromptView>,
     /// Model time in milliseconds.
     #[serde(default)]
     pub model_ms: u64,
