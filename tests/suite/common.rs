@@ -57,6 +57,15 @@ pub fn node22_path() -> String {
     )
 }
 
+/// Every record of a JSONL trajectory file.
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Runs `verity ARGS` to completion.
 pub fn run(args: &[&str]) -> Output {
     Command::new(verity())

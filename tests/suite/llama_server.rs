@@ -25,7 +25,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::common::{llama_cpp_models, stderr, verity, write_file};
+use super::common::{llama_cpp_models, records, stderr, verity, write_file};
 
 /// A `llama-server` child, killed on drop.
 struct LlamaServer {
@@ -193,14 +193,6 @@ fn steering(server: &LlamaServer, f: &Family) -> Value {
         bias.insert(server.token("\n").to_string(), json!(95));
     }
     json!({"logit_bias": bias, "repeat_last_n": 1, "presence_penalty": 200})
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Checks one recorded run: llama.cpp's parsed call, run by Verity, its result rendered

@@ -275,6 +275,37 @@ fn recorded_run(
     traj(file)
 }
 
+/// [`recorded_run`] with the reply forced by a Lark grammar (`NAME.lark`), trusted tools,
+/// `turns` model calls of at most `tokens` tokens each; the prompt is "compute".
+fn forced_run(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    name: &str,
+    grammar: &str,
+    turns: u32,
+    tokens: u32,
+) -> Value {
+    let grammar = super::common::write_file(dir, &format!("{name}.lark"), grammar);
+    let grammar = grammar.to_string_lossy().into_owned();
+    let (turns, tokens) = (turns.to_string(), tokens.to_string());
+    recorded_run(
+        dir,
+        model,
+        &[
+            "--grammar",
+            &grammar,
+            "--policy",
+            "trusted",
+            "--max-turns",
+            &turns,
+            "--max-tokens-per-call",
+            &tokens,
+        ],
+        "compute",
+        &dir.join(format!("{name}.jsonl")),
+    )
+}
+
 /// Prompts identical to Hugging Face's: for each fixture template of the two vocabularies,
 /// the ids of the first model call `verity run` makes (recorded) equal `transformers`'
 /// `apply_chat_template(messages, tools=…, add_generation_prompt=True, tokenize=True)` on
@@ -345,28 +376,13 @@ fn prompts_equal_transformers_apply_chat_template() {
 
     // Two parallel calls in Qwen's layout, forced by a grammar; the next prompt.
     let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
-    let grammar = super::common::write_file(
-        dir.path(),
-        "two.lark",
-        r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call> <|im_end|>"#,
-    );
-    let file = dir.path().join("two.jsonl");
-    let grammar = grammar.to_string_lossy().into_owned();
-    let r = recorded_run(
+    let r = forced_run(
         dir.path(),
         &model,
-        &[
-            "--grammar",
-            &grammar,
-            "--policy",
-            "trusted",
-            "--max-turns",
-            "2",
-            "--max-tokens-per-call",
-            "80",
-        ],
-        "compute",
-        &file,
+        "two",
+        r#"start: <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> "\n" <tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}}\n" </tool_call> <|im_end|>"#,
+        2,
+        80,
     );
     let messages = r["messages"].as_array().unwrap();
     let calls = messages[1]["tool_calls"].as_array().unwrap();
@@ -538,28 +554,13 @@ fn random_conversations_stay_prefix_consistent() {
                 }
             })
             .collect();
-        let grammar = super::common::write_file(
-            dir.path(),
-            &format!("case{case}.lark"),
-            &format!("start: {} {end}", blocks.join(r#" "\n" "#)),
-        );
-        let file = dir.path().join(format!("case{case}.jsonl"));
-        let grammar = grammar.to_string_lossy().into_owned();
-        let r = recorded_run(
+        let r = forced_run(
             dir.path(),
             model,
-            &[
-                "--grammar",
-                &grammar,
-                "--policy",
-                "trusted",
-                "--max-turns",
-                "3",
-                "--max-tokens-per-call",
-                "120",
-            ],
-            "compute these",
-            &file,
+            &format!("case{case}"),
+            &format!("start: {} {end}", blocks.join(r#" "\n" "#)),
+            3,
+            120,
         );
         let turns = r["turns"].as_array().unwrap();
         assert_eq!(turns.len(), 3, "case {case}");
@@ -694,26 +695,7 @@ fn family_gguf_is_the_same_model_as_the_folder() {
 fn records_say_which_prompt_the_model_saw() {
     let dir = tempfile::tempdir().unwrap();
     let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
-    let run = |name: &str, grammar: &str| -> Value {
-        let grammar = super::common::write_file(dir.path(), &format!("{name}.lark"), grammar);
-        let grammar = grammar.to_string_lossy().into_owned();
-        recorded_run(
-            dir.path(),
-            &model,
-            &[
-                "--grammar",
-                &grammar,
-                "--policy",
-                "trusted",
-                "--max-turns",
-                "2",
-                "--max-tokens-per-call",
-                "60",
-            ],
-            "compute",
-            &dir.path().join(format!("{name}.jsonl")),
-        )
-    };
+    let run = |name: &str, grammar: &str| forced_run(dir.path(), &model, name, grammar, 2, 60);
     let call = r#"<tool_call> "\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n" </tool_call> <|im_end|>"#;
     let r = run("think", &format!(r#"start: <think> "hm" </think> {call}"#));
     let turns = r["turns"].as_array().unwrap();

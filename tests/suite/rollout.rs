@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::common::{stderr, stdout, tiny_model, verity, write_file};
+use super::common::{records, stderr, stdout, tiny_model, verity, write_file};
 
 const TASKS: &str = concat!(
     r#"{"id": "add", "prompt": "What is 2+2?", "ground_truth": "4", "verifier": {"type": "math"}, "tools": ["calculator"]}"#,
@@ -51,14 +51,6 @@ fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn samples(rs: &[Value]) -> BTreeMap<(String, u64), usize> {

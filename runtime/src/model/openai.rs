@@ -286,6 +286,36 @@ impl OpenAiModel {
         }
     }
 
+    /// A reply sent whole (`stream: false`), as one chunk whose choices carry the message.
+    async fn whole_reply(
+        &self,
+        resp: reqwest::Response,
+        cancel: &CancellationToken,
+    ) -> Result<WireChunk, ModelError> {
+        let limit = self.config.first_byte_timeout;
+        let text = tokio::select! {
+            () = cancel.cancelled() => return Err(ModelError::Cancelled),
+            t = tokio::time::timeout(limit, resp.text()) => t,
+        }
+        .map_err(|_| {
+            ModelError::Http(format!(
+                "no complete reply within {} s",
+                limit.as_secs_f32()
+            ))
+        })?
+        .map_err(|e| ModelError::Http(format!("reading the reply: {e}")))?;
+        let reply: WireChunk = serde_json::from_str(&text).map_err(|e| {
+            let snippet: String = text.chars().take(200).collect();
+            ModelError::Protocol(format!(
+                "the reply is not a chat completion ({e}): {snippet}"
+            ))
+        })?;
+        match reply.error {
+            Some(err) => Err(ModelError::Engine(err.to_string())),
+            None => Ok(reply),
+        }
+    }
+
     async fn run(
         &self,
         req: &ModelRequest,
@@ -307,30 +337,7 @@ impl OpenAiModel {
         };
         let mut acc = Accumulator::default();
         if !streamed {
-            let text = tokio::select! {
-                () = cancel.cancelled() => return Err(ModelError::Cancelled),
-                t = tokio::time::timeout(self.config.first_byte_timeout, resp.text()) => t,
-            };
-            let text = match text {
-                Err(_) => {
-                    return Err(ModelError::Http(format!(
-                        "no complete reply within {} s",
-                        self.config.first_byte_timeout.as_secs_f32()
-                    )))
-                }
-                Ok(Err(e)) => return Err(ModelError::Http(format!("reading the reply: {e}"))),
-                Ok(Ok(t)) => t,
-            };
-            let reply: WireChunk = serde_json::from_str(&text).map_err(|e| {
-                let snippet: String = text.chars().take(200).collect();
-                ModelError::Protocol(format!(
-                    "the reply is not a chat completion ({e}): {snippet}"
-                ))
-            })?;
-            if let Some(err) = reply.error {
-                return Err(ModelError::Engine(err.to_string()));
-            }
-            acc.add(reply, &on_token);
+            acc.add(self.whole_reply(resp, &cancel).await?, &on_token);
             if acc.finish.is_none() {
                 return Err(ModelError::Protocol(
                     "the reply has no finish_reason".into(),
