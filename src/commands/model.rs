@@ -27,7 +27,7 @@ enum ModelCommand {
         #[arg(long)]
         out: Option<PathBuf>,
         /// A model family: qwen3 (vocab ggml-vocab-qwen2.gguf), llama3 or hermes
-        /// (ggml-vocab-llama-bpe.gguf).
+        /// (ggml-vocab-llama-bpe.gguf), mistral (ggml-vocab-llama-spm.gguf).
         #[arg(long, requires_all = ["vocab", "template"])]
         family: Option<String>,
         /// The family's vocab-only GGUF file (llama.cpp's `models/ggml-vocab-*.gguf`).

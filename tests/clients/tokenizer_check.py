@@ -1,6 +1,7 @@
 """Checks a generated family checkpoint with Hugging Face's own code.
 
-    tokenizer_check.py vectors DIR VOCAB.gguf   # llama.cpp's .inp/.out tokenisation vectors
+    tokenizer_check.py vectors DIR VOCAB.gguf [SHIFT]  # llama.cpp's .inp/.out vectors
+                                                       # (ids >= 3 shifted by SHIFT)
     tokenizer_check.py prompt DIR               # apply_chat_template ids for one conversation
     tokenizer_check.py decode DIR               # the text of the ids on stdin (specials kept)
 
@@ -17,7 +18,7 @@ import sys
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def vectors(model_dir, vocab):
+def vectors(model_dir, vocab, shift=0):
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     inputs = open(vocab + ".inp", encoding="utf-8").read().split("\n__ggml_vocab_test__\n")
@@ -27,6 +28,9 @@ def vectors(model_dir, vocab):
     bad = []
     for i, text in enumerate(inputs):
         want = [int(x) for x in outputs[i].split()] if i < len(outputs) else None
+        # A vocabulary laid out with `shift` control tokens after <unk> <s> </s> (Mistral v3).
+        if want is not None and shift:
+            want = [x + shift if x >= 3 else x for x in want]
         got = tok.encode(text, add_special_tokens=False).ids
         if got != want:
             bad.append({"index": i, "text": text, "want": want, "got": got})
@@ -55,7 +59,7 @@ def decode(model_dir):
 
 if __name__ == "__main__":
     if sys.argv[1] == "vectors":
-        vectors(sys.argv[2], sys.argv[3])
+        vectors(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)
     elif sys.argv[1] == "decode":
         decode(sys.argv[2])
     else:

@@ -136,6 +136,8 @@ struct Family {
     vocab: &'static str,
     template: &'static str,
     open: &'static str,
+    /// What can end the argument string (and the objects).
+    close: &'static str,
     newline: bool,
     end: &'static str,
 }
@@ -146,6 +148,7 @@ const FAMILIES: &[Family] = &[
         vocab: "ggml-vocab-qwen2.gguf",
         template: "Qwen-Qwen3-0.6B.jinja",
         open: "<tool_call>",
+        close: "\"}}",
         newline: true,
         end: "<|im_end|>",
     },
@@ -154,14 +157,26 @@ const FAMILIES: &[Family] = &[
         vocab: "ggml-vocab-llama-bpe.gguf",
         template: "meta-llama-Llama-3.1-8B-Instruct.jinja",
         open: "{\"",
+        close: "\"}}",
         newline: false,
         end: "<|eot_id|>",
+    },
+    Family {
+        name: "mistral",
+        vocab: "ggml-vocab-llama-spm.gguf",
+        template: "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        open: "[TOOL_CALLS]",
+        // SentencePiece writes `"` after a space as one token, `▁"`.
+        close: "\"",
+        newline: false,
+        end: "</s>",
     },
     Family {
         name: "hermes",
         vocab: "ggml-vocab-llama-bpe.gguf",
         template: "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
         open: "<tool_call>",
+        close: "\"}}",
         newline: true,
         end: "<|im_end|>",
     },
@@ -187,7 +202,7 @@ fn family_gguf(dir: &Path, f: &Family) -> PathBuf {
 fn steering(server: &LlamaServer, f: &Family) -> Value {
     let mut bias = serde_json::Map::new();
     bias.insert(server.token(f.open).to_string(), json!(100));
-    bias.insert(server.token("\"}}").to_string(), json!(90));
+    bias.insert(server.token(f.close).to_string(), json!(90));
     bias.insert(server.token(f.end).to_string(), json!(150));
     if f.newline {
         bias.insert(server.token("\n").to_string(), json!(95));

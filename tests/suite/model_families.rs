@@ -139,6 +139,11 @@ fn every_recognised_template_layout_reads_back_exactly() {
 
 /// (family, vocab file, template) of the checkpoints most tests use.
 const QWEN3: (&str, &str, &str) = ("qwen3", "ggml-vocab-qwen2.gguf", "Qwen-Qwen3-0.6B.jinja");
+const MISTRAL: (&str, &str, &str) = (
+    "mistral",
+    "ggml-vocab-llama-spm.gguf",
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+);
 const LLAMA31: (&str, &str, &str) = (
     "llama3",
     "ggml-vocab-llama-bpe.gguf",
@@ -191,13 +196,16 @@ fn hf_check(args: &[&std::ffi::OsStr], stdin: Option<&Value>) -> Value {
 #[test]
 fn family_tokenizers_reproduce_llama_cpp_vectors() {
     let dir = tempfile::tempdir().unwrap();
-    for (family, vocab, template) in [QWEN3, LLAMA31] {
+    for (family, vocab, template) in [QWEN3, LLAMA31, MISTRAL] {
         let model = family_model(dir.path(), family, vocab, template);
+        // Mistral's v3 layout puts 768 control tokens before the SentencePiece pieces.
+        let shift = if family == "mistral" { "768" } else { "0" };
         let report = hf_check(
             &[
                 "vectors".as_ref(),
                 model.as_os_str(),
                 llama_cpp_models().join(vocab).as_os_str(),
+                shift.as_ref(),
             ],
             None,
         );
@@ -336,6 +344,22 @@ fn prompts_equal_transformers_apply_chat_template() {
             "ggml-vocab-llama-bpe.gguf",
             "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
         ),
+        MISTRAL,
+        (
+            "mistral",
+            "ggml-vocab-llama-spm.gguf",
+            "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+        ),
+        (
+            "mistral",
+            "ggml-vocab-llama-spm.gguf",
+            "mistralai-Ministral-3-14B-Reasoning-2512.jinja",
+        ),
+        (
+            "mistral",
+            "ggml-vocab-llama-spm.gguf",
+            "unsloth-mistral-Devstral-Small-2507.jinja",
+        ),
         (
             "llama3",
             "ggml-vocab-llama-bpe.gguf",
@@ -430,51 +454,61 @@ fn prompts_equal_transformers_apply_chat_template() {
 /// Strict mode in the family's own layout: on the real Qwen3 template, `--strict
 /// --tool-choice required` forces a call written exactly as the template writes calls — a
 /// newline after `<tool_call>`, `", "` and `": "`, `name` before `arguments` — not Verity's
-/// compact layout. (The tiny random model never closes a string in a 151,936-token
-/// vocabulary, so the reply ends at the token limit inside the expression; the grammar's end,
+/// compact layout; on the Nemo template, `[TOOL_CALLS]` and the array. (The tiny random
+/// model never closes a string in a 151,936-token vocabulary, so the reply ends at the token limit inside the expression; the grammar's end,
 /// one block per call and `<|im_end|>`, is checked on the grammar itself in
 /// `model::grammar::tests`.)
 #[test]
 fn strict_mode_writes_calls_in_the_family_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let model = family_model(dir.path(), QWEN3.0, QWEN3.1, QWEN3.2);
-    let file = dir.path().join("strict.jsonl");
-    let r = recorded_run(
-        dir.path(),
-        &model,
-        &[
-            "--strict",
-            "--tool-choice",
-            "required",
-            "--tools",
-            "calculator",
-            "--max-turns",
-            "1",
-            "--max-tokens-per-call",
-            "40",
-        ],
-        "What is 17 * 23?",
-        &file,
-    );
-    let turn = &r["turns"][0];
-    let dec = hf_check(
-        &["decode".as_ref(), model.as_os_str()],
-        Some(&turn["gen_ids"]),
-    );
-    let written = dec["text"].as_str().unwrap_or_default();
-    assert!(
-        written.starts_with("<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\""),
-        "{written:?}"
-    );
-    assert_eq!(turn["finish_reason"], "length", "{turn}");
+    for ((family, vocab, template), opening) in [
+        (
+            QWEN3,
+            "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"",
+        ),
+        // Mistral: the control token, then SentencePiece's `▁[` (decoded as " [").
+        (
+            MISTRAL,
+            "[TOOL_CALLS] [{\"name\": \"calculator\", \"arguments\": {\"",
+        ),
+    ] {
+        let model = family_model(dir.path(), family, vocab, template);
+        let file = dir.path().join(format!("strict-{family}.jsonl"));
+        let r = recorded_run(
+            dir.path(),
+            &model,
+            &[
+                "--strict",
+                "--tool-choice",
+                "required",
+                "--tools",
+                "calculator",
+                "--max-turns",
+                "1",
+                "--max-tokens-per-call",
+                "40",
+            ],
+            "What is 17 * 23?",
+            &file,
+        );
+        let turn = &r["turns"][0];
+        let dec = hf_check(
+            &["decode".as_ref(), model.as_os_str()],
+            Some(&turn["gen_ids"]),
+        );
+        let written = dec["text"].as_str().unwrap_or_default();
+        assert!(written.starts_with(opening), "{family}: {written:?}");
+        assert_eq!(turn["finish_reason"], "length", "{family}: {turn}");
+    }
 }
 
 /// Token in, token out across conversations: seeded random mixes — one to three parallel
 /// calls per reply, valid calls, calls whose tool fails (`1/0`), calls of a tool that does
 /// not exist — forced into each family's layout by a grammar, three model calls each, on
-/// the Qwen3, Qwen2.5, Hermes 3 and Llama 3.1 templates (one call per reply there, as its
-/// template renders only one). A call that cannot be used gets a user turn back (what went
-/// wrong), so conversations also mix in user turns. Every prompt continues the previous prompt and reply token for
+/// the Qwen3, Qwen2.5, Hermes 3, Llama 3.1 (one call per reply there, as its template
+/// renders only one) and Mistral Nemo templates. A call that cannot be used gets a user turn back (what went
+/// wrong), so conversations also mix in user turns. Every prompt continues the previous
+/// prompt and reply token for
 /// token (the record's flat view exists), and where every call was usable, every prompt also
 /// equals `transformers`' rendering of the conversation so far.
 #[test]
@@ -522,13 +556,22 @@ fn random_conversations_stay_prefix_consistent() {
             "<|eot_id|>",
             1,
         ),
+        // Mistral's calls: one `[TOOL_CALLS]` array (built below, not as Hermes blocks).
+        (
+            "mistral",
+            "ggml-vocab-llama-spm.gguf",
+            "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+            false,
+            "</s>",
+            3,
+        ),
     ];
     let models: Vec<std::path::PathBuf> = families
         .iter()
         .map(|(f, v, t, ..)| family_model(dir.path(), f, v, t))
         .collect();
     let (mut compared, mut unusable) = (0, 0);
-    for case in 0..8 {
+    for case in 0..10 {
         let model = &models[case % models.len()];
         let (family, _, _, hermes, end, most) = families[case % families.len()];
         let n = 1 + next(most);
@@ -543,7 +586,12 @@ fn random_conversations_stay_prefix_consistent() {
                     }
                     _ => ("calculator", format!("{} * {}", next(90) + 10, next(90) + 10)),
                 };
-                if hermes {
+                if family == "mistral" {
+                    let id: String = (0..9).map(|_| char::from(b'a' + next(26) as u8)).collect();
+                    format!(
+                        r#"{{\"name\": \"{name}\", \"arguments\": {{\"expression\": \"{expr}\"}}, \"id\": \"{id}\"}}"#
+                    )
+                } else if hermes {
                     format!(
                         r#"<tool_call> "\n{{\"name\": \"{name}\", \"arguments\": {{\"expression\": \"{expr}\"}}}}\n" </tool_call>"#
                     )
@@ -558,7 +606,11 @@ fn random_conversations_stay_prefix_consistent() {
             dir.path(),
             model,
             &format!("case{case}"),
-            &format!("start: {} {end}", blocks.join(r#" "\n" "#)),
+            &if family == "mistral" {
+                format!(r#"start: <[5]> " [{}]" {end}"#, blocks.join(", "))
+            } else {
+                format!("start: {} {end}", blocks.join(r#" "\n" "#))
+            },
             3,
             120,
         );
@@ -715,4 +767,59 @@ fn records_say_which_prompt_the_model_saw() {
     let r = run("plain", &format!("start: {call}"));
     let turns = r["turns"].as_array().unwrap();
     assert_eq!(turns[1]["prompt_view"], "continued", "{}", turns[1]);
+}
+
+/// Mistral in its own layout: a reply forced (by a grammar) into two parallel calls the way
+/// the Nemo template writes them — one `[TOOL_CALLS][…]` array, each call with its
+/// nine-character id, then `</s>`; after the control token SentencePiece's `▁` (a space),
+/// as the tokenizer writes the template's `[TOOL_CALLS][` and as `--strict` forces it —
+/// is read (ids kept), both calls run, and the next prompt
+/// continues the first token for token *and* equals `transformers`' rendering of the
+/// conversation (the template re-renders the calls exactly), with the generated `</s>` in
+/// the loss mask.
+#[test]
+fn mistral_parallel_calls_run_and_re_render_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = family_model(dir.path(), MISTRAL.0, MISTRAL.1, MISTRAL.2);
+    let r = forced_run(
+        dir.path(),
+        &model,
+        "mistral-two",
+        r#"start: <[5]> " [{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}, \"id\": \"a1b2c3d4e\"}, {\"name\": \"calculator\", \"arguments\": {\"expression\": \"3*3\"}, \"id\": \"f5g6h7i8j\"}]" </s>"#,
+        2,
+        80,
+    );
+    let messages = r["messages"].as_array().unwrap();
+    let ids: Vec<&str> = messages[1]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a1b2c3d4e", "f5g6h7i8j"], "{}", messages[1]);
+    let results: Vec<&str> = messages[2..4]
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(results, ["exact: 4", "exact: 9"], "{messages:?}");
+    let turns = r["turns"].as_array().unwrap();
+    assert_eq!(turns[1]["prompt_view"], "continued", "{}", turns[1]);
+    let hf = hf_check(
+        &["prompt".as_ref(), model.as_os_str()],
+        Some(&hf_conversation(&r, &messages[..4])),
+    );
+    assert_eq!(turns[1]["prompt_ids"], hf["ids"], "{}", hf["text"]);
+    let view = &r["tokens"];
+    assert_eq!(view["available"], true, "{view}");
+    let response: Vec<u64> = view["response_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let stop = response.iter().position(|t| *t == 2).unwrap();
+    assert_eq!(
+        view["loss_mask"][stop], 1,
+        "the generated </s> is trained on"
+    );
 }

@@ -203,6 +203,12 @@ impl Parsed {
                         .or_else(|| o.get("parameters"))
                         .unwrap_or(&Value::Null);
                     self.call(name.to_owned(), args);
+                    // A call may carry its id (Mistral v3 writes one in history).
+                    if let (Some(id), Some(call)) =
+                        (o.get("id").and_then(Value::as_str), self.calls.last_mut())
+                    {
+                        call.id = id.to_owned();
+                    }
                 }
                 None => self.fail(
                     raw,
@@ -340,7 +346,40 @@ fn mistral(text: &str) -> Parsed {
         }
     }
     out.content = content;
+    // Mistral's templates require each call id to be nine letters or digits (and raise
+    // on anything else); a model does not write them. Derived from the reply and the
+    // call's place in it, so the same reply always gets the same ids.
+    portable_call_ids(&mut out.calls, text);
     out
+}
+
+/// Gives every call without a nine-character alphanumeric id one, derived from its old id
+/// (or from `reply` when it has none) and its place: Mistral's templates refuse any other
+/// id (llama.cpp's own ids included), and no other template minds the form.
+pub(crate) fn portable_call_ids(calls: &mut [RawCall], reply: &str) {
+    for (i, call) in calls.iter_mut().enumerate() {
+        if !is_mistral_id(&call.id) {
+            call.id = mistral_id(if call.id.is_empty() { reply } else { &call.id }, i);
+        }
+    }
+}
+
+fn is_mistral_id(id: &str) -> bool {
+    id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Nine letters and digits from SHA-256 of `seed` and the call's index.
+fn mistral_id(seed: &str, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let digest = Sha256::new()
+        .chain_update(seed.as_bytes())
+        .chain_update(index.to_le_bytes())
+        .finalize();
+    digest[..9]
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -463,5 +502,22 @@ mod tests {
             e.contains("hermes") && e.contains("llama3") && e.contains("mistral"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mistral_calls_get_ids_its_templates_accept() {
+        let reply = "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": {}, \"id\": \"Abc123xyz\"}]";
+        let p = CallFormat::Mistral.parse(reply);
+        let ids: Vec<&str> = p.calls.iter().map(|c| c.id.as_str()).collect();
+        assert!(is_mistral_id(ids[0]), "{ids:?}");
+        assert_eq!(ids[1], "Abc123xyz", "a valid id the model wrote is kept");
+        // The same reply, the same ids; another reply, others.
+        assert_eq!(CallFormat::Mistral.parse(reply).calls[0].id, ids[0]);
+        let other =
+            CallFormat::Mistral.parse("[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}]");
+        assert_ne!(other.calls[0].id, ids[0]);
+        let v11 = CallFormat::Mistral.parse("[TOOL_CALLS]a[ARGS]{}[TOOL_CALLS]a[ARGS]{}");
+        assert!(v11.calls.iter().all(|c| is_mistral_id(&c.id)));
+        assert_ne!(v11.calls[0].id, v11.calls[1].id);
     }
 }

@@ -468,6 +468,19 @@ impl EmbeddedModel {
                 (Some(_), Some(super::callformat::CallFormat::Llama3)) => {
                     Some(grammar::FamilyLayout::Llama3)
                 }
+                (Some(_), Some(super::callformat::CallFormat::Mistral)) => {
+                    self.tokenizer.as_ref().and_then(|t| {
+                        let tool_calls = t.token_to_id("[TOOL_CALLS]")?;
+                        // What follows the control token in the template's own text, as the
+                        // tokenizer writes it: `▁[` (SentencePiece) or `[`.
+                        let after = t.encode("[TOOL_CALLS][", false).ok()?;
+                        let first = t.id_to_token(*after.get_ids().get(1)?)?;
+                        Some(grammar::FamilyLayout::Mistral {
+                            tool_calls,
+                            space: first.starts_with('▁'),
+                        })
+                    })
+                }
                 _ => None,
             };
             match layout {

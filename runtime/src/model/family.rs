@@ -33,6 +33,9 @@ pub enum Family {
     /// Hermes 2 Pro / 3 (Nous Research) on Llama 3: the llama-bpe vocabulary with ChatML's
     /// `<|im_start|>` / `<|im_end|>` in two of Llama's reserved slots.
     Hermes,
+    /// Mistral (v3 tokenizer layout: `<unk> <s> </s>`, 768 control tokens — `[INST]`,
+    /// `[TOOL_CALLS]`, … — then a 32,000-piece SentencePiece vocabulary).
+    Mistral,
 }
 
 /// Families, with the vocab file each needs.
@@ -40,6 +43,7 @@ pub const FAMILIES: &[(&str, Family, &str)] = &[
     ("qwen3", Family::Qwen3, "ggml-vocab-qwen2.gguf"),
     ("llama3", Family::Llama3, "ggml-vocab-llama-bpe.gguf"),
     ("hermes", Family::Hermes, "ggml-vocab-llama-bpe.gguf"),
+    ("mistral", Family::Mistral, "ggml-vocab-llama-spm.gguf"),
 ];
 
 /// An unknown family name.
@@ -56,6 +60,7 @@ impl FromStr for Family {
             "qwen" | "qwen2.5" | "qwen3" => "qwen3",
             "llama" | "llama3" | "llama3.1" | "llama3.2" | "llama3.3" => "llama3",
             "hermes2" | "hermes3" | "hermes-2-pro" | "hermes-3" => "hermes",
+            "mistral-nemo" | "nemo" | "ministral" | "mistral-small" => "mistral",
             other => other,
         };
         FAMILIES
@@ -179,6 +184,22 @@ fn spec(family: Family) -> Spec {
                 add_bos: false,
             }
         }
+        Family::Mistral => Spec {
+            pre: "default",
+            regex: "",
+            normalizer: None,
+            ignore_merges: false,
+            overrides: Vec::new(),
+            last_token: None,
+            bos: Some(1),
+            eos: vec![2],
+            pad: 0,
+            eos_token: "</s>",
+            // Not `LlamaTokenizerFast`: transformers 5 rebuilds that class's normalizer
+            // (non-legacy), so it would not tokenize as `tokenizer.json` says.
+            tokenizer_class: "PreTrainedTokenizerFast",
+            add_bos: true,
+        },
         Family::Hermes => {
             // Nous's Llama-3 fine-tunes turn reserved tokens into ChatML's markers (special)
             // and, since Hermes 2 Pro, the tool tags into single tokens that stay in decoded
@@ -255,15 +276,26 @@ struct Rebuilt {
     added: Vec<(u32, String, bool)>,
     /// How many ids it defines.
     n_tokens: usize,
-    /// For the `.gguf`: every token of the vocab file (padding included), the published
-    /// special tokens in place, their GGUF types, and the merges.
-    gguf_tokens: Vec<String>,
-    gguf_types: Vec<i32>,
+    /// The same tokenizer as a `.gguf` header holds it.
+    gguf: GgufVocab,
+}
+
+/// A tokenizer as GGUF writes it: every token of the vocab file (padding included), the
+/// published special tokens in place, their GGUF types, and the merges (byte-level BPE) or
+/// the scores (SentencePiece).
+struct GgufVocab {
+    tokens: Vec<String>,
+    types: Vec<i32>,
     merges: Vec<String>,
+    /// `None`: byte-level BPE.
+    scores: Option<Vec<f32>>,
 }
 
 /// The tokenizer of `family` rebuilt from its vocab file.
 fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
+    if family == Family::Mistral {
+        return spm_tokenizer(vocab);
+    }
     let path = vocab.display().to_string();
     let bad = |why: String| FamilyError::Vocab {
         path: path.clone(),
@@ -389,9 +421,179 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
         json,
         added,
         n_tokens: tokens.len(),
-        gguf_tokens,
-        gguf_types,
-        merges: merges_for_gguf,
+        gguf: GgufVocab {
+            tokens: gguf_tokens,
+            types: gguf_types,
+            merges: merges_for_gguf,
+            scores: None,
+        },
+    })
+}
+
+/// Mistral's named control tokens (v3 tokenizer), after `<unk> <s> </s>`; `[control_8]` …
+/// `[control_768]` follow them.
+const MISTRAL_CONTROL: &[&str] = &[
+    "[INST]",
+    "[/INST]",
+    "[TOOL_CALLS]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+];
+
+/// How many control tokens a Mistral v3 vocabulary has between `</s>` and its pieces.
+const MISTRAL_CONTROL_COUNT: usize = 768;
+
+/// A Mistral tokenizer from a SentencePiece (BPE) vocab GGUF: Mistral's v3 layout — `<unk>
+/// <s> </s>`, the 768 control tokens (none is in any vocab file of the package: their names
+/// and order are Mistral's published v3 ones), then the file's byte tokens and pieces,
+/// shifted by 768 — as a Hugging Face `tokenizer.json` the way `transformers` converts a
+/// SentencePiece model (merges from the pieces' scores, byte fallback, `▁` for spaces).
+/// The pieces are Llama 2's (the only SentencePiece vocabulary in the package), not
+/// Mistral's own: what is Mistral's here is the layout, the control tokens and the template.
+fn spm_tokenizer(vocab: &Path) -> Result<Rebuilt, FamilyError> {
+    let path = vocab.display().to_string();
+    let bad = |why: String| FamilyError::Vocab {
+        path: path.clone(),
+        why,
+    };
+    let meta = gguf::read_metadata(vocab)?;
+    let model = meta.get("tokenizer.ggml.model").and_then(MetaValue::as_str);
+    if model != Some("llama") {
+        return Err(bad(format!(
+            "a mistral tokenizer needs a SentencePiece vocab (llama.cpp's \
+             ggml-vocab-llama-spm.gguf), not model {model:?}"
+        )));
+    }
+    let array = |key: &str| -> Result<&[MetaValue], FamilyError> {
+        meta.get(key)
+            .and_then(MetaValue::as_array)
+            .ok_or_else(|| bad(format!("no {key}")))
+    };
+    let file_tokens: Vec<String> = array("tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("tokenizer.ggml.tokens: not strings".into()))?;
+    let file_scores: Vec<f32> = array("tokenizer.ggml.scores")?
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0) as f32)
+        .collect();
+    let file_types: Vec<i32> = array("tokenizer.ggml.token_type")?
+        .iter()
+        .map(|v| v.as_i64().unwrap_or(1) as i32)
+        .collect();
+    if file_tokens.len() < 3
+        || file_scores.len() != file_tokens.len()
+        || file_types.len() != file_tokens.len()
+        || file_tokens[..3] != ["<unk>", "<s>", "</s>"]
+    {
+        return Err(bad(
+            "expected <unk> <s> </s> first and one score and type per token".into(),
+        ));
+    }
+    let controls: Vec<String> = MISTRAL_CONTROL
+        .iter()
+        .map(|t| (*t).to_owned())
+        .chain(
+            (MISTRAL_CONTROL.len() + 1..=MISTRAL_CONTROL_COUNT).map(|i| format!("[control_{i}]")),
+        )
+        .collect();
+    let n_special = 3 + controls.len();
+    let mut tokens: Vec<String> = file_tokens[..3].to_vec();
+    tokens.extend(controls);
+    tokens.extend_from_slice(&file_tokens[3..]);
+    let mut scores = vec![0.0f32; n_special];
+    scores.extend_from_slice(&file_scores[3..]);
+    let mut types: Vec<i32> = file_types[..3].to_vec();
+    types.extend(std::iter::repeat_n(CONTROL as i32, MISTRAL_CONTROL_COUNT));
+    types.extend_from_slice(&file_types[3..]);
+
+    let ids: std::collections::HashMap<&str, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
+    // `transformers`' SentencePiece extraction: every split of a piece into two pieces is a
+    // merge, ranked by the merged piece's score (highest first; ties keep id order, and a
+    // piece's own splits go by the ids of their halves).
+    const NORMAL: i32 = 1;
+    let mut merges: Vec<(f32, [String; 2])> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if types[id] != NORMAL {
+            continue;
+        }
+        let mut local: Vec<(u32, u32, [String; 2])> = piece
+            .char_indices()
+            .skip(1)
+            .filter_map(|(i, _)| {
+                let (l, r) = piece.split_at(i);
+                Some((*ids.get(l)?, *ids.get(r)?, [l.to_owned(), r.to_owned()]))
+            })
+            .collect();
+        local.sort_by_key(|(l, r, _)| (*l, *r));
+        merges.extend(local.into_iter().map(|(_, _, m)| (scores[id], m)));
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let vocab_map: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), json!(id)))
+        .collect();
+    let added: Vec<(u32, String, bool)> = tokens[..n_special]
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (id as u32, t.clone(), true))
+        .collect();
+    let added_json: Vec<Value> = added
+        .iter()
+        .map(|(id, content, sp)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": sp})
+        })
+        .collect();
+    let json = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_json,
+        // SentencePiece's own behaviour (llama.cpp's vectors): spaces as `▁` and one `▁`
+        // before every text segment, also after a control token. (`Metaspace` with
+        // `prepend_scheme: first` differs on text that starts with a space.)
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ]},
+        "pre_tokenizer": null,
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ]},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+            "ignore_merges": false, "vocab": vocab_map,
+            "merges": merges.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
+        },
+    });
+    Ok(Rebuilt {
+        json,
+        added,
+        n_tokens: tokens.len(),
+        gguf: GgufVocab {
+            tokens,
+            types,
+            merges: Vec::new(),
+            scores: Some(scores),
+        },
     })
 }
 
@@ -462,13 +664,11 @@ fn gguf_name(hf: &str) -> String {
 fn gguf_metadata(
     t: &TinySpec,
     s: &Spec,
-    tokens: Vec<String>,
-    types: Vec<i32>,
-    merges: Vec<String>,
+    vocab: GgufVocab,
     template: &str,
     family: Family,
 ) -> Vec<(String, gguf::WriteValue)> {
-    use gguf::WriteValue::{I32s, Str, Strs, F32, U32};
+    use gguf::WriteValue::{Bool, F32s, I32s, Str, Strs, F32, U32};
     let a = "qwen3";
     let mut m = vec![
         ("general.architecture".to_owned(), Str(a.into())),
@@ -496,17 +696,33 @@ fn gguf_metadata(
         ),
         (format!("{a}.rope.freq_base"), F32(1_000_000.0)),
         (format!("{a}.attention.layer_norm_rms_epsilon"), F32(1e-6)),
-        ("tokenizer.ggml.model".to_owned(), Str("gpt2".into())),
+        (
+            "tokenizer.ggml.model".to_owned(),
+            Str(if vocab.scores.is_some() {
+                "llama"
+            } else {
+                "gpt2"
+            }
+            .into()),
+        ),
         ("tokenizer.ggml.pre".to_owned(), Str(s.pre.into())),
-        ("tokenizer.ggml.tokens".to_owned(), Strs(tokens)),
-        ("tokenizer.ggml.token_type".to_owned(), I32s(types)),
-        ("tokenizer.ggml.merges".to_owned(), Strs(merges)),
+        ("tokenizer.ggml.tokens".to_owned(), Strs(vocab.tokens)),
+        ("tokenizer.ggml.token_type".to_owned(), I32s(vocab.types)),
         ("tokenizer.ggml.eos_token_id".to_owned(), U32(s.eos[0])),
         ("tokenizer.ggml.padding_token_id".to_owned(), U32(s.pad)),
         ("tokenizer.chat_template".to_owned(), Str(template.into())),
     ];
     if let Some(bos) = s.bos {
         m.push(("tokenizer.ggml.bos_token_id".to_owned(), U32(bos)));
+    }
+    match vocab.scores {
+        // SentencePiece: scores instead of merges; `<unk>` is id 0.
+        Some(scores) => m.extend([
+            ("tokenizer.ggml.scores".to_owned(), F32s(scores)),
+            ("tokenizer.ggml.unknown_token_id".to_owned(), U32(0)),
+            ("tokenizer.ggml.add_bos_token".to_owned(), Bool(s.add_bos)),
+        ]),
+        None => m.push(("tokenizer.ggml.merges".to_owned(), Strs(vocab.merges))),
     }
     m
 }
@@ -559,7 +775,7 @@ impl Shape {
 }
 
 /// Bumped whenever a family checkpoint's bytes change.
-const FAMILY_GENERATOR_VERSION: &str = "verity-tiny-family/1";
+const FAMILY_GENERATOR_VERSION: &str = "verity-tiny-family/2";
 
 /// Writes a tiny checkpoint of `family` into `dir`: the tokenizer from `vocab` (a
 /// llama.cpp vocab GGUF), the chat template from `template`. Returns the files written.
@@ -579,15 +795,13 @@ pub fn generate(
         json: tok,
         added,
         n_tokens,
-        gguf_tokens,
-        gguf_types,
-        merges,
+        gguf,
     } = tokenizer(family, vocab)?;
     let s = spec(family);
     // Qwen's embedding table is wider than its tokenizer, as in the published model.
     let tiny_spec = shape.spec(match family {
         Family::Qwen3 => 151_936,
-        Family::Llama3 | Family::Hermes => n_tokens,
+        Family::Llama3 | Family::Hermes | Family::Mistral => n_tokens,
     });
     let mut config = tiny::config(&tiny_spec);
     config["bos_token_id"] = s.bos.map(Value::from).unwrap_or(Value::Null);
@@ -618,15 +832,7 @@ pub fn generate(
     let mut written = Vec::new();
     // The same checkpoint as one `.gguf` (f32), for GGUF loaders and llama.cpp.
     let gguf_path = dir.join(format!("verity-tiny-{family}.gguf"));
-    let metadata = gguf_metadata(
-        &tiny_spec,
-        &s,
-        gguf_tokens,
-        gguf_types,
-        merges,
-        &template_text,
-        family,
-    );
+    let metadata = gguf_metadata(&tiny_spec, &s, gguf, &template_text, family);
     let tensors: Vec<(String, Vec<u64>, Vec<u8>)> = tiny::tensors(&tiny_spec)
         .into_iter()
         .map(|(name, shape, bytes)| {

@@ -176,6 +176,16 @@ impl MetaValue {
             _ => None,
         }
     }
+
+    /// The value as a float, if it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Float(f) => Some(*f),
+            Self::Int(i) => Some(*i as f64),
+            Self::Uint(u) => Some(*u as f64),
+            _ => None,
+        }
+    }
 }
 
 /// Most items one header array may hold (a vocabulary of 256k tokens has 256k).
@@ -281,6 +291,10 @@ pub enum WriteValue {
     Strs(Vec<String>),
     /// An array of `int32`.
     I32s(Vec<i32>),
+    /// An array of `float32`.
+    F32s(Vec<f32>),
+    /// A boolean.
+    Bool(bool),
 }
 
 /// Writes a GGUF v3 file: header values, then f32 tensors given as (name, dims in GGUF order
@@ -337,6 +351,18 @@ pub fn write_f32(
                 for x in v {
                     out.extend(x.to_le_bytes());
                 }
+            }
+            WriteValue::F32s(v) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(6u32.to_le_bytes());
+                out.extend((v.len() as u64).to_le_bytes());
+                for x in v {
+                    out.extend(x.to_le_bytes());
+                }
+            }
+            WriteValue::Bool(v) => {
+                out.extend(7u32.to_le_bytes());
+                out.push(u8::from(*v));
             }
         }
     }

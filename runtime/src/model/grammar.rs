@@ -90,6 +90,15 @@ pub enum FamilyLayout {
     Hermes,
     /// `{"name": …, "parameters": {…}}`, calls separated by `; ` (Llama 3.1–3.3).
     Llama3,
+    /// `[TOOL_CALLS][{"name": …, "arguments": {…}, "id": "<9 letters/digits>"}, …]` (Mistral
+    /// v3 templates: Nemo). The template writes each call's id, so the model writes one.
+    Mistral {
+        /// The id of the `[TOOL_CALLS]` control token (5 in the v3 layout, 9 in Tekken).
+        tool_calls: u32,
+        /// The tokenizer starts text after a control token with a space (SentencePiece's
+        /// `▁`), so `[TOOL_CALLS][` is `[TOOL_CALLS]` `▁[` and the model writes ` [`.
+        space: bool,
+    },
 }
 
 /// The Lark grammar for one reply in a family's own layout (see [`strict_lark`] for the
@@ -105,24 +114,42 @@ pub fn family_lark(
 ) -> Option<String> {
     let offered = offered(tools, choice)?;
     let args_key = match layout {
-        FamilyLayout::Hermes => "arguments",
+        FamilyLayout::Hermes | FamilyLayout::Mistral { .. } => "arguments",
         FamilyLayout::Llama3 => "parameters",
     };
-    let one = family_call_schema(&offered, args_key);
+    let mut one = family_call_schema(&offered, args_key);
+    if matches!(layout, FamilyLayout::Mistral { .. }) {
+        with_call_id(&mut one);
+    }
     let (call, sep) = match layout {
         FamilyLayout::Hermes => (
             format!("call: <tool_call> \"\\n\" %json {one} \"\\n\" </tool_call>"),
             "\"\\n\"",
         ),
         FamilyLayout::Llama3 => (format!("call: %json {one}"), "\"; \""),
+        FamilyLayout::Mistral { .. } => (format!("call: %json {one}"), "\", \""),
     };
     let end = end_of_turn
         .filter(|t| t.starts_with('<') && t.ends_with('>'))
         .map(|t| format!(" {t}"))
         .unwrap_or_default();
+    // Mistral's calls sit in one `[TOOL_CALLS][…]` array.
+    let (open, close) = match layout {
+        FamilyLayout::Mistral { tool_calls, space } => (
+            format!("<[{tool_calls}]> \"{}[\" ", if space { " " } else { "" }),
+            " \"]\"",
+        ),
+        _ => (String::new(), ""),
+    };
     let calls_rule = match (choice, calls.max(1)) {
-        (ToolChoice::Auto, _) => format!("calls: call ({sep} call){{0,{}}}", MAX_PARALLEL - 1),
-        (_, n) => format!("calls: call{}", format!(" {sep} call").repeat(n - 1)),
+        (ToolChoice::Auto, _) => format!(
+            "calls: {open}call ({sep} call){{0,{}}}{close}",
+            MAX_PARALLEL - 1
+        ),
+        (_, n) => format!(
+            "calls: {open}call{}{close}",
+            format!(" {sep} call").repeat(n - 1)
+        ),
     };
     Some(match choice {
         ToolChoice::Auto => {
@@ -130,11 +157,30 @@ pub fn family_lark(
             let text = match layout {
                 FamilyLayout::Hermes => "TEXT: /[^<](.|\\n)*/",
                 FamilyLayout::Llama3 => "TEXT: /[^{<](.|\\n)*/",
+                FamilyLayout::Mistral { .. } => "TEXT: /(.|\\n)+/",
             };
             format!("start: TEXT | calls{end}\n{calls_rule}\n{call}\n{text}\n")
         }
         _ => format!("start: calls{end}\n{calls_rule}\n{call}\n"),
     })
+}
+
+/// Adds the `"id"` Mistral's templates write after a call's arguments (nine letters or
+/// digits) to each call variant of `schema`.
+fn with_call_id(schema: &mut Value) {
+    let id = json!({"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"});
+    let mut add = |v: &mut Value| {
+        if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {
+            props.insert("id".into(), id.clone());
+        }
+        if let Some(req) = v.get_mut("required").and_then(Value::as_array_mut) {
+            req.push(json!("id"));
+        }
+    };
+    match schema.get_mut("anyOf").and_then(Value::as_array_mut) {
+        Some(variants) => variants.iter_mut().for_each(&mut add),
+        None => add(schema),
+    }
 }
 
 /// One call with the JSON separators chat templates write (`", "`, `": "`).
@@ -294,5 +340,27 @@ mod tests {
         .unwrap();
         assert!(l.contains("\"parameters\""), "{l}");
         assert!(l.starts_with("start: TEXT | calls <|eot_id|>"), "{l}");
+        // Mistral: one `[TOOL_CALLS][…]` array, calls separated by ", ", each with its id.
+        let m = family_lark(
+            &[calc()],
+            &ToolChoice::Required,
+            2,
+            FamilyLayout::Mistral {
+                tool_calls: 5,
+                space: true,
+            },
+            Some("</s>"),
+        )
+        .unwrap();
+        assert!(m.starts_with("start: calls </s>\n"), "{m}");
+        assert!(
+            m.contains("calls: <[5]> \" [\" call \", \" call \"]\"\n"),
+            "{m}"
+        );
+        assert!(m.contains("\"pattern\":\"^[a-zA-Z0-9]{9}$\""), "{m}");
+        assert!(
+            m.contains("\"required\":[\"name\",\"arguments\",\"id\"]"),
+            "{m}"
+        );
     }
 }

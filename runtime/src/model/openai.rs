@@ -607,6 +607,9 @@ impl Accumulator {
                 self.text = parsed.content;
             }
         }
+        // The ids go back to this server in the history; ones its own Mistral template
+        // would refuse are replaced (llama.cpp hands out 32-character ids).
+        super::callformat::portable_call_ids(&mut raw, &self.text);
         let (tool_calls, mut parse_failures) =
             toolcall::check(&req.tools, raw, &self.text, truncated);
         parse_failures.extend(read_failures);
