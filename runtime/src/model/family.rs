@@ -291,6 +291,17 @@ struct GgufVocab {
     scores: Option<Vec<f32>>,
 }
 
+/// `tokenizer.json`'s `added_tokens` for (id, content, special) triples.
+fn added_tokens_json(added: &[(u32, String, bool)]) -> Vec<Value> {
+    added
+        .iter()
+        .map(|(id, content, sp)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": sp})
+        })
+        .collect()
+}
+
 /// The tokenizer of `family` rebuilt from its vocab file.
 fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
     if family == Family::Mistral {
@@ -380,13 +391,7 @@ fn tokenizer(family: Family, vocab: &Path) -> Result<Rebuilt, FamilyError> {
         .into_iter()
         .map(|(id, (content, sp))| (id, content, sp))
         .collect();
-    let added_json: Vec<Value> = added
-        .iter()
-        .map(|(id, content, sp)| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": sp})
-        })
-        .collect();
+    let added_json = added_tokens_json(&added);
     let byte_level = |trim: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": trim, "use_regex": false});
     let post_processor = match (s.add_bos, s.bos) {
         (true, Some(bos)) => {
@@ -546,13 +551,7 @@ fn spm_tokenizer(vocab: &Path) -> Result<Rebuilt, FamilyError> {
         .enumerate()
         .map(|(id, t)| (id as u32, t.clone(), true))
         .collect();
-    let added_json: Vec<Value> = added
-        .iter()
-        .map(|(id, content, sp)| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": sp})
-        })
-        .collect();
+    let added_json = added_tokens_json(&added);
     let json = json!({
         "version": "1.0",
         "truncation": null,

@@ -297,6 +297,12 @@ pub enum WriteValue {
     Bool(bool),
 }
 
+fn put_array_head(out: &mut Vec<u8>, item_type: u32, len: usize) {
+    out.extend(9u32.to_le_bytes());
+    out.extend(item_type.to_le_bytes());
+    out.extend((len as u64).to_le_bytes());
+}
+
 /// Writes a GGUF v3 file: header values, then f32 tensors given as (name, dims in GGUF order
 /// — innermost first —, little-endian f32 bytes), aligned to 32 bytes.
 pub fn write_f32(
@@ -344,21 +350,14 @@ pub fn write_f32(
                     put_str(&mut out, s);
                 }
             }
+            // Arrays: type 9, then the item type (5 int32, 6 float32), count, items.
             WriteValue::I32s(v) => {
-                out.extend(9u32.to_le_bytes());
-                out.extend(5u32.to_le_bytes());
-                out.extend((v.len() as u64).to_le_bytes());
-                for x in v {
-                    out.extend(x.to_le_bytes());
-                }
+                put_array_head(&mut out, 5, v.len());
+                v.iter().for_each(|x| out.extend(x.to_le_bytes()));
             }
             WriteValue::F32s(v) => {
-                out.extend(9u32.to_le_bytes());
-                out.extend(6u32.to_le_bytes());
-                out.extend((v.len() as u64).to_le_bytes());
-                for x in v {
-                    out.extend(x.to_le_bytes());
-                }
+                put_array_head(&mut out, 6, v.len());
+                v.iter().for_each(|x| out.extend(x.to_le_bytes()));
             }
             WriteValue::Bool(v) => {
                 out.extend(7u32.to_le_bytes());
