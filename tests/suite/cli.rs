@@ -166,3 +166,54 @@ fn every_subcommand_has_working_help() {
         assert!(seen.iter().any(|s| s == expected), "{expected}: {seen:?}");
     }
 }
+
+/// Bad `--extra-body` / `--dtype` values are one clear line each, before any model loads:
+/// a field Verity sets itself, a non-object, extra fields for the embedded engine, an
+/// unknown dtype.
+#[test]
+fn bad_model_options_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(dir.path(), "config.toml", "");
+    let config = config.to_str().unwrap();
+    let http = [
+        "run",
+        "--config",
+        config,
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "x",
+    ];
+    let embedded = ["run", "--config", config, "--model", "tiny"];
+    for (args, extra, expected) in [
+        (
+            &http[..],
+            ["--extra-body", r#"{"messages": []}"#],
+            "extra body field 'messages' is set by Verity itself",
+        ),
+        (
+            &http[..],
+            ["--extra-body", "[1]"],
+            "--extra-body: expected a JSON object",
+        ),
+        (
+            &embedded[..],
+            ["--extra-body", r#"{"top_k": 5}"#],
+            "--extra-body / extra_body is for HTTP servers",
+        ),
+        (
+            &embedded[..],
+            ["--dtype", "f8"],
+            "--dtype: unknown dtype 'f8'; choose auto, f32, bf16 or f16",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(extra);
+        all.push("hi");
+        let out = run(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
+    }
+}
