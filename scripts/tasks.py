@@ -11,6 +11,16 @@
         first use into .venv-tasks from PyPI), verified by math equivalence against the
         generator's answer (e.g. DATASET = basic_arithmetic, chain_sum, gsm_symbolic).
 
+    scripts/tasks.py arithmetic [--split train|heldout] [--kind one|two|three|none|mixed]
+                                [--n N] [--seed S] > arithmetic.jsonl
+        Seeded arithmetic word problems generated here (no package): one operation, two
+        chained operations, or questions that need no tool (`mixed`: all of them), each
+        with its ground truth, the math verifier, the calculator offered, and in `meta`
+        the solution as a plan of calculator calls (`{"call": "17*23"}`, `{"call":
+        "{0}-5"}` where `{N}` is the N-th call's value, then `{"answer": "{1}"}`) — for a
+        scripted teacher. `heldout` uses other phrasings, larger numbers (100-999) and
+        adds three-operation chains: a split to measure generalisation on.
+
     scripts/tasks.py bfcl CATEGORY [--limit N] > bfcl.jsonl
         Berkeley Function Calling Leaderboard single-turn tasks (Apache-2.0) read from the
         data files of the `bfcl-eval` PyPI package (its wheel is downloaded once into
@@ -162,6 +172,85 @@ def bfcl(args):
         }))
 
 
+# Word problems: (template id, kind, text, solution builder). Numbers are filled in by
+# `arith_numbers`; each builder returns (calls, answer) with calls as calculator expressions
+# where "{N}" stands for the N-th call's value.
+NAMES_TRAIN = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay"]
+NAMES_HELDOUT = ["Grace", "Hugo", "Iris", "Jonas", "Kai", "Lena"]
+
+ARITH_TRAIN = [
+    ("add-marbles", "one", "{n} has {a} marbles and finds {b} more. How many marbles does {n} have now?",
+     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("sub-stickers", "one", "{n} had {a} stickers and gave away {b}. How many stickers are left?",
+     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("mul-pencils", "one", "A box holds {a} pencils. How many pencils are in {b} boxes?",
+     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("div-cookies", "one", "{ab} cookies are shared equally among {b} children. How many cookies does each child get?",
+     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("two-shelf", "two", "A shelf has {a} rows of {b} books. {c} books are taken away. How many books remain?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
+    ("two-cards", "two", "{n} buys {a} packs of {b} cards and gets {c} more as a gift. How many cards does {n} have?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
+    ("none-coins", "none", "{n} has {a} coins in a pocket. How many coins are in the pocket?",
+     lambda a, b, c, d: ([], a)),
+    ("none-larger", "none", "Which number is larger, {a} or {b}?",
+     lambda a, b, c, d: ([], max(a, b))),
+]
+
+ARITH_HELDOUT = [
+    ("h-add-library", "one", "A library received {a} new books on Monday and {b} on Tuesday. How many books arrived in total?",
+     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("h-sub-tank", "one", "A tank holds {a} litres. After {b} litres are drained, how many litres remain?",
+     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("h-mul-crates", "one", "Each crate weighs {a} kg. What do {b} crates weigh altogether, in kg?",
+     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("h-div-rope", "one", "A rope {ab} metres long is cut into {b} equal pieces. How long is each piece, in metres?",
+     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("h-two-factory", "two", "A factory makes {a} widgets an hour for {b} hours and then ships {c} of them. How many widgets are still at the factory?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
+    ("h-three-orchard", "three", "{n} plants {a} rows of {b} trees, loses {c} trees to frost and then plants {d} more. How many trees are there now?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}", f"{{1}}+{d}"], a * b - c + d)),
+    ("h-none-jar", "none", "A jar holds {a} buttons. How many buttons are in the jar?",
+     lambda a, b, c, d: ([], a)),
+]
+
+
+def arithmetic(args):
+    import random
+    rng = random.Random(f"verity-arithmetic/{args.split}/{args.seed}")
+    heldout = args.split == "heldout"
+    suite = ARITH_HELDOUT if heldout else ARITH_TRAIN
+    names = NAMES_HELDOUT if heldout else NAMES_TRAIN
+    lo, hi = (100, 999) if heldout else (2, 99)
+    kinds = {t[1] for t in suite} if args.kind == "mixed" else {args.kind}
+    templates = [t for t in suite if t[1] in kinds]
+    if not templates:
+        sys.exit(f"no {args.kind} problems in the {args.split} split; kinds there: "
+                 + ", ".join(sorted({t[1] for t in suite} | {"mixed"})))
+    for i in range(args.n):
+        tid, kind, text, solve = templates[rng.randrange(len(templates))]
+        a, b, c, d = (rng.randint(lo, hi) for _ in range(4))
+        if kind in ("two", "three"):
+            c = rng.randint(1, max(1, a * b // 2))  # never below zero
+        if tid.endswith(("stickers", "tank")) and b > a:
+            a, b = b, a
+        if tid.endswith(("cookies", "rope")):
+            b = rng.randint(2, 12)
+        calls, answer = solve(a, b, c, d)
+        prompt = text.format(n=rng.choice(names), a=a, b=b, c=c, d=d, ab=a * b)
+        plan = [{"call": e} for e in calls] + [
+            {"answer": f"{{{len(calls) - 1}}}" if calls else str(answer)}]
+        print(json.dumps({
+            "id": f"arith-{args.split}-{args.seed}-{i}",
+            "prompt": prompt,
+            "ground_truth": str(answer),
+            "verifier": {"type": "math"},
+            "tools": ["calculator"],
+            "data_source": f"verity/arithmetic/{args.split}",
+            "meta": {"kind": kind, "template": tid, "seed": args.seed, "solution": plan},
+        }))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="suite", required=True)
@@ -174,8 +263,14 @@ def main():
     b = sub.add_parser("bfcl")
     b.add_argument("category", choices=sorted(BFCL_FILES))
     b.add_argument("--limit", type=int)
+    a = sub.add_parser("arithmetic")
+    a.add_argument("--split", choices=["train", "heldout"], default="train")
+    a.add_argument("--kind", choices=["one", "two", "three", "none", "mixed"], default="mixed")
+    a.add_argument("--n", type=int, default=100)
+    a.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"humaneval": humaneval, "reasoning-gym": reasoning_gym, "bfcl": bfcl}[args.suite](args)
+    {"humaneval": humaneval, "reasoning-gym": reasoning_gym, "bfcl": bfcl,
+     "arithmetic": arithmetic}[args.suite](args)
 
 
 if __name__ == "__main__":
