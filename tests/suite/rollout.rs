@@ -259,16 +259,7 @@ fn shards_split_tasks_and_bad_task_files_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn humaneval_tasks_verify_canonical_solutions_in_the_sandbox() {
     use verity_runtime::reward::{score, Attempt, VerifierSpec};
-    let out = Command::new(super::common::python())
-        .arg(super::common::repo().join("scripts/tasks.py"))
-        .args(["humaneval", "--limit", "6"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let tasks: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let tasks = suite(&["humaneval", "--limit", "6"]);
     assert_eq!(tasks.len(), 6);
     for t in &tasks {
         let spec: VerifierSpec = serde_json::from_value(t["verifier"].clone()).unwrap();
@@ -672,17 +663,22 @@ async fn bfcl_possible_answers_pass_the_tool_call_verifier() {
     }
 }
 
-fn bfcl_tasks(category: &str, limit: usize) -> Vec<Value> {
+/// `scripts/tasks.py ARGS`: the task lines a suite generates.
+fn suite(args: &[&str]) -> Vec<Value> {
     let out = Command::new(super::common::python())
         .arg(super::common::repo().join("scripts/tasks.py"))
-        .args(["bfcl", category, "--limit", &limit.to_string()])
+        .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     stdout(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+fn bfcl_tasks(category: &str, limit: usize) -> Vec<Value> {
+    suite(&["bfcl", category, "--limit", &limit.to_string()])
 }
 
 /// The issue's whole path on BFCL tasks with the tiny model: build the suite, roll it out
@@ -861,19 +857,9 @@ print(json.dumps({"verl": len(rows), "trl": len(trl_ds), "trl_tokens": len(tok),
     assert_eq!(loaded["examples"], 3, "{loaded}");
 }
 
-/// `scripts/tasks.py arithmetic <args>`: the generated task lines.
+/// `scripts/tasks.py arithmetic ARGS`.
 fn arithmetic(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(super::common::python())
-        .arg(super::common::repo().join("scripts/tasks.py"))
-        .arg("arithmetic")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    suite(&[&["arithmetic"], args].concat())
 }
 
 /// The seeded arithmetic suite (issue 18's training tasks): the same seed gives the same
