@@ -378,6 +378,19 @@ impl Resolved {
             }
             return Ok(Arc::new(OpenAiModel::new(cfg)?));
         }
+        Ok(Arc::new(self.load_embedded(concurrent, spinner).await?))
+    }
+
+    /// The embedded engine (refused with --base-url).
+    pub async fn load_embedded(
+        &self,
+        concurrent: bool,
+        spinner: bool,
+    ) -> anyhow::Result<EmbeddedModel> {
+        anyhow::ensure!(
+            self.base_url.is_none(),
+            "this needs the embedded engine; --base-url names an HTTP server"
+        );
         anyhow::ensure!(
             self.extra_body.is_empty(),
             "--extra-body / extra_body is for HTTP servers (--base-url); the embedded engine \
@@ -407,7 +420,7 @@ impl Resolved {
             self.model,
             started.elapsed().as_secs_f64()
         );
-        Ok(Arc::new(model))
+        Ok(model)
     }
 
     /// Built-in tools plus those of the external servers that started.

@@ -12,6 +12,7 @@ use std::{
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use verity_runtime::{
+    model::{ModelBackend, TeacherModel},
     rollout::{self, Rollout, RolloutProgress, RolloutSettings, Shard, Totals},
     trajectory::chain::ChainWriter,
     Approver, AutoApprove, Caller, CallerKind, DenyAsk,
@@ -49,6 +50,12 @@ pub struct RolloutArgs {
     /// Dr. GRPO and RLOO advantages are written too, whatever this says.
     #[arg(long, default_value = "verl")]
     grpo_norm: verity_runtime::trajectory::group::GrpoNorm,
+    /// Demonstrations: the embedded model is forced to write each task's solution plan
+    /// (`meta.solution`, as `scripts/tasks.py arithmetic` writes it) — the calls really run,
+    /// the policy really decides, the records carry the model's own token ids. For
+    /// `verity export --format trl-sft` and `verity train sft`.
+    #[arg(long)]
+    teacher: bool,
     /// Sign every record with this key (`verity key new`): `verify --key KEY.pub` then
     /// proves who recorded the file.
     #[arg(long)]
@@ -112,7 +119,17 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             ChainWriter::open(&args.out)?,
             args.sign.as_deref().or(resolved.sign.as_deref()),
         )?;
-        let model = resolved.backend(concurrency > 1).await?;
+        let model: Arc<dyn ModelBackend> = if args.teacher {
+            let plans = tasks
+                .iter()
+                .map(|t| t.task.teacher_plan())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--teacher: {e}"))?;
+            let student = resolved.load_embedded(concurrency > 1, true).await?;
+            Arc::new(TeacherModel::new(Arc::new(student), plans))
+        } else {
+            resolved.backend(concurrency > 1).await?
+        };
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {
             Arc::new(AutoApprove)

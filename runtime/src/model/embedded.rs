@@ -359,6 +359,63 @@ impl EmbeddedModel {
         })
     }
 
+    /// Strict mode's grammar for a reply that may call `tools` under `choice`: calls in the
+    /// family's own layout when the model has a real chat template, else in the tiny
+    /// model's. `None`: nothing to constrain (`none`, or no tool offered).
+    pub fn strict_grammar(
+        &self,
+        tools: &[super::ToolDef],
+        choice: &super::ToolChoice,
+        calls: usize,
+    ) -> Option<String> {
+        // With a real template, calls are forced into the family's own layout.
+        let layout = match (&self.template, self.call_format) {
+            (Some(_), Some(super::callformat::CallFormat::Hermes)) => {
+                Some(grammar::FamilyLayout::Hermes)
+            }
+            (Some(_), Some(super::callformat::CallFormat::Llama3)) => {
+                Some(grammar::FamilyLayout::Llama3)
+            }
+            (Some(_), Some(super::callformat::CallFormat::Mistral)) => {
+                self.tokenizer.as_ref().and_then(|t| {
+                    let tool_calls = t.token_to_id("[TOOL_CALLS]")?;
+                    // What follows the control token in the template's own text, as the
+                    // tokenizer writes it: `▁[` (SentencePiece) or `[`.
+                    let after = t.encode("[TOOL_CALLS][", false).ok()?;
+                    let first = t.id_to_token(*after.get_ids().get(1)?)?;
+                    Some(grammar::FamilyLayout::Mistral {
+                        tool_calls,
+                        space: first.starts_with('▁'),
+                    })
+                })
+            }
+            _ => None,
+        };
+        match layout {
+            Some(l) => grammar::family_lark(
+                tools,
+                choice,
+                calls,
+                l,
+                self.template.as_ref().and_then(|t| t.token("eos_token")),
+            ),
+            None => grammar::strict_lark(tools, choice, calls),
+        }
+    }
+
+    /// The token that ends the model's turn (`<|im_end|>`, `<|eot_id|>`, `</s>`), as the
+    /// chat template names it, or the tokenizer's own end-of-sequence token.
+    pub fn end_of_turn(&self) -> Option<String> {
+        if let Some(t) = self.template.as_ref().and_then(|t| t.token("eos_token")) {
+            return Some(t.to_owned());
+        }
+        let tok = self.tokenizer.as_ref()?;
+        ["<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"]
+            .into_iter()
+            .find(|t| tok.token_to_id(t).is_some())
+            .map(str::to_owned)
+    }
+
     /// The mistral.rs handle (for benchmarks comparing against raw engine use).
     pub fn engine(&self) -> &mistralrs::Model {
         &self.model
@@ -457,44 +514,12 @@ impl EmbeddedModel {
         };
         let engine_tools = tools.is_some();
         let seed = req.sampling.seed.unwrap_or_else(sampler::fresh_seed);
-        let lark = if let Some(g) = &req.grammar {
-            Some(g.clone())
-        } else if req.strict {
-            // With a real template, calls are forced into the family's own layout.
-            let layout = match (&self.template, self.call_format) {
-                (Some(_), Some(super::callformat::CallFormat::Hermes)) => {
-                    Some(grammar::FamilyLayout::Hermes)
-                }
-                (Some(_), Some(super::callformat::CallFormat::Llama3)) => {
-                    Some(grammar::FamilyLayout::Llama3)
-                }
-                (Some(_), Some(super::callformat::CallFormat::Mistral)) => {
-                    self.tokenizer.as_ref().and_then(|t| {
-                        let tool_calls = t.token_to_id("[TOOL_CALLS]")?;
-                        // What follows the control token in the template's own text, as the
-                        // tokenizer writes it: `▁[` (SentencePiece) or `[`.
-                        let after = t.encode("[TOOL_CALLS][", false).ok()?;
-                        let first = t.id_to_token(*after.get_ids().get(1)?)?;
-                        Some(grammar::FamilyLayout::Mistral {
-                            tool_calls,
-                            space: first.starts_with('▁'),
-                        })
-                    })
-                }
-                _ => None,
-            };
-            match layout {
-                Some(l) => grammar::family_lark(
-                    &req.tools,
-                    &req.tool_choice,
-                    req.calls_per_turn,
-                    l,
-                    self.template.as_ref().and_then(|t| t.token("eos_token")),
-                ),
-                None => grammar::strict_lark(&req.tools, &req.tool_choice, req.calls_per_turn),
+        let lark = match &req.grammar {
+            Some(g) => Some(g.clone()),
+            None if req.strict => {
+                self.strict_grammar(&req.tools, &req.tool_choice, req.calls_per_turn)
             }
-        } else {
-            None
+            None => None,
         };
         // Our own matcher over the same grammar, so the sampler knows each step's mask.
         let mask = lark.as_ref().map(|g| self.grammar_mask(g));

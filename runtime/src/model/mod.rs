@@ -12,6 +12,7 @@ mod hub;
 mod openai;
 pub mod sampler;
 mod scripted;
+pub mod teacher;
 pub mod template;
 pub mod tiny;
 mod toolcall;
@@ -29,6 +30,7 @@ pub use embedded::{
 };
 pub use openai::{OpenAiConfig, OpenAiModel};
 pub use scripted::ScriptedModel;
+pub use teacher::{PlanStep, TeacherModel};
 pub use toolcall::{check_calls, ParseFailure};
 
 /// Who speaks in a message.

@@ -134,6 +134,27 @@ pub struct LoadedTask {
 }
 
 impl Task {
+    /// The first user message and the solution plan in `meta.solution`, for
+    /// `verity rollout --teacher` ([`crate::model::TeacherModel`]).
+    pub fn teacher_plan(&self) -> Result<(String, Vec<crate::model::PlanStep>), String> {
+        let prompt = self
+            .messages(None)
+            .into_iter()
+            .find(|m| m.role == crate::model::Role::User)
+            .map(|m| m.content)
+            .ok_or_else(|| format!("task {}: no user message", self.id))?;
+        let solution = self.meta.get("solution").ok_or_else(|| {
+            format!(
+                "task {}: no meta.solution (the plan a teacher writes, e.g. \
+                 [{{\"call\": \"2+2\"}}, {{\"answer\": \"{{0}}\"}}])",
+                self.id
+            )
+        })?;
+        let plan = crate::model::PlanStep::parse_plan(solution)
+            .map_err(|e| format!("task {}: meta.solution: {e}", self.id))?;
+        Ok((prompt, plan))
+    }
+
     /// The conversation a run starts with: the system prompt, then the task's messages
     /// (or its prompt as one user message).
     pub fn messages(&self, system: Option<&str>) -> Vec<Message> {
