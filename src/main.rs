@@ -41,6 +41,9 @@ enum Command {
     Rollout(Box<commands::rollout::RolloutArgs>),
     /// Export trajectories for trainers (OpenAI messages, TRL conversational or token level).
     Export(commands::export::ExportArgs),
+    /// Fine-tune tiny models on Verity's own data: SFT, GRPO, and a forward-pass check.
+    #[command(subcommand)]
+    Train(commands::train::TrainCommand),
     /// Check trajectory files: hash chain intact, first bad record named.
     Verify(commands::verify::VerifyArgs),
     /// Score an answer against a ground truth with any verifier (as rollouts score).
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Key(args) => commands::key::run(args),
+        Command::Train(cmd) => commands::train::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ pub mod score;
 pub mod serve;
 pub mod setup;
 pub mod tools;
+pub mod train;
 pub mod verify;
 
 use std::{path::PathBuf, sync::Arc};

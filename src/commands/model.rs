@@ -40,6 +40,20 @@ enum ModelCommand {
         /// (Qwen3-0.6B's real shape, random weights, ~2.4 GB: for benchmarks).
         #[arg(long, requires = "family", default_value = "tiny")]
         shape: String,
+        /// The project's tiny model with tools listed one line each in the system prompt
+        /// (`calculator(expression, precision)`) instead of as JSON schemas: the base for
+        /// `verity train` (prompts of ~100 tokens instead of ~2,000).
+        #[arg(long, conflicts_with = "family")]
+        compact_tools: bool,
+        /// Decoder layers (the project's tiny model; default 2).
+        #[arg(long, conflicts_with = "family")]
+        layers: Option<usize>,
+        /// Model width (the project's tiny model; default 64, a multiple of 16).
+        #[arg(long, conflicts_with = "family")]
+        hidden: Option<usize>,
+        /// Seed of the random weights (the project's tiny model).
+        #[arg(long, conflicts_with = "family")]
+        seed: Option<u64>,
     },
 }
 
@@ -51,6 +65,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             vocab,
             template,
             shape,
+            compact_tools,
+            layers,
+            hidden,
+            seed,
         } => {
             let (dir, files) = match (family, vocab, template) {
                 (Some(f), Some(v), Some(t)) => {
@@ -65,8 +83,39 @@ pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                     (dir, files)
                 }
                 _ => {
-                    let dir = out.unwrap_or_else(verity_runtime::model::tiny_model_dir);
-                    let files = tiny::generate(&dir, &tiny::TinySpec::default())?;
+                    let dir = out
+                        .clone()
+                        .unwrap_or_else(verity_runtime::model::tiny_model_dir);
+                    let mut spec = tiny::TinySpec {
+                        compact_tools,
+                        ..tiny::TinySpec::default()
+                    };
+                    if let Some(h) = hidden {
+                        anyhow::ensure!(
+                            h >= 16 && h.is_multiple_of(16),
+                            "--hidden must be a positive multiple of 16, got {h}"
+                        );
+                        // Heads of 16 wide: 4 per 64.
+                        spec.hidden = h;
+                        spec.intermediate = 2 * h;
+                        spec.heads = h / 16;
+                        spec.kv_heads = (h / 32).max(1);
+                    }
+                    if let Some(l) = layers {
+                        anyhow::ensure!((1..=64).contains(&l), "--layers must be 1 to 64, got {l}");
+                        spec.layers = l;
+                    }
+                    if let Some(s) = seed {
+                        spec.seed = s;
+                    }
+                    let custom =
+                        compact_tools || layers.is_some() || hidden.is_some() || seed.is_some();
+                    anyhow::ensure!(
+                        !custom || out.is_some(),
+                        "--compact-tools, --layers, --hidden and --seed write a model of their own: \
+                         give --out DIR (the default folder is `--model tiny`'s)"
+                    );
+                    let files = tiny::generate(&dir, &spec)?;
                     (dir, files)
                 }
             };

@@ -125,10 +125,15 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| t.task.teacher_plan())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("--teacher: {e}"))?;
+            // Demonstrations train on ids, not logprobs: the prefix cache's speed is kept.
             let student = resolved.load_embedded(concurrency > 1, true).await?;
             Arc::new(TeacherModel::new(Arc::new(student), plans))
         } else {
-            resolved.backend(concurrency > 1).await?
+            // No prefix cache for sampled rollouts: with mistral.rs 0.8.1's, a later turn's
+            // logprobs differ from the model's own forward pass by up to ~1e-2 (the tiny
+            // model; without it 2e-6, `verity train check`), and GRPO's importance ratios
+            // are taken against them.
+            resolved.backend(true).await?
         };
         let (gate, _hub) = resolved.gate().await?;
         let approver: Arc<dyn Approver> = if resolved.yes {

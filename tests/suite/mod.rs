@@ -15,5 +15,6 @@ mod openai;
 mod policies;
 mod rollout;
 mod search;
+mod train;
 mod trajectory;
 mod web;

@@ -64,7 +64,10 @@ impl Qwen3Config {
                 path.display()
             )));
         }
-        if cfg.num_attention_heads % cfg.num_key_value_heads.max(1) != 0 {
+        if !cfg
+            .num_attention_heads
+            .is_multiple_of(cfg.num_key_value_heads.max(1))
+        {
             return Err(TrainError::Invalid(format!(
                 "{}: {} attention heads are not a multiple of {} key/value heads",
                 path.display(),

@@ -19,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod grpo;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod schedule;
 pub mod sft;

@@ -149,11 +149,24 @@ impl TeacherModel {
                 prompt.chars().take(80).collect::<String>()
             ))
         })?;
-        let results: Vec<String> = req.messages[first_user..]
+        let tool_messages: Vec<&str> = req.messages[first_user..]
             .iter()
             .filter(|m| m.role == Role::Tool)
-            .map(|m| result_value(&m.content))
+            .map(|m| m.content.as_str())
             .collect();
+        // A plan cannot go on from a refused or failed call (a policy's rate limit, a
+        // sandbox error): the demonstration ends there, as a failed run.
+        if let Some((i, e)) = tool_messages
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.starts_with("error"))
+        {
+            return Err(refuse(format!(
+                "call {i} of the plan failed, so the plan cannot go on: {}",
+                e.chars().take(200).collect::<String>()
+            )));
+        }
+        let results: Vec<String> = tool_messages.iter().map(|c| result_value(c)).collect();
         let step = plan.get(results.len()).ok_or_else(|| {
             refuse(format!(
                 "the plan has {} steps and the conversation already has {} tool results",

@@ -36,6 +36,11 @@ pub struct TinySpec {
     pub max_positions: usize,
     /// Seed of the weights.
     pub seed: u64,
+    /// List tools in the system prompt as one line each (`calculator(expression,
+    /// precision)`) instead of their JSON schemas: ~40 tokens instead of ~1,900 on this
+    /// byte-level tokenizer. For models trained from scratch (`verity train`), which
+    /// cannot read a schema anyway and train ~20× faster on short prompts.
+    pub compact_tools: bool,
 }
 
 impl Default for TinySpec {
@@ -50,6 +55,7 @@ impl Default for TinySpec {
             vocab: 320,
             max_positions: 8192,
             seed: 0x7665_7269_7479, // "verity"
+            compact_tools: false,
         }
     }
 }
@@ -110,6 +116,22 @@ For each function call, return a json object with function name and arguments wi
 {%- if add_generation_prompt %}<|im_start|>assistant
 {% endif %}"#;
 
+/// [`CHAT_TEMPLATE`] with each tool as one line, `name(arg, arg)`: the system prompt of
+/// [`TinySpec::compact_tools`] models. Calls and results are written as in the full one.
+pub fn compact_template() -> String {
+    let full = CHAT_TEMPLATE;
+    let start = full.find("# Tools").unwrap_or(0);
+    let end = full.find("</tool_call><|im_end|>").unwrap_or(start);
+    format!(
+        "{}{}{}",
+        &full[..start],
+        "# Tools\n{% for tool in tools %}{{ tool.function.name }}({{ \
+         tool.function.parameters.properties | list | join(\", \") }})\n{% endfor %}Call: \
+         <tool_call>{\"name\": <name>, \"arguments\": {…}}",
+        &full[end..]
+    )
+}
+
 /// Writes the model into `dir` (created if needed). Returns the files written.
 pub fn generate(dir: &Path, spec: &TinySpec) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
@@ -117,7 +139,7 @@ pub fn generate(dir: &Path, spec: &TinySpec) -> io::Result<Vec<PathBuf>> {
         ("config.json", pretty(&config(spec))),
         ("generation_config.json", pretty(&generation_config())),
         ("tokenizer.json", pretty(&tokenizer(spec))),
-        ("tokenizer_config.json", pretty(&tokenizer_config())),
+        ("tokenizer_config.json", pretty(&tokenizer_config(spec))),
     ];
     let mut written = Vec::new();
     for (name, bytes) in files {
@@ -266,7 +288,7 @@ fn tokenizer(spec: &TinySpec) -> Value {
     })
 }
 
-fn tokenizer_config() -> Value {
+fn tokenizer_config(spec: &TinySpec) -> Value {
     let decoder: BTreeMap<String, Value> = SPECIAL_TOKENS
         .iter()
         .enumerate()
@@ -288,7 +310,11 @@ fn tokenizer_config() -> Value {
         "unk_token": null,
         "model_max_length": 8192,
         "tokenizer_class": "Qwen2Tokenizer",
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": if spec.compact_tools {
+            compact_template()
+        } else {
+            CHAT_TEMPLATE.to_owned()
+        },
     })
 }
 

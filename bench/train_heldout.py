@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Held-out solve rate of `verity train`, over seeds: untrained → SFT → each GRPO iteration.
+
+For each seed S: a fresh tiny base model (`verity model tiny --compact-tools --seed S`),
+training tasks (`scripts/tasks.py arithmetic --seed S`), teacher demonstrations through
+the real runtime (`verity rollout --teacher`), `verity train sft --seed S`, then
+`verity train grpo` iterations; every model is scored greedily on the same held-out split
+(`--split heldout`: other phrasings, numbers 100-999, three-step chains) with the math
+verifier. Writes results.json, a Markdown table and an SVG plot into --out, and prints the
+table. Timings are recorded too (demonstrations, SFT tokens/s, GRPO iteration seconds).
+
+    python3 bench/train_heldout.py --verity target/release/verity --out /tmp/train-bench
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sh(args, **kw):
+    started = time.time()
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, args))}\n{p.stderr[-3000:]}")
+    return p.stdout, time.time() - started
+
+
+def tasks(out, *args):
+    text, _ = sh([sys.executable, REPO / "scripts/tasks.py", "arithmetic", *args])
+    out.write_text(text)
+    return out
+
+
+def rollout(verity, model, task_file, out, config, *extra):
+    if out.exists():
+        out.unlink()
+    text, secs = sh([verity, "rollout", task_file, "--model", model, "--out", out,
+                     "--config", config, "--policy", "trusted", "--tools", "calculator",
+                     "--max-turns", "5", "--max-tokens-per-call", "128", *extra])
+    return json.loads(text), secs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--verity", default=str(REPO / "target/release/verity"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--train-n", type=int, default=1500)
+    ap.add_argument("--heldout-n", type=int, default=60)
+    ap.add_argument("--sft-steps", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--grpo-iterations", type=int, default=2)
+    ap.add_argument("--grpo-tasks", type=int, default=32)
+    ap.add_argument("--grpo-samples", type=int, default=8)
+    ap.add_argument("--grpo-lr", type=float, default=5e-4)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "config.toml"
+    config.write_text("")
+    results = {"settings": vars(a), "seeds": {}}
+    for seed in a.seeds:
+        d = out / f"seed-{seed}"
+        d.mkdir(exist_ok=True)
+        r = {"stages": []}
+        base = d / "base"
+        sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed, "--out", base])
+        train = tasks(d / "train.jsonl", "--n", a.train_n, "--seed", seed)
+        heldout = tasks(d / "heldout.jsonl", "--split", "heldout", "--n", a.heldout_n,
+                        "--seed", 500 + seed)
+
+        def score(model, name):
+            s, secs = rollout(a.verity, model, heldout, d / f"heldout-{name}.jsonl", config,
+                              "--samples", "1", "--temperature", "0")
+            r["stages"].append({"stage": name, "solve_rate": s["solve_rate"],
+                                "mean_reward": s["mean_reward"], "eval_seconds": secs})
+            print(f"seed {seed} {name}: held-out solve rate {s['solve_rate']:.3f}",
+                  file=sys.stderr)
+
+        score(base, "untrained")
+        demos = d / "demos.jsonl"
+        s, r["demo_seconds"] = rollout(a.verity, base, train, demos, config, "--teacher",
+                                       "--samples", "1")
+        r["demo_mean_reward"] = s["mean_reward"]
+        sft_rows = d / "sft.jsonl"
+        sh([a.verity, "export", demos, "--format", "trl-sft", "--min-reward", "1",
+            "--out", sft_rows])
+        text, r["sft_seconds"] = sh([a.verity, "train", "sft", sft_rows, "--model", base,
+                                     "--out", d / "sft", "--steps", a.sft_steps,
+                                     "--batch-size", a.batch_size, "--seed", seed])
+        r["sft"] = json.loads(text)
+        score(d / "sft", "sft")
+        text, r["grpo_seconds"] = sh([
+            a.verity, "train", "grpo", train, "--model", d / "sft", "--out", d / "grpo",
+            "--config", config, "--policy", "trusted", "--tools", "calculator",
+            "--max-turns", "5", "--max-tokens-per-call", "128",
+            "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
+            "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed])
+        r["grpo"] = json.loads(text)["iterations"]
+        for it in r["grpo"]:
+            score(it["checkpoint"], f"grpo-{it['iteration']}")
+        results["seeds"][seed] = r
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+
+    stages = [s["stage"] for s in next(iter(results["seeds"].values()))["stages"]]
+    rows = []
+    for st in stages:
+        rates = [next(x["solve_rate"] for x in r["stages"] if x["stage"] == st)
+                 for r in results["seeds"].values()]
+        rows.append((st, rates, statistics.mean(rates),
+                     statistics.stdev(rates) if len(rates) > 1 else 0.0))
+    table = ["| model | held-out solve rate per seed | mean | std |", "|---|---|---|---|"]
+    for st, rates, m, sd in rows:
+        table.append(f"| {st} | {' / '.join(f'{x:.3f}' for x in rates)} | {m:.3f} | {sd:.3f} |")
+    sft_tps = [r["sft"]["trained_tokens_per_second"] for r in results["seeds"].values()]
+    comp_tps = [r["sft"]["computed_tokens_per_second"] for r in results["seeds"].values()]
+    iters = [it["iteration_seconds"] for r in results["seeds"].values() for it in r["grpo"]]
+    table.append("")
+    table.append(f"SFT: {statistics.mean(sft_tps):.0f} trained tokens/s "
+                 f"({statistics.mean(comp_tps):.0f} computed tokens/s); "
+                 f"GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean")
+    md = "\n".join(table)
+    (out / "table.md").write_text(md + "\n")
+    (out / "heldout.svg").write_text(svg(rows))
+    print(md)
+
+
+def svg(rows):
+    """Mean held-out solve rate per stage with a ±1 std bar and each seed as a dot."""
+    w, h, left, bottom, top = 560, 300, 60, 40, 20
+    n = len(rows)
+    step = (w - left - 20) / max(n, 1)
+    y = lambda v: top + (h - top - bottom) * (1 - v)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<line x1="{left}" y1="{y(0)}" x2="{w - 10}" y2="{y(0)}" stroke="#333"/>',
+             f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{y(1)}" stroke="#333"/>']
+    for v in (0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4}" text-anchor="end">{v:.2f}</text>')
+        parts.append(f'<line x1="{left}" y1="{y(v)}" x2="{w - 10}" y2="{y(v)}" '
+                     f'stroke="#ddd"/>')
+    pts = []
+    for i, (st, rates, m, sd) in enumerate(rows):
+        x = left + step * (i + 0.5)
+        pts.append(f"{x:.1f},{y(m):.1f}")
+        parts.append(f'<line x1="{x:.1f}" y1="{y(max(0, m - sd)):.1f}" x2="{x:.1f}" '
+                     f'y2="{y(min(1, m + sd)):.1f}" stroke="#1f77b4" stroke-width="2"/>')
+        for r in rates:
+            parts.append(f'<circle cx="{x + 8:.1f}" cy="{y(r):.1f}" r="2.5" fill="#999"/>')
+        parts.append(f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{st}</text>')
+    parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#1f77b4" '
+                 f'stroke-width="2"/>')
+    parts.append(f'<text x="{left}" y="{top - 6}">held-out solve rate (mean ± std over seeds; '
+                 f'grey: each seed)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+//! `verity train grpo TASKS --model DIR --out DIR`: iterations of
+//! rollout (the current checkpoint samples G runs per task through the real agent loop,
+//! tools and policy) → verify (the file's hash chain; the verifiers already scored every
+//! run) → GRPO steps on those runs' recorded tokens → the next checkpoint.
+//!
+//! Every iteration's records go to one trajectory file (`OUT/runs.jsonl`), every
+//! iteration's checkpoint is kept (`OUT/iter-N`), and `OUT/summary.json` has one line of
+//! numbers per iteration.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use verity_runtime::{
+    rollout::{self, LoadedTask, Rollout, RolloutProgress, RolloutSettings, Totals},
+    trajectory::chain::{self, ChainWriter},
+    Approver, AutoApprove, Caller, CallerKind, DenyAsk,
+};
+use verity_train::{
+    batch::{Batch, Example},
+    checkpoint::{self, TrainState},
+    grpo::{grpo_loss, GrpoSettings, Normalise},
+    model::Qwen3,
+    optim::AdamW,
+};
+
+use super::{model_dir, token_rows, OptimOpts};
+use crate::commands::agent_opts::{AgentOpts, Resolved};
+
+#[derive(Debug, Args)]
+pub struct GrpoArgs {
+    /// Tasks (one JSON object per line, as `verity rollout` reads them).
+    tasks: PathBuf,
+    /// Output folder: `runs.jsonl`, `iter-N/` checkpoints, `summary.json`.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Rollout → train iterations.
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Tasks sampled per iteration (taken in file order, wrapping around).
+    #[arg(long, default_value_t = 32)]
+    tasks_per_iteration: usize,
+    /// Samples per task (the group size).
+    #[arg(long, short = 'g', default_value_t = 8)]
+    samples: usize,
+    /// Groups per optimizer step (a step's rows share their prompt).
+    #[arg(long, default_value_t = 4)]
+    groups_per_step: usize,
+    /// Passes over each iteration's runs (1: every step but the first is slightly off
+    /// policy, which the clipped ratio bounds).
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Advantages: grpo ((r − mean) / std of the group) or dr-grpo (r − mean; use with
+    /// `--normalise constant`).
+    #[arg(long, default_value = "grpo")]
+    advantage: String,
+    /// Loss averaging: token (over all tokens of a step), sequence (per run, then over
+    /// runs: the original GRPO) or constant (÷ rows × --max-tokens-per-call: Dr. GRPO).
+    #[arg(long, default_value = "token")]
+    normalise: String,
+    /// The ratio clip below 1.
+    #[arg(long, default_value_t = 0.2)]
+    clip_low: f64,
+    /// The ratio clip above 1 (DAPO's clip-higher: 0.28).
+    #[arg(long, default_value_t = 0.2)]
+    clip_high: f64,
+    /// KL coefficient to the starting model (k3 estimator; 0: none, no reference pass).
+    #[arg(long, default_value_t = 0.0)]
+    kl_beta: f64,
+    #[command(flatten)]
+    optim: OptimOpts,
+    #[command(flatten)]
+    opts: AgentOpts,
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl RolloutProgress for Bar {
+    fn planned(&self, more: u64) {
+        self.0.inc_length(more);
+    }
+    fn sample_done(&self, totals: &Totals) {
+        self.0
+            .set_message(format!("mean reward {:.3}", totals.mean_reward()));
+        self.0.inc(1);
+    }
+}
+
+pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.iterations >= 1, "--iterations must be at least 1");
+    anyhow::ensure!(
+        args.samples >= 2,
+        "--samples must be at least 2: GRPO compares the samples of a task"
+    );
+    anyhow::ensure!(
+        args.tasks_per_iteration >= 1 && args.groups_per_step >= 1 && args.epochs >= 1,
+        "--tasks-per-iteration, --groups-per-step and --epochs must be at least 1"
+    );
+    let advantage = match args.advantage.as_str() {
+        "grpo" => "grpo",
+        "dr-grpo" | "dr_grpo" => "dr_grpo",
+        other => anyhow::bail!("--advantage {other:?}: expected grpo or dr-grpo"),
+    };
+    let tasks = rollout::read_tasks(&args.tasks)?;
+    anyhow::ensure!(!tasks.is_empty(), "{}: no tasks", args.tasks.display());
+    let model_spec = args
+        .opts
+        .model
+        .clone()
+        .context("--model: the model to start from (a checkpoint folder, or tiny)")?;
+    let start = model_dir(&model_spec)?;
+    // --seed seeds the rollouts' sampling and the order of the optimizer steps.
+    let seed = args.opts.seed.unwrap_or(0);
+    let mut resolved = args
+        .opts
+        .resolve(Caller::new(CallerKind::Rollout, "train grpo"))?;
+    anyhow::ensure!(
+        resolved.base_url.is_none(),
+        "verity train grpo samples with the embedded engine (it trains the weights it loads)"
+    );
+    let sampling = &mut resolved.agent.sampling;
+    if sampling.temperature.is_none() {
+        sampling.temperature = Some(1.0);
+        sampling.greedy = false;
+    }
+    anyhow::ensure!(
+        !sampling.greedy,
+        "--temperature 0 samples every group identically: GRPO needs a temperature > 0"
+    );
+    let temperature = sampling.temperature.unwrap_or(1.0);
+    let normalise = match args.normalise.as_str() {
+        "token" => Normalise::Token,
+        "sequence" => Normalise::Sequence,
+        "constant" => Normalise::Constant(resolved.agent.sampling.max_tokens),
+        other => anyhow::bail!("--normalise {other:?}: expected token, sequence or constant"),
+    };
+    let settings = GrpoSettings {
+        clip_low: args.clip_low,
+        clip_high: args.clip_high,
+        kl_beta: args.kl_beta,
+        normalise,
+        temperature,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let runs = args.out.join("runs.jsonl");
+    let steps_per_iteration = args.tasks_per_iteration.div_ceil(args.groups_per_step) * args.epochs;
+    let schedule = verity_train::schedule::Schedule {
+        // Constant after warm-up: the number of steps depends on how many groups carry a
+        // signal, which is known only after each rollout.
+        min_ratio: 1.0,
+        ..args.optim.schedule(args.iterations * steps_per_iteration)?
+    };
+    let model = Qwen3::load(&start)?;
+    let reference = if args.kl_beta > 0.0 {
+        Some(model.frozen_copy()?)
+    } else {
+        None
+    };
+    let mut opt = AdamW::new(model.params(), args.optim.adamw())?;
+    let mut state = TrainState {
+        kind: "grpo".into(),
+        step: 0,
+        base: start.display().to_string(),
+        settings: json!({
+            "tasks": args.tasks.display().to_string(),
+            "samples": args.samples,
+            "tasks_per_iteration": args.tasks_per_iteration,
+            "groups_per_step": args.groups_per_step,
+            "epochs": args.epochs,
+            "advantage": advantage,
+            "grpo": settings,
+            "schedule": schedule,
+            "adamw": args.optim.adamw(),
+            "seed": seed,
+        }),
+        history: Vec::new(),
+    };
+    let rt = super::super::runtime()?;
+    let mut current = start.clone();
+    let mut summary = Vec::new();
+    for it in 1..=args.iterations {
+        let began = Instant::now();
+        let batch_tasks = iteration_tasks(&tasks, it, args.tasks_per_iteration);
+        let ids: std::collections::HashSet<String> =
+            batch_tasks.iter().map(|t| t.task.id.clone()).collect();
+        resolved.model = current.display().to_string();
+        let totals = rt.block_on(sample(&resolved, &batch_tasks, &runs, args.samples))?;
+        let rollout_secs = began.elapsed().as_secs_f64();
+        let report =
+            chain::verify(&runs).with_context(|| format!("verifying {}", runs.display()))?;
+        if let Some((line, why)) = report.first_error {
+            anyhow::bail!("{}: line {line}: {why}", runs.display());
+        }
+        let rows: Vec<Example> = token_rows(std::slice::from_ref(&runs), advantage)?
+            .into_iter()
+            .filter(|r| ids.contains(&r.group) && r.example.trained() > 0)
+            .map(|r| r.example)
+            .collect();
+        // Groups whose runs all scored alike carry no signal (advantage 0 everywhere).
+        let mut groups: Vec<Vec<&Example>> = Vec::new();
+        let mut by_prompt: std::collections::BTreeMap<Vec<u32>, Vec<&Example>> = Default::default();
+        for r in &rows {
+            if r.advantage.abs() > 1e-9 {
+                let prompt_end = r.mask.iter().position(|&m| m != 0).unwrap_or(0);
+                by_prompt
+                    .entry(r.ids[..prompt_end].to_vec())
+                    .or_default()
+                    .push(r);
+            }
+        }
+        groups.extend(by_prompt.into_values());
+        let train_began = Instant::now();
+        let (mut losses, mut ratios, mut clipped, mut kls, mut tokens) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0usize);
+        for epoch in 0..args.epochs {
+            let mut order: Vec<usize> = (0..groups.len()).collect();
+            verity_train::SplitMix(seed ^ ((it * 1000 + epoch) as u64)).shuffle(&mut order);
+            for chunk in order.chunks(args.groups_per_step) {
+                let picked: Vec<&Example> = chunk
+                    .iter()
+                    .flat_map(|&g| groups[g].iter().copied())
+                    .collect();
+                let batch = Batch::new(&picked)?;
+                let (loss, stats) = grpo_loss(&model, reference.as_ref(), &batch, &settings)?;
+                let grads = loss.backward()?;
+                let lr = schedule.at(opt.step);
+                let grad_norm = opt.step(&grads, lr)?;
+                let loss = f64::from(loss.to_scalar::<f32>()?);
+                state.step = opt.step;
+                state.history.push(json!({
+                    "iteration": it, "step": opt.step, "loss": loss, "lr": lr,
+                    "grad_norm": grad_norm, "ratio": stats.ratio, "clipped": stats.clipped,
+                    "kl": stats.kl, "tokens": batch.trained_tokens,
+                }));
+                losses.push(loss);
+                ratios.push(stats.ratio);
+                clipped.push(stats.clipped);
+                kls.push(stats.kl);
+                tokens += batch.trained_tokens;
+            }
+        }
+        let train_secs = train_began.elapsed().as_secs_f64();
+        let next = args.out.join(format!("iter-{it}"));
+        checkpoint::save(&next, &start, &model, &opt, &state)?;
+        let mean = |xs: &[f64]| {
+            if xs.is_empty() {
+                Value::Null
+            } else {
+                json!(xs.iter().sum::<f64>() / xs.len() as f64)
+            }
+        };
+        let line = json!({
+            "iteration": it,
+            "sampled_with": current.display().to_string(),
+            "checkpoint": next.display().to_string(),
+            "tasks": batch_tasks.len(),
+            "samples": totals.samples,
+            "mean_reward": totals.mean_reward(),
+            "groups_with_signal": groups.len(),
+            "zero_variance_groups": totals.zero_variance_groups,
+            "steps": losses.len(),
+            "trained_tokens": tokens,
+            "loss": mean(&losses),
+            "ratio": mean(&ratios),
+            "clipped": mean(&clipped),
+            "kl": mean(&kls),
+            "rollout_seconds": rollout_secs,
+            "train_seconds": train_secs,
+            "iteration_seconds": began.elapsed().as_secs_f64(),
+        });
+        eprintln!("verity: iteration {it}: {line}");
+        summary.push(line);
+        std::fs::write(
+            args.out.join("summary.json"),
+            serde_json::to_vec_pretty(&summary)?,
+        )?;
+        current = next;
+    }
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "runs": runs.display().to_string(),
+            "final": current.display().to_string(),
+            "iterations": summary,
+        }))?
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tasks of iteration `it` (1-based): the next `n` in file order, wrapping around; a
+/// task seen again gets `~pass-K` on its id so its group is a new one.
+fn iteration_tasks(tasks: &[LoadedTask], it: usize, n: usize) -> Vec<LoadedTask> {
+    (0..n)
+        .map(|j| {
+            let k = (it - 1) * n + j;
+            let mut t = tasks[k % tasks.len()].clone();
+            let pass = k / tasks.len();
+            if pass > 0 {
+                let id = format!("{}~pass-{}", t.task.id, pass + 1);
+                t.task.id = id.clone();
+                if let Some(o) = t.raw.as_object_mut() {
+                    o.insert("id".into(), Value::String(id));
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// Samples `samples` runs of each task with the model `resolved` names, appending to
+/// `out` (resuming what an interrupted iteration left).
+async fn sample(
+    resolved: &Resolved,
+    tasks: &[LoadedTask],
+    out: &Path,
+    samples: usize,
+) -> anyhow::Result<Totals> {
+    let done = rollout::scan(out)?;
+    let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
+    // No prefix cache: the ratios below are taken against these logprobs (see rollout.rs).
+    let model = resolved.backend(true).await?;
+    let (gate, _hub) = resolved.gate().await?;
+    let approver: Arc<dyn Approver> = if resolved.yes {
+        Arc::new(AutoApprove)
+    } else {
+        Arc::new(DenyAsk)
+    };
+    let todo = rollout::samples_to_draw(tasks, &done, samples);
+    let bar = Bar(indicatif::ProgressBar::new(todo as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} rollout {pos}/{len} samples ({per_sec}) {wide_bar} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    ));
+    let runner = Rollout::new(
+        model,
+        gate,
+        approver,
+        resolved.agent.clone(),
+        resolved.system.clone(),
+    );
+    let outcome = runner
+        .run(
+            tasks,
+            &done,
+            writer,
+            RolloutSettings::for_backend(samples, 1, true),
+            &bar,
+            CancellationToken::new(),
+        )
+        .await?;
+    bar.0.finish_and_clear();
+    anyhow::ensure!(!outcome.cancelled, "the rollout was cancelled");
+    Ok(outcome.totals)
+}

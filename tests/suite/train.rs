@@ -1,0 +1,297 @@
+//! `verity train` end to end through the binary: the trainer's forward pass against the
+//! engine's recorded logprobs, teacher demonstrations through the real runtime, SFT that
+//! lowers the loss and makes the model use the calculator on held-out tasks, exact resume,
+//! and one GRPO iteration whose records verify.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::common::{records, run, stderr, stdout, write_file};
+
+/// `verity model tiny --compact-tools` (the training base) into `dir/NAME`.
+fn base_model(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let o = run(&[
+        &[
+            "model",
+            "tiny",
+            "--compact-tools",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        extra,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// `scripts/tasks.py arithmetic ARGS` into `dir/NAME`.
+fn tasks(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let o = std::process::Command::new(super::common::python())
+        .arg(super::common::repo().join("scripts/tasks.py"))
+        .arg("arithmetic")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_file(dir, name, &stdout(&o))
+}
+
+/// `verity rollout` with an empty config and the trusted policy (the default one's rate
+/// limit is below what a fast model calls).
+fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -> Value {
+    let config = write_file(dir, "config.toml", "");
+    let o = run(&[
+        &[
+            "rollout",
+            tasks.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--policy",
+            "trusted",
+            "--tools",
+            "calculator",
+            "--max-turns",
+            "4",
+            "--max-tokens-per-call",
+            "96",
+        ],
+        extra,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+fn json_out(args: &[&str]) -> Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+/// Sampled rollouts (temperature 1, several turns: tool results in between) recomputed by
+/// the trainer's own forward pass give the engine's logprobs to 1e-4 — the precondition
+/// of GRPO's importance ratios. Another model's weights do not, and the check says so.
+#[test]
+fn the_trainers_forward_pass_is_the_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = base_model(d, "base", &[]);
+    let t = tasks(d, "t.jsonl", &["--n", "3", "--seed", "5"]);
+    let runs = d.join("runs.jsonl");
+    rollout(
+        d,
+        &base,
+        &t,
+        &runs,
+        &["--samples", "2", "--temperature", "1"],
+    );
+    let report = json_out(&[
+        "train",
+        "check",
+        runs.to_str().unwrap(),
+        "--model",
+        base.to_str().unwrap(),
+        "--tolerance",
+        "1e-4",
+    ]);
+    assert!(report["tokens"].as_u64().unwrap() > 100, "{report}");
+    assert!(report["max_abs_diff"].as_f64().unwrap() < 1e-4, "{report}");
+    let other = base_model(d, "other", &["--seed", "7"]);
+    let o = run(&[
+        "train",
+        "check",
+        runs.to_str().unwrap(),
+        "--model",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("differ from the engine's"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The loop, CI-sized: teacher demonstrations (real calculator, real policy, records that
+/// replay), SFT on their export (the loss falls; the trained model calls the calculator
+/// and scores on held-out tasks where the untrained one does not), resuming an
+/// interrupted SFT gives the uninterrupted weights bit for bit, and one GRPO iteration
+/// samples, verifies and writes a new checkpoint.
+#[test]
+fn teacher_sft_and_grpo_close_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = base_model(d, "base", &[]);
+    let train = tasks(
+        d,
+        "train.jsonl",
+        &["--n", "64", "--seed", "1", "--kind", "one"],
+    );
+    let demos = d.join("demos.jsonl");
+    let summary = rollout(d, &base, &train, &demos, &["--teacher", "--samples", "1"]);
+    assert_eq!(summary["mean_reward"], 1.0, "{summary}");
+    let o = run(&["verify", "--replay", demos.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let sft = d.join("sft.jsonl");
+    let o = run(&[
+        "export",
+        demos.to_str().unwrap(),
+        "--format",
+        "trl-sft",
+        "--min-reward",
+        "1",
+        "--out",
+        sft.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let trained = d.join("trained");
+    let sft_args = |out: &Path, steps: &str| -> Vec<String> {
+        [
+            "train",
+            "sft",
+            sft.to_str().unwrap(),
+            "--model",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            steps,
+            "--batch-size",
+            "8",
+            "--lr",
+            "5e-3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = sft_args(&trained, "150");
+    let report = json_out(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (first, last) = (
+        report["first_loss"].as_f64().unwrap(),
+        report["final_loss"].as_f64().unwrap(),
+    );
+    assert!(last < first / 3.0, "the loss did not fall: {report}");
+
+    // Held out: other numbers and phrasings. Untrained, the model never makes a
+    // calculator call that runs; trained, it does, and it scores.
+    let heldout = tasks(
+        d,
+        "heldout.jsonl",
+        &[
+            "--split", "heldout", "--n", "12", "--seed", "2", "--kind", "one",
+        ],
+    );
+    let score = |model: &Path, name: &str| -> (f64, usize) {
+        let out = d.join(name);
+        let s = rollout(
+            d,
+            model,
+            &heldout,
+            &out,
+            &["--samples", "1", "--temperature", "0"],
+        );
+        let ran = records(&out)
+            .iter()
+            .filter(|r| r["kind"] == "traj")
+            .filter(|r| {
+                r["tool_calls"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["status"] == "ok"))
+            })
+            .count();
+        (s["mean_reward"].as_f64().unwrap(), ran)
+    };
+    let (untrained_reward, untrained_calls) = score(&base, "h-base.jsonl");
+    let (trained_reward, trained_calls) = score(&trained, "h-trained.jsonl");
+    assert!(
+        trained_calls > untrained_calls && trained_calls >= 6,
+        "calls that ran: untrained {untrained_calls}, trained {trained_calls}"
+    );
+    assert!(
+        trained_reward > untrained_reward,
+        "held-out reward: untrained {untrained_reward}, trained {trained_reward}"
+    );
+
+    // An interrupted run resumed gives the uninterrupted run's weights exactly.
+    let straight = d.join("straight");
+    let cut = d.join("cut");
+    json_out(
+        &sft_args(&straight, "6")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let mut first_half = sft_args(&cut, "6");
+    first_half.extend(["--stop-after".into(), "3".into()]);
+    json_out(&first_half.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut second_half = sft_args(&cut, "6");
+    second_half.push("--resume".into());
+    let r = json_out(&second_half.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r["steps_this_run"], 3, "{r}");
+    let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    assert!(
+        weights(&straight) == weights(&cut),
+        "resumed weights differ"
+    );
+
+    // One GRPO iteration from the SFT checkpoint.
+    let grpo = d.join("grpo");
+    let config = write_file(d, "config.toml", "");
+    let report = json_out(&[
+        "train",
+        "grpo",
+        train.to_str().unwrap(),
+        "--model",
+        trained.to_str().unwrap(),
+        "--out",
+        grpo.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--policy",
+        "trusted",
+        "--tools",
+        "calculator",
+        "--max-turns",
+        "4",
+        "--max-tokens-per-call",
+        "96",
+        "--iterations",
+        "1",
+        "--tasks-per-iteration",
+        "6",
+        "--samples",
+        "4",
+        "--lr",
+        "1e-3",
+    ]);
+    let it = &report["iterations"][0];
+    assert_eq!(it["samples"], 24, "{report}");
+    let next = grpo.join("iter-1");
+    assert!(
+        weights(&next) != weights(&trained),
+        "GRPO left the weights unchanged"
+    );
+    let o = run(&[
+        "verify",
+        "--replay",
+        grpo.join("runs.jsonl").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // The first step is on-policy: its ratio is 1 up to the forward pass's agreement.
+    if it["steps"].as_u64().unwrap() > 0 {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(next.join("train_state/state.json")).unwrap())
+                .unwrap();
+        let ratio = state["history"][0]["ratio"].as_f64().unwrap();
+        assert!((ratio - 1.0).abs() < 1e-3, "first-step ratio {ratio}");
+    }
+}

@@ -1,0 +1,182 @@
+//! Examples → tensors: the shared prefix split off, rows shifted into (input, target)
+//! pairs, and per-position weights.
+
+use candle_core::{Device, Tensor};
+
+use crate::{Result, TrainError};
+
+/// One training sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Prompt and response ids.
+    pub ids: Vec<u32>,
+    /// 1 where `ids[i]` is trained (the model generated it), else 0.
+    pub mask: Vec<u8>,
+    /// GRPO: the logprob each trained token was sampled with (aligned with `ids`; 0 where
+    /// not trained).
+    pub old_logprobs: Option<Vec<f32>>,
+    /// GRPO: the sequence's advantage.
+    pub advantage: f32,
+}
+
+impl Example {
+    /// An SFT example; `mask` must be as long as `ids`.
+    pub fn new(ids: Vec<u32>, mask: Vec<u8>) -> Result<Self> {
+        if ids.len() != mask.len() {
+            return Err(TrainError::Invalid(format!(
+                "{} ids but {} mask entries",
+                ids.len(),
+                mask.len()
+            )));
+        }
+        Ok(Self {
+            ids,
+            mask,
+            old_logprobs: None,
+            advantage: 0.0,
+        })
+    }
+
+    /// Trained positions.
+    pub fn trained(&self) -> usize {
+        self.mask.iter().filter(|&&m| m != 0).count()
+    }
+}
+
+/// A batch as the model takes it.
+#[derive(Debug)]
+pub struct Batch {
+    /// Ids every row starts with (computed once).
+    pub prefix: Vec<u32>,
+    /// Each row's ids after the prefix, without its last id (nothing follows it).
+    pub rows: Vec<Vec<u32>>,
+    /// `[b, s]` u32: the id each position predicts (0 past a row's end).
+    pub targets: Tensor,
+    /// `[b, s]` f32: 1 where that target is trained.
+    pub weights: Tensor,
+    /// `[b, s]` f32: the recorded sampling logprob of each target (GRPO).
+    pub old_logprobs: Option<Tensor>,
+    /// `[b]` f32 advantages (GRPO).
+    pub advantages: Tensor,
+    /// Trained tokens in the batch.
+    pub trained_tokens: usize,
+    /// All positions the forward pass computes (prefix once, rows padded).
+    pub computed_tokens: usize,
+}
+
+impl Batch {
+    /// Builds the batch of `examples` (at least one, each with a trained token).
+    pub fn new(examples: &[&Example]) -> Result<Self> {
+        Self::build(examples, true)
+    }
+
+    /// The same batch with every row computed in full (no shared prefix): the benchmark's
+    /// baseline.
+    pub fn unshared(examples: &[&Example]) -> Result<Self> {
+        Self::build(examples, false)
+    }
+
+    fn build(examples: &[&Example], share: bool) -> Result<Self> {
+        let first = examples
+            .first()
+            .ok_or_else(|| TrainError::Invalid("an empty batch".into()))?;
+        let mut common = first.ids.len();
+        let mut first_trained = usize::MAX;
+        for e in examples {
+            common = common.min(
+                e.ids
+                    .iter()
+                    .zip(&first.ids)
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            );
+            let t =
+                e.mask.iter().position(|&m| m != 0).ok_or_else(|| {
+                    TrainError::Invalid("an example with no trained token".into())
+                })?;
+            if t == 0 {
+                return Err(TrainError::Invalid(
+                    "an example whose first id is trained (nothing predicts it)".into(),
+                ));
+            }
+            first_trained = first_trained.min(t);
+        }
+        // The last prefix position predicts a token no example trains.
+        let split = if share {
+            common.min(first_trained).saturating_sub(1)
+        } else {
+            0
+        };
+        let width = examples
+            .iter()
+            .map(|e| e.ids.len() - 1 - split)
+            .max()
+            .unwrap_or(0);
+        let b = examples.len();
+        let mut targets = vec![0u32; b * width];
+        let mut weights = vec![0f32; b * width];
+        let mut old = vec![0f32; b * width];
+        let has_old = examples.iter().all(|e| e.old_logprobs.is_some());
+        let mut rows = Vec::with_capacity(b);
+        let mut trained = 0;
+        for (r, e) in examples.iter().enumerate() {
+            let n = e.ids.len();
+            rows.push(e.ids[split..n - 1].to_vec());
+            for (j, i) in (split + 1..n).enumerate() {
+                targets[r * width + j] = e.ids[i];
+                if e.mask[i] != 0 {
+                    weights[r * width + j] = 1.0;
+                    trained += 1;
+                }
+                if let Some(lp) = &e.old_logprobs {
+                    old[r * width + j] = lp.get(i).copied().unwrap_or(0.0);
+                }
+            }
+        }
+        let dev = Device::Cpu;
+        Ok(Self {
+            prefix: first.ids[..split].to_vec(),
+            computed_tokens: split + b * width,
+            rows,
+            targets: Tensor::from_vec(targets, (b, width), &dev)?,
+            weights: Tensor::from_vec(weights, (b, width), &dev)?,
+            old_logprobs: if has_old {
+                Some(Tensor::from_vec(old, (b, width), &dev)?)
+            } else {
+                None
+            },
+            advantages: Tensor::from_vec(
+                examples.iter().map(|e| e.advantage).collect::<Vec<_>>(),
+                b,
+                &dev,
+            )?,
+            trained_tokens: trained,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_prefix_stops_before_the_first_trained_token() {
+        let a = Example::new(vec![1, 2, 3, 4, 5], vec![0, 0, 0, 1, 1]).unwrap();
+        let b = Example::new(vec![1, 2, 3, 9], vec![0, 0, 0, 1]).unwrap();
+        let batch = Batch::new(&[&a, &b]).unwrap();
+        assert_eq!(batch.prefix, vec![1, 2]);
+        assert_eq!(batch.rows, vec![vec![3, 4], vec![3]]);
+        assert_eq!(
+            batch.targets.to_vec2::<u32>().unwrap(),
+            vec![vec![4, 5], vec![9, 0]]
+        );
+        assert_eq!(
+            batch.weights.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 1.0], vec![1.0, 0.0]]
+        );
+        assert_eq!(batch.trained_tokens, 3);
+        let c = Example::new(vec![7, 2, 3], vec![0, 0, 1]).unwrap();
+        assert!(Batch::new(&[&a, &c]).unwrap().prefix.is_empty());
+        assert!(Batch::new(&[&Example::new(vec![1], vec![1]).unwrap()]).is_err());
+    }
+}
