@@ -51,12 +51,12 @@ def main():
     ap.add_argument("--verity", default=str(REPO / "target/release/verity"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--train-n", type=int, default=1500)
-    ap.add_argument("--heldout-n", type=int, default=60)
-    ap.add_argument("--sft-steps", type=int, default=1000)
+    ap.add_argument("--train-n", type=int, default=2000)
+    ap.add_argument("--heldout-n", type=int, default=40)
+    ap.add_argument("--sft-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--grpo-iterations", type=int, default=2)
-    ap.add_argument("--grpo-tasks", type=int, default=32)
+    ap.add_argument("--grpo-tasks", type=int, default=24)
     ap.add_argument("--grpo-samples", type=int, default=8)
     ap.add_argument("--grpo-lr", type=float, default=5e-4)
     a = ap.parse_args()
@@ -74,14 +74,19 @@ def main():
         train = tasks(d / "train.jsonl", "--n", a.train_n, "--seed", seed)
         heldout = tasks(d / "heldout.jsonl", "--split", "heldout", "--n", a.heldout_n,
                         "--seed", 500 + seed)
+        # The training split's phrasings with numbers the model was not trained on.
+        indist = tasks(d / "indist.jsonl", "--n", a.heldout_n, "--seed", 900 + seed)
 
         def score(model, name):
             s, secs = rollout(a.verity, model, heldout, d / f"heldout-{name}.jsonl", config,
                               "--samples", "1", "--temperature", "0")
+            i, _ = rollout(a.verity, model, indist, d / f"indist-{name}.jsonl", config,
+                           "--samples", "1", "--temperature", "0")
             r["stages"].append({"stage": name, "solve_rate": s["solve_rate"],
-                                "mean_reward": s["mean_reward"], "eval_seconds": secs})
-            print(f"seed {seed} {name}: held-out solve rate {s['solve_rate']:.3f}",
-                  file=sys.stderr)
+                                "mean_reward": s["mean_reward"], "eval_seconds": secs,
+                                "indist_solve_rate": i["solve_rate"]})
+            print(f"seed {seed} {name}: held-out {s['solve_rate']:.3f}, "
+                  f"new numbers {i['solve_rate']:.3f}", file=sys.stderr)
 
         score(base, "untrained")
         demos = d / "demos.jsonl"
@@ -109,15 +114,18 @@ def main():
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
     stages = [s["stage"] for s in next(iter(results["seeds"].values()))["stages"]]
-    rows = []
-    for st in stages:
-        rates = [next(x["solve_rate"] for x in r["stages"] if x["stage"] == st)
-                 for r in results["seeds"].values()]
-        rows.append((st, rates, statistics.mean(rates),
-                     statistics.stdev(rates) if len(rates) > 1 else 0.0))
-    table = ["| model | held-out solve rate per seed | mean | std |", "|---|---|---|---|"]
-    for st, rates, m, sd in rows:
-        table.append(f"| {st} | {' / '.join(f'{x:.3f}' for x in rates)} | {m:.3f} | {sd:.3f} |")
+    rows, table = [], []
+    for key, title in [("solve_rate", "held-out split (other phrasings, 100-999, 3 steps)"),
+                       ("indist_solve_rate", "training phrasings, new numbers")]:
+        table += [f"| model | {title}: solve rate per seed | mean | std |", "|---|---|---|---|"]
+        for st in stages:
+            rates = [next(x[key] for x in r["stages"] if x["stage"] == st)
+                     for r in results["seeds"].values()]
+            m, sd = statistics.mean(rates), statistics.stdev(rates) if len(rates) > 1 else 0.0
+            if key == "solve_rate":
+                rows.append((st, rates, m, sd))
+            table.append(f"| {st} | {' / '.join(f'{x:.3f}' for x in rates)} | {m:.3f} | {sd:.3f} |")
+        table.append("")
     sft_tps = [r["sft"]["trained_tokens_per_second"] for r in results["seeds"].values()]
     comp_tps = [r["sft"]["computed_tokens_per_second"] for r in results["seeds"].values()]
     iters = [it["iteration_seconds"] for r in results["seeds"].values() for it in r["grpo"]]

@@ -39,6 +39,9 @@ pub enum TrainCommand {
     /// report the largest difference (the engine and the trainer must agree, or GRPO's
     /// importance ratios are meaningless).
     Check(CheckArgs),
+    /// Mean loss per trained token of SFT rows under a model, without training (e.g. a
+    /// held-out split's teacher demonstrations, before and after training).
+    Loss(LossArgs),
 }
 
 pub fn run(cmd: TrainCommand) -> anyhow::Result<ExitCode> {
@@ -46,6 +49,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<ExitCode> {
         TrainCommand::Sft(a) => sft_cmd(a),
         TrainCommand::Grpo(a) => grpo::run(*a),
         TrainCommand::Check(a) => check(a),
+        TrainCommand::Loss(a) => loss(a),
     }
 }
 
@@ -384,10 +388,15 @@ pub fn token_rows(files: &[PathBuf], advantage: &str) -> anyhow::Result<Vec<Toke
         rows.push(TokenRow {
             example,
             logprobs,
-            temperature: v
-                .pointer("/logprobs_info/temperature")
-                .and_then(Value::as_f64)
-                .unwrap_or(1.0),
+            // Recorded logprobs are of logits / T, at T = 1 for greedy runs.
+            temperature: match (
+                v.pointer("/logprobs_info/greedy").and_then(Value::as_bool),
+                v.pointer("/logprobs_info/temperature")
+                    .and_then(Value::as_f64),
+            ) {
+                (Some(false), Some(t)) if t > 0.0 => t,
+                _ => 1.0,
+            },
             group: v
                 .get("group_id")
                 .and_then(Value::as_str)
@@ -463,4 +472,40 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
         ExitCode::FAILURE
     })
+}
+
+#[derive(Debug, Args)]
+pub struct LossArgs {
+    /// Rows as `verity train sft` reads them (`verity export --format trl-sft`).
+    data: PathBuf,
+    /// The model (`tiny` or a folder).
+    #[arg(long, short = 'm', default_value = "tiny")]
+    model: String,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+fn loss(args: LossArgs) -> anyhow::Result<ExitCode> {
+    let data = verity_train::data::read_sft(&args.data)?;
+    let model = Qwen3::load(&model_dir(&args.model)?)?;
+    let (mut total, mut tokens) = (0f64, 0usize);
+    for chunk in data.chunks(args.batch_size.max(1)) {
+        let picked: Vec<&Example> = chunk.iter().collect();
+        let batch = Batch::new(&picked)?;
+        let l = sft::sft_loss(&model, &batch)?.to_scalar::<f32>()?;
+        total += f64::from(l) * batch.trained_tokens as f64;
+        tokens += batch.trained_tokens;
+    }
+    let report = json!({
+        "rows": data.len(),
+        "tokens": tokens,
+        "loss": total / tokens.max(1) as f64,
+    });
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&report)?
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
