@@ -114,8 +114,9 @@ pub struct SftArgs {
     /// Checkpoint folder to write (a model folder `--model` loads as it is).
     #[arg(long, short = 'o')]
     out: PathBuf,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 600)]
+    /// Optimizer steps (the tiny model needs 1,000–2,000 to learn to copy numbers into
+    /// calls; BENCHMARKS.md, `verity train`).
+    #[arg(long, default_value_t = 2000)]
     steps: usize,
     /// Examples per step.
     #[arg(long, default_value_t = 16)]
