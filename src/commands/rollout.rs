@@ -64,8 +64,8 @@ pub struct RolloutArgs {
     opts: AgentOpts,
 }
 
-/// The progress bar.
-struct Bar(indicatif::ProgressBar);
+/// The progress bar (also `verity train grpo`'s rollouts).
+pub(crate) struct Bar(pub(crate) indicatif::ProgressBar);
 
 impl RolloutProgress for Bar {
     fn planned(&self, more: u64) {

@@ -20,7 +20,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use verity_runtime::{
-    rollout::{self, LoadedTask, Rollout, RolloutProgress, RolloutSettings, Totals},
+    rollout::{self, LoadedTask, Rollout, RolloutSettings, Totals},
     trajectory::chain::{self, ChainWriter},
     Approver, AutoApprove, Caller, CallerKind, DenyAsk,
 };
@@ -33,7 +33,10 @@ use verity_train::{
 };
 
 use super::{model_dir, token_rows, OptimOpts};
-use crate::commands::agent_opts::{AgentOpts, Resolved};
+use crate::commands::{
+    agent_opts::{AgentOpts, Resolved},
+    rollout::Bar,
+};
 
 #[derive(Debug, Args)]
 pub struct GrpoArgs {
@@ -79,19 +82,6 @@ pub struct GrpoArgs {
     optim: OptimOpts,
     #[command(flatten)]
     opts: AgentOpts,
-}
-
-struct Bar(indicatif::ProgressBar);
-
-impl RolloutProgress for Bar {
-    fn planned(&self, more: u64) {
-        self.0.inc_length(more);
-    }
-    fn sample_done(&self, totals: &Totals) {
-        self.0
-            .set_message(format!("mean reward {:.3}", totals.mean_reward()));
-        self.0.inc(1);
-    }
 }
 
 pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
