@@ -204,8 +204,12 @@ fn sft_cmd(args: SftArgs) -> anyhow::Result<ExitCode> {
             );
             let mut was = state.settings.clone();
             let mut now = settings_json.clone();
-            // The schedule's length may grow; everything else must match.
+            // The schedule's length may grow, and the data may be named by another path;
+            // everything else (the data's digest included) must match.
             for v in [&mut was, &mut now] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("data");
+                }
                 if let Some(s) = v.get_mut("schedule").and_then(Value::as_object_mut) {
                     s.remove("total");
                     s.remove("warmup");
