@@ -26,6 +26,12 @@ rm -f "$out/demos.jsonl" "$out/demos.jsonl.head" "$out/demos."*
 step "supervised fine-tuning (candle, CPU): 2,000 steps of 16 runs, ~13 minutes on 2 cores"
 "$verity" train sft "$out/sft.jsonl" --model "$out/base" --out "$out/calc-model" \
     --steps 2000 --batch-size 16 --min-lr-ratio 0.5 >/dev/null
+# Measured: after 2,000 steps this model still miscopied digits (64*35 for 64 x 37);
+# 1,000 more, resumed from the checkpoint with the schedule stretched to 3,000, made it
+# copy (77.5% of 40 new-number problems solved). --resume continues a run exactly.
+step "1,000 more steps, resumed from the checkpoint (~7 minutes)"
+"$verity" train sft "$out/sft.jsonl" --model "$out/base" --out "$out/calc-model" \
+    --steps 3000 --batch-size 16 --min-lr-ratio 0.5 --resume >/dev/null
 step "the trained model on a question it has not seen"
 "$verity" run --model "$out/calc-model" --tools calculator --max-turns 3 \
     "A box holds 64 pencils. How many pencils are in 37 boxes?"
