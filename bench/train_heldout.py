@@ -59,8 +59,13 @@ def main():
     ap.add_argument("--grpo-tasks", type=int, default=24)
     ap.add_argument("--grpo-samples", type=int, default=8)
     ap.add_argument("--grpo-lr", type=float, default=5e-4)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the table and plots from --out's results.json")
     a = ap.parse_args()
     out = Path(a.out)
+    if a.report_only:
+        report(out, json.loads((out / "results.json").read_text()))
+        return
     out.mkdir(parents=True, exist_ok=True)
     config = out / "config.toml"
     config.write_text("")
@@ -113,8 +118,12 @@ def main():
         results["seeds"][seed] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
+    report(out, results)
+
+
+def report(out, results):
     stages = [s["stage"] for s in next(iter(results["seeds"].values()))["stages"]]
-    rows, table = [], []
+    plots, table = {}, []
     for key, title in [("solve_rate", "held-out split (other phrasings, 100-999, 3 steps)"),
                        ("indist_solve_rate", "training phrasings, new numbers")]:
         table += [f"| model | {title}: solve rate per seed | mean | std |", "|---|---|---|---|"]
@@ -122,8 +131,7 @@ def main():
             rates = [next(x[key] for x in r["stages"] if x["stage"] == st)
                      for r in results["seeds"].values()]
             m, sd = statistics.mean(rates), statistics.stdev(rates) if len(rates) > 1 else 0.0
-            if key == "solve_rate":
-                rows.append((st, rates, m, sd))
+            plots.setdefault(key, (title, []))[1].append((st, rates, m, sd))
             table.append(f"| {st} | {' / '.join(f'{x:.3f}' for x in rates)} | {m:.3f} | {sd:.3f} |")
         table.append("")
     sft_tps = [r["sft"]["trained_tokens_per_second"] for r in results["seeds"].values()]
@@ -135,12 +143,14 @@ def main():
                  f"GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean")
     md = "\n".join(table)
     (out / "table.md").write_text(md + "\n")
-    (out / "heldout.svg").write_text(svg(rows))
+    for key, name in [("solve_rate", "heldout.svg"), ("indist_solve_rate", "new-numbers.svg")]:
+        title, rows = plots[key]
+        (out / name).write_text(svg(rows, title))
     print(md)
 
 
-def svg(rows):
-    """Mean held-out solve rate per stage with a ±1 std bar and each seed as a dot."""
+def svg(rows, title):
+    """Mean solve rate per stage with a ±1 std bar and each seed as a dot."""
     w, h, left, bottom, top = 560, 300, 60, 40, 20
     n = len(rows)
     step = (w - left - 20) / max(n, 1)
@@ -164,8 +174,8 @@ def svg(rows):
         parts.append(f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{st}</text>')
     parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#1f77b4" '
                  f'stroke-width="2"/>')
-    parts.append(f'<text x="{left}" y="{top - 6}">held-out solve rate (mean ± std over seeds; '
-                 f'grey: each seed)</text>')
+    parts.append(f'<text x="{left}" y="{top - 6}">{title}: solve rate (mean ± std over '
+                 f'seeds; grey: each seed)</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
