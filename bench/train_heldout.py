@@ -4,9 +4,10 @@
 For each seed S: a fresh tiny base model (`verity model tiny --compact-tools --seed S`),
 training tasks (`scripts/tasks.py arithmetic --seed S`), teacher demonstrations through
 the real runtime (`verity rollout --teacher`), `verity train sft --seed S`, then
-`verity train grpo` iterations; every model is scored greedily on the same held-out split
-(`--split heldout`: other phrasings, numbers 100-999, three-step chains) with the math
-verifier. Writes results.json, a Markdown table and an SVG plot into --out, and prints the
+`verity train grpo` iterations; every model is scored greedily with the math verifier on
+the same evaluation sets, one axis of generalisation at a time (EVAL_SETS: new numbers,
+three-digit numbers, other phrasings) and then all of them at once (`--split heldout`).
+Writes results.json, a Markdown table and one SVG plot per set into --out, and prints the
 table. Timings are recorded too (demonstrations, SFT tokens/s, GRPO iteration seconds).
 
     python3 bench/train_heldout.py --verity target/release/verity --out /tmp/train-bench
@@ -21,6 +22,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Evaluation sets (`scripts/tasks.py arithmetic` arguments), each scored greedily.
+EVAL_SETS = {
+    # The training phrasings and number range, numbers the model was not trained on.
+    "new_numbers": [],
+    # The training phrasings with three-digit operands (training saw 2-99).
+    "larger_numbers": ["--numbers", "100-999"],
+    # Phrasings never trained on (one of them a three-step chain), training-sized numbers.
+    "other_phrasings": ["--split", "heldout", "--numbers", "2-99"],
+    # The held-out split: other phrasings, three-digit numbers and three-step chains at once.
+    "heldout": ["--split", "heldout"],
+}
+TITLES = {
+    "new_numbers": "training phrasings, new numbers (2-99)",
+    "larger_numbers": "training phrasings, numbers 100-999",
+    "other_phrasings": "other phrasings (one three-step), numbers 2-99",
+    "heldout": "held-out split: other phrasings, 100-999, three steps",
+}
 
 
 def sh(args, **kw):
@@ -59,6 +78,9 @@ def main():
     ap.add_argument("--grpo-tasks", type=int, default=24)
     ap.add_argument("--grpo-samples", type=int, default=8)
     ap.add_argument("--grpo-lr", type=float, default=5e-4)
+    ap.add_argument("--sft-min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--grpo-dynamic-sampling", type=int, default=0)
+    ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table and plots from --out's results.json")
     a = ap.parse_args()
@@ -77,21 +99,21 @@ def main():
         base = d / "base"
         sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed, "--out", base])
         train = tasks(d / "train.jsonl", "--n", a.train_n, "--seed", seed)
-        heldout = tasks(d / "heldout.jsonl", "--split", "heldout", "--n", a.heldout_n,
-                        "--seed", 500 + seed)
-        # The training split's phrasings with numbers the model was not trained on.
-        indist = tasks(d / "indist.jsonl", "--n", a.heldout_n, "--seed", 900 + seed)
+        # One file per axis of generalisation, then all of them at once.
+        evals = {name: tasks(d / f"eval-{name}.jsonl", "--n", a.heldout_n, *args,
+                             "--seed", 900 + seed)
+                 for name, args in EVAL_SETS.items()}
 
         def score(model, name):
-            s, secs = rollout(a.verity, model, heldout, d / f"heldout-{name}.jsonl", config,
-                              "--samples", "1", "--temperature", "0")
-            i, _ = rollout(a.verity, model, indist, d / f"indist-{name}.jsonl", config,
-                           "--samples", "1", "--temperature", "0")
-            r["stages"].append({"stage": name, "solve_rate": s["solve_rate"],
-                                "mean_reward": s["mean_reward"], "eval_seconds": secs,
-                                "indist_solve_rate": i["solve_rate"]})
-            print(f"seed {seed} {name}: held-out {s['solve_rate']:.3f}, "
-                  f"new numbers {i['solve_rate']:.3f}", file=sys.stderr)
+            stage = {"stage": name}
+            for split, file in evals.items():
+                s, secs = rollout(a.verity, model, file, d / f"{split}-{name}.jsonl", config,
+                                  "--samples", "1", "--temperature", "0")
+                stage[split] = s["solve_rate"]
+                stage[f"{split}_eval_seconds"] = secs
+            r["stages"].append(stage)
+            print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in evals),
+                  file=sys.stderr)
 
         score(base, "untrained")
         demos = d / "demos.jsonl"
@@ -103,7 +125,8 @@ def main():
             "--out", sft_rows])
         text, r["sft_seconds"] = sh([a.verity, "train", "sft", sft_rows, "--model", base,
                                      "--out", d / "sft", "--steps", a.sft_steps,
-                                     "--batch-size", a.batch_size, "--seed", seed])
+                                     "--batch-size", a.batch_size, "--seed", seed,
+                                     "--min-lr-ratio", a.sft_min_lr_ratio])
         r["sft"] = json.loads(text)
         score(d / "sft", "sft")
         text, r["grpo_seconds"] = sh([
@@ -111,7 +134,9 @@ def main():
             "--config", config, "--policy", "trusted", "--tools", "calculator",
             "--max-turns", "5", "--max-tokens-per-call", "128",
             "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
-            "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed])
+            "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed,
+            "--dynamic-sampling", a.grpo_dynamic_sampling,
+            "--temperature", a.grpo_temperature])
         r["grpo"] = json.loads(text)["iterations"]
         for it in r["grpo"]:
             score(it["checkpoint"], f"grpo-{it['iteration']}")
@@ -124,8 +149,7 @@ def main():
 def report(out, results):
     stages = [s["stage"] for s in next(iter(results["seeds"].values()))["stages"]]
     plots, table = {}, []
-    for key, title in [("solve_rate", "held-out split (other phrasings, 100-999, 3 steps)"),
-                       ("indist_solve_rate", "training phrasings, new numbers")]:
+    for key, title in TITLES.items():
         table += [f"| model | {title}: solve rate per seed | mean | std |", "|---|---|---|---|"]
         for st in stages:
             rates = [next(x[key] for x in r["stages"] if x["stage"] == st)
@@ -143,9 +167,8 @@ def report(out, results):
                  f"GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean")
     md = "\n".join(table)
     (out / "table.md").write_text(md + "\n")
-    for key, name in [("solve_rate", "heldout.svg"), ("indist_solve_rate", "new-numbers.svg")]:
-        title, rows = plots[key]
-        (out / name).write_text(svg(rows, title))
+    for key, (title, rows) in plots.items():
+        (out / f"{key.replace('_', '-')}.svg").write_text(svg(rows, title))
     print(md)
 
 

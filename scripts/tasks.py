@@ -12,14 +12,16 @@
         generator's answer (e.g. DATASET = basic_arithmetic, chain_sum, gsm_symbolic).
 
     scripts/tasks.py arithmetic [--split train|heldout] [--kind one|two|three|none|mixed]
-                                [--n N] [--seed S] > arithmetic.jsonl
+                                [--numbers LO-HI] [--n N] [--seed S] > arithmetic.jsonl
         Seeded arithmetic word problems generated here (no package): one operation, two
         chained operations, or questions that need no tool (`mixed`: all of them), each
         with its ground truth, the math verifier, the calculator offered, and in `meta`
         the solution as a plan of calculator calls (`{"call": "17*23"}`, `{"call":
         "{0}-5"}` where `{N}` is the N-th call's value, then `{"answer": "{1}"}`) — for a
         scripted teacher. `heldout` uses other phrasings, larger numbers (100-999) and
-        adds three-operation chains: a split to measure generalisation on.
+        adds three-operation chains: a split to measure generalisation on (`--numbers`
+        and `--kind` take one axis at a time: `--split heldout --numbers 2-99` is other
+        phrasings alone).
 
     scripts/tasks.py bfcl CATEGORY [--limit N] > bfcl.jsonl
         Berkeley Function Calling Leaderboard single-turn tasks (Apache-2.0) read from the
@@ -222,6 +224,8 @@ def arithmetic(args):
     suite = ARITH_HELDOUT if heldout else ARITH_TRAIN
     names = NAMES_HELDOUT if heldout else NAMES_TRAIN
     lo, hi = (100, 999) if heldout else (2, 99)
+    if args.numbers:
+        lo, hi = args.numbers
     kinds = {t[1] for t in suite} if args.kind == "mixed" else {args.kind}
     templates = [t for t in suite if t[1] in kinds]
     if not templates:
@@ -251,6 +255,16 @@ def arithmetic(args):
         }))
 
 
+def number_range(text):
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO-HI, e.g. 2-99")
+    if not 2 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 2 <= LO <= HI")
+    return lo, hi
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="suite", required=True)
@@ -268,6 +282,9 @@ def main():
     a.add_argument("--kind", choices=["one", "two", "three", "none", "mixed"], default="mixed")
     a.add_argument("--n", type=int, default=100)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--numbers", type=number_range, metavar="LO-HI",
+                   help="the operands' range instead of the split's (train 2-99, heldout "
+                        "100-999): e.g. held-out phrasings with training-sized numbers")
     args = ap.parse_args()
     {"humaneval": humaneval, "reasoning-gym": reasoning_gym, "bfcl": bfcl,
      "arithmetic": arithmetic}[args.suite](args)

@@ -54,6 +54,11 @@ pub struct GrpoArgs {
     /// Samples per task (the group size).
     #[arg(long, short = 'g', default_value_t = 8)]
     samples: usize,
+    /// DAPO-style dynamic sampling: a group whose runs all scored alike (no signal) is
+    /// drawn again, up to this many extra rounds (0: off). The discarded rounds stay in
+    /// `runs.jsonl` as runs outside any group.
+    #[arg(long, default_value_t = 0)]
+    dynamic_sampling: usize,
     /// Groups per optimizer step (a step's rows share their prompt).
     #[arg(long, default_value_t = 4)]
     groups_per_step: usize,
@@ -163,6 +168,7 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         settings: json!({
             "tasks": args.tasks.display().to_string(),
             "samples": args.samples,
+            "dynamic_sampling": args.dynamic_sampling,
             "tasks_per_iteration": args.tasks_per_iteration,
             "groups_per_step": args.groups_per_step,
             "epochs": args.epochs,
@@ -183,7 +189,13 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         let ids: std::collections::HashSet<String> =
             batch_tasks.iter().map(|t| t.task.id.clone()).collect();
         resolved.model = current.display().to_string();
-        let totals = rt.block_on(sample(&resolved, &batch_tasks, &runs, args.samples))?;
+        let totals = rt.block_on(sample(
+            &resolved,
+            &batch_tasks,
+            &runs,
+            args.samples,
+            args.dynamic_sampling,
+        ))?;
         let rollout_secs = began.elapsed().as_secs_f64();
         let report =
             chain::verify(&runs).with_context(|| format!("verifying {}", runs.display()))?;
@@ -314,6 +326,7 @@ async fn sample(
     tasks: &[LoadedTask],
     out: &Path,
     samples: usize,
+    dynamic_sampling: usize,
 ) -> anyhow::Result<Totals> {
     let done = rollout::scan(out)?;
     let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
@@ -344,7 +357,10 @@ async fn sample(
             tasks,
             &done,
             writer,
-            RolloutSettings::for_backend(samples, 1, true),
+            RolloutSettings {
+                dynamic_sampling,
+                ..RolloutSettings::for_backend(samples, 1, true)
+            },
             &bar,
             CancellationToken::new(),
         )
