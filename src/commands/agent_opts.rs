@@ -381,10 +381,12 @@ impl Resolved {
         Ok(Arc::new(self.load_embedded(concurrent, spinner).await?))
     }
 
-    /// The embedded engine (refused with --base-url).
+    /// The embedded engine (refused with --base-url). `no_prefix_cache`: needed for
+    /// batched requests, exact logprobs of later turns, and bulk runs on the CPU
+    /// (docs/engine-notes.md).
     pub async fn load_embedded(
         &self,
-        concurrent: bool,
+        no_prefix_cache: bool,
         spinner: bool,
     ) -> anyhow::Result<EmbeddedModel> {
         anyhow::ensure!(
@@ -407,7 +409,7 @@ impl Resolved {
         };
         let started = std::time::Instant::now();
         let options = LoadOptions {
-            no_prefix_cache: concurrent,
+            no_prefix_cache,
             tool_format: self.tool_format,
             dtype: self.dtype,
             ..LoadOptions::default()

@@ -125,8 +125,9 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| t.task.teacher_plan())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow::anyhow!("--teacher: {e}"))?;
-            // Demonstrations train on ids, not logprobs: the prefix cache's speed is kept.
-            let student = resolved.load_embedded(concurrency > 1, true).await?;
+            // No prefix cache: on the CPU mistral.rs 0.8.1 never evicts it, and a bulk run
+            // of demonstrations grew to GBs and slowed ~2× (docs/engine-notes.md).
+            let student = resolved.load_embedded(true, true).await?;
             Arc::new(TeacherModel::new(Arc::new(student), plans))
         } else {
             // No prefix cache for sampled rollouts: with mistral.rs 0.8.1's, a later turn's
