@@ -23,6 +23,14 @@
         and `--kind` take one axis at a time: `--split heldout --numbers 2-99` is other
         phrasings alone).
 
+    scripts/tasks.py followups DEMOS.jsonl TASKS.jsonl [--share P] [--seed S] > more.jsonl
+        Follow-up questions: a share P (default 0.5) of TASKS, each asked after an earlier
+        exchange taken whole from a solved run in DEMOS (a trajectory file, e.g. teacher
+        demonstrations: the real calls and the calculator's real results, not written
+        here). The task's question is its last user message; `verity rollout --teacher`
+        writes the reply to that question only, so a model trained on these learns to
+        answer the newest question of a conversation (`verity chat`).
+
     scripts/tasks.py bfcl CATEGORY [--limit N] > bfcl.jsonl
         Berkeley Function Calling Leaderboard single-turn tasks (Apache-2.0) read from the
         data files of the `bfcl-eval` PyPI package (its wheel is downloaded once into
@@ -255,6 +263,62 @@ def arithmetic(args):
         }))
 
 
+def followups(args):
+    import random
+    rng = random.Random(f"verity-followups/{args.seed}")
+    history = []
+    with open(args.demos, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                sys.exit(f"{args.demos}:{n}: not JSON ({e})")
+            if r.get("kind", "traj") != "traj" or "messages" not in r:
+                continue
+            if (r.get("reward") or {}).get("total") != 1.0:
+                continue
+            history.append([task_message(m, f"{args.demos}:{n}") for m in r["messages"]])
+    if not history:
+        sys.exit(f"{args.demos}: no solved runs (reward 1) to take earlier exchanges from")
+    with open(args.tasks, encoding="utf-8") as f:
+        tasks = [json.loads(line) for line in f if line.strip()]
+    for t in tasks:
+        if rng.random() >= args.share:
+            continue
+        question = t.get("prompt")
+        if question is None:
+            sys.exit(f"{args.tasks}: task {t.get('id')} has no prompt to ask as a follow-up")
+        t = dict(t)
+        del t["prompt"]
+        t["id"] = f"{t['id']}-followup"
+        t["messages"] = rng.choice(history) + [{"role": "user", "content": question}]
+        print(json.dumps(t))
+
+
+def task_message(m, where):
+    """A record's OpenAI-style message as a task message (tool calls with parsed
+    arguments, as Verity's task files take them)."""
+    out = {"role": m["role"], "content": m.get("content") or ""}
+    calls = []
+    for c in m.get("tool_calls") or []:
+        fn = c.get("function", c)
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                sys.exit(f"{where}: a tool call's arguments are not JSON: {args[:80]!r}")
+        calls.append({"id": c.get("id", ""), "name": fn["name"], "arguments": args})
+    if calls:
+        out["tool_calls"] = calls
+    for k in ("tool_call_id", "name"):
+        if m.get(k) is not None:
+            out[k] = m[k]
+    return out
+
+
 def number_range(text):
     try:
         lo, hi = (int(x) for x in text.split("-"))
@@ -285,9 +349,14 @@ def main():
     a.add_argument("--numbers", type=number_range, metavar="LO-HI",
                    help="the operands' range instead of the split's (train 2-99, heldout "
                         "100-999): e.g. held-out phrasings with training-sized numbers")
+    f = sub.add_parser("followups")
+    f.add_argument("demos")
+    f.add_argument("tasks")
+    f.add_argument("--share", type=float, default=0.5)
+    f.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     {"humaneval": humaneval, "reasoning-gym": reasoning_gym, "bfcl": bfcl,
-     "arithmetic": arithmetic}[args.suite](args)
+     "arithmetic": arithmetic, "followups": followups}[args.suite](args)
 
 
 if __name__ == "__main__":

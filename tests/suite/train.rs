@@ -317,7 +317,10 @@ fn teacher_sft_and_grpo_close_the_loop() {
     // Dynamic sampling draws a group with no signal once more: 4 samples per task, plus 4
     // for each such task.
     let samples = it["samples"].as_u64().unwrap();
-    assert!((24..=48).contains(&samples) && samples.is_multiple_of(4), "{report}");
+    assert!(
+        (24..=48).contains(&samples) && samples.is_multiple_of(4),
+        "{report}"
+    );
     let next = grpo.join("iter-1");
     assert!(
         weights(&next) != weights(&trained),
@@ -336,5 +339,106 @@ fn teacher_sft_and_grpo_close_the_loop() {
                 .unwrap();
         let ratio = state["history"][0]["ratio"].as_f64().unwrap();
         assert!((ratio - 1.0).abs() < 1e-3, "first-step ratio {ratio}");
+    }
+}
+
+/// Follow-up questions (`scripts/tasks.py followups`): a task that starts with an earlier
+/// exchange taken from a solved run. The teacher answers the task's own question — its
+/// call and answer, not the earlier one's — the run's calls are counted and graded without
+/// the given history's, the records replay, and the SFT rows train on the new reply only.
+#[test]
+fn teacher_answers_follow_up_questions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = base_model(d, "base", &[]);
+    let first = tasks(
+        d,
+        "first.jsonl",
+        &["--n", "6", "--seed", "3", "--kind", "one"],
+    );
+    let demos = d.join("demos.jsonl");
+    rollout(d, &base, &first, &demos, &["--teacher", "--samples", "1"]);
+    let next = tasks(
+        d,
+        "next.jsonl",
+        &["--n", "5", "--seed", "4", "--kind", "one"],
+    );
+    let o = std::process::Command::new(super::common::python())
+        .arg(super::common::repo().join("scripts/tasks.py"))
+        .args(["followups", demos.to_str().unwrap(), next.to_str().unwrap()])
+        .args(["--share", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let followups = write_file(d, "followups.jsonl", &stdout(&o));
+    let tasks_given: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tasks_given.len(), 5);
+    for t in &tasks_given {
+        let m = t["messages"].as_array().unwrap();
+        assert!(
+            m.len() >= 4,
+            "an earlier exchange with its call and result: {t}"
+        );
+        assert_eq!(m[1]["tool_calls"][0]["name"], "calculator", "{t}");
+    }
+
+    let runs = d.join("runs.jsonl");
+    let summary = rollout(
+        d,
+        &base,
+        &followups,
+        &runs,
+        &["--teacher", "--samples", "1"],
+    );
+    assert_eq!(summary["mean_reward"], 1.0, "{summary}");
+    // One call per task: the history's calls were made by another run.
+    assert_eq!(summary["tool_calls"]["calculator"], 5, "{summary}");
+    let o = run(&["verify", "--replay", runs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let sft = d.join("sft.jsonl");
+    let o = run(&[
+        "export",
+        runs.to_str().unwrap(),
+        "--format",
+        "trl-sft",
+        "--out",
+        sft.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = std::fs::read_to_string(&sft)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    for (row, task) in rows.iter().zip(&tasks_given) {
+        let ids = row["input_ids"].as_array().unwrap();
+        let mask = row["completion_mask"].as_array().unwrap();
+        // The tiny tokenizer's ids below 256 are bytes.
+        let trained: Vec<u8> = ids
+            .iter()
+            .zip(mask)
+            .filter(|(_, m)| m.as_u64() == Some(1))
+            .filter_map(|(i, _)| u8::try_from(i.as_u64().unwrap()).ok())
+            .collect();
+        let trained = String::from_utf8(trained).unwrap();
+        let own = task["meta"]["solution"][0]["call"].as_str().unwrap();
+        assert!(
+            trained.contains(&format!("\"expression\":\"{own}\"")),
+            "{trained:?} should call {own}"
+        );
+        assert_eq!(
+            trained.matches("\"expression\"").count(),
+            1,
+            "only this question's call is trained: {trained:?}"
+        );
+        assert!(trained.ends_with(&format!(
+            "The answer is {}.",
+            task["ground_truth"].as_str().unwrap()
+        )));
     }
 }

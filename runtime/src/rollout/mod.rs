@@ -397,9 +397,12 @@ impl Shared<'_> {
         if outcome.stop == StopReason::Cancelled {
             return Ok(None);
         }
+        // The run's own calls: a task's earlier exchanges (given history) are not graded
+        // or counted as this run's.
         let calls: Vec<_> = outcome
             .messages
             .iter()
+            .skip(outcome.prompt_messages)
             .flat_map(|m| m.tool_calls.iter().cloned())
             .collect();
         let mut record = record_run(

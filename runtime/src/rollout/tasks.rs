@@ -134,13 +134,13 @@ pub struct LoadedTask {
 }
 
 impl Task {
-    /// The first user message and the solution plan in `meta.solution`, for
+    /// The question (the last user message) and the solution plan in `meta.solution`, for
     /// `verity rollout --teacher` ([`crate::model::TeacherModel`]).
     pub fn teacher_plan(&self) -> Result<(String, Vec<crate::model::PlanStep>), String> {
         let prompt = self
             .messages(None)
             .into_iter()
-            .find(|m| m.role == crate::model::Role::User)
+            .rfind(|m| m.role == crate::model::Role::User)
             .map(|m| m.content)
             .ok_or_else(|| format!("task {}: no user message", self.id))?;
         let solution = self.meta.get("solution").ok_or_else(|| {

@@ -186,10 +186,12 @@ async fn replay_traj(registry: &ToolRegistry, r: &TrajRecord, at: &str, report: 
     };
     report.rewards += 1;
     // Every call the model made, as the rollout scored them: from the conversation
-    // (call-only functions are never run, so they are not among the executed `tool_calls`).
+    // (call-only functions are never run, so they are not among the executed `tool_calls`),
+    // after the messages the run was given (a task's earlier exchanges).
     let calls = r
         .messages
         .iter()
+        .skip(r.prompt_messages.unwrap_or(0))
         .flat_map(|m| m.tool_calls.iter().map(|c| c.to_tool_call()))
         .collect();
     let attempt = Attempt {
