@@ -81,6 +81,10 @@ def main():
     ap.add_argument("--sft-min-lr-ratio", type=float, default=0.1)
     ap.add_argument("--grpo-dynamic-sampling", type=int, default=0)
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
+    ap.add_argument("--reuse-sft", metavar="OLD_OUT",
+                    help="take the untrained and SFT stages (models, tasks, scores, timings) "
+                         "from an earlier --out and run only GRPO and its scores: SFT is "
+                         "deterministic, so this compares GRPO settings on the same models")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table and plots from --out's results.json")
     a = ap.parse_args()
@@ -92,17 +96,14 @@ def main():
     config = out / "config.toml"
     config.write_text("")
     results = {"settings": vars(a), "seeds": {}}
+    old = json.loads((Path(a.reuse_sft) / "results.json").read_text()) if a.reuse_sft else None
     for seed in a.seeds:
         d = out / f"seed-{seed}"
         d.mkdir(exist_ok=True)
         r = {"stages": []}
-        base = d / "base"
-        sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed, "--out", base])
-        train = tasks(d / "train.jsonl", "--n", a.train_n, "--seed", seed)
-        # One file per axis of generalisation, then all of them at once.
-        evals = {name: tasks(d / f"eval-{name}.jsonl", "--n", a.heldout_n, *args,
-                             "--seed", 900 + seed)
-                 for name, args in EVAL_SETS.items()}
+        src = Path(a.reuse_sft) / f"seed-{seed}" if old else d
+        train = src / "train.jsonl"
+        evals = {name: src / f"eval-{name}.jsonl" for name in EVAL_SETS}
 
         def score(model, name):
             stage = {"stage": name}
@@ -115,22 +116,34 @@ def main():
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in evals),
                   file=sys.stderr)
 
-        score(base, "untrained")
-        demos = d / "demos.jsonl"
-        s, r["demo_seconds"] = rollout(a.verity, base, train, demos, config, "--teacher",
-                                       "--samples", "1")
-        r["demo_mean_reward"] = s["mean_reward"]
-        sft_rows = d / "sft.jsonl"
-        sh([a.verity, "export", demos, "--format", "trl-sft", "--min-reward", "1",
-            "--out", sft_rows])
-        text, r["sft_seconds"] = sh([a.verity, "train", "sft", sft_rows, "--model", base,
-                                     "--out", d / "sft", "--steps", a.sft_steps,
-                                     "--batch-size", a.batch_size, "--seed", seed,
-                                     "--min-lr-ratio", a.sft_min_lr_ratio])
-        r["sft"] = json.loads(text)
-        score(d / "sft", "sft")
+        if old:
+            before = old["seeds"][str(seed)]
+            r.update({k: v for k, v in before.items() if k not in ("grpo", "stages")})
+            r["stages"] = [x for x in before["stages"] if x["stage"] in ("untrained", "sft")]
+        else:
+            base = d / "base"
+            sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed,
+                "--out", base])
+            tasks(train, "--n", a.train_n, "--seed", seed)
+            # One file per axis of generalisation, then all of them at once.
+            for name, args in EVAL_SETS.items():
+                tasks(evals[name], "--n", a.heldout_n, *args, "--seed", 900 + seed)
+            score(base, "untrained")
+            demos = d / "demos.jsonl"
+            s, r["demo_seconds"] = rollout(a.verity, base, train, demos, config, "--teacher",
+                                           "--samples", "1")
+            r["demo_mean_reward"] = s["mean_reward"]
+            sft_rows = d / "sft.jsonl"
+            sh([a.verity, "export", demos, "--format", "trl-sft", "--min-reward", "1",
+                "--out", sft_rows])
+            text, r["sft_seconds"] = sh([a.verity, "train", "sft", sft_rows, "--model", base,
+                                         "--out", d / "sft", "--steps", a.sft_steps,
+                                         "--batch-size", a.batch_size, "--seed", seed,
+                                         "--min-lr-ratio", a.sft_min_lr_ratio])
+            r["sft"] = json.loads(text)
+            score(d / "sft", "sft")
         text, r["grpo_seconds"] = sh([
-            a.verity, "train", "grpo", train, "--model", d / "sft", "--out", d / "grpo",
+            a.verity, "train", "grpo", train, "--model", src / "sft", "--out", d / "grpo",
             "--config", config, "--policy", "trusted", "--tools", "calculator",
             "--max-turns", "5", "--max-tokens-per-call", "128",
             "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,

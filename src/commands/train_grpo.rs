@@ -152,7 +152,9 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         // Constant after warm-up: the number of steps depends on how many groups carry a
         // signal, which is known only after each rollout.
         min_ratio: 1.0,
-        ..args.optim.schedule(args.iterations * steps_per_iteration)?
+        ..args
+            .optim
+            .schedule(args.iterations * steps_per_iteration, super::GRPO_LR)?
     };
     let model = Qwen3::load(&start)?;
     let reference = if args.kl_beta > 0.0 {
