@@ -39,6 +39,7 @@ TITLES = {
     "larger_numbers": "training phrasings, numbers 100-999",
     "other_phrasings": "other phrasings (one three-step), numbers 2-99",
     "heldout": "held-out split: other phrasings, 100-999, three steps",
+    "new_numbers_sampled": "new numbers, sampled at temperature 1 (4 runs each)",
 }
 
 
@@ -112,14 +113,19 @@ def main():
                                   "--samples", "1", "--temperature", "0")
                 stage[split] = s["solve_rate"]
                 stage[f"{split}_eval_seconds"] = secs
+            # What GRPO optimises: the expected reward of runs sampled at temperature 1.
+            s, _ = rollout(a.verity, model, evals["new_numbers"], d / f"sampled-{name}.jsonl",
+                           config, "--samples", "4", "--temperature", "1", "--seed", seed)
+            stage["new_numbers_sampled"] = s["mean_reward"]
             r["stages"].append(stage)
-            print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in evals),
+            print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in TITLES),
                   file=sys.stderr)
 
         if old:
             before = old["seeds"][str(seed)]
             r.update({k: v for k, v in before.items() if k not in ("grpo", "stages")})
-            r["stages"] = [x for x in before["stages"] if x["stage"] in ("untrained", "sft")]
+            score(src / "base", "untrained")
+            score(src / "sft", "sft")
         else:
             base = d / "base"
             sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed,
@@ -163,6 +169,8 @@ def report(out, results):
     stages = [s["stage"] for s in next(iter(results["seeds"].values()))["stages"]]
     plots, table = {}, []
     for key, title in TITLES.items():
+        if not all(key in x for r in results["seeds"].values() for x in r["stages"]):
+            continue  # an earlier run without this measurement
         table += [f"| model | {title}: solve rate per seed | mean | std |", "|---|---|---|---|"]
         for st in stages:
             rates = [next(x[key] for x in r["stages"] if x["stage"] == st)
