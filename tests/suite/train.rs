@@ -69,6 +69,13 @@ fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// Teacher demonstrations of `tasks` by `model` into `dir/NAME`, with their summary.
+fn teach(dir: &Path, model: &Path, tasks: &Path, name: &str) -> (PathBuf, Value) {
+    let out = dir.join(name);
+    let summary = rollout(dir, model, tasks, &out, &["--teacher", "--samples", "1"]);
+    (out, summary)
+}
+
 fn json_out(args: &[&str]) -> Value {
     let o = run(args);
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -134,8 +141,7 @@ fn teacher_sft_and_grpo_close_the_loop() {
         "train.jsonl",
         &["--n", "64", "--seed", "1", "--kind", "one"],
     );
-    let demos = d.join("demos.jsonl");
-    let summary = rollout(d, &base, &train, &demos, &["--teacher", "--samples", "1"]);
+    let (demos, summary) = teach(d, &base, &train, "demos.jsonl");
     assert_eq!(summary["mean_reward"], 1.0, "{summary}");
     let o = run(&["verify", "--replay", demos.to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -193,14 +199,7 @@ fn teacher_sft_and_grpo_close_the_loop() {
             "--split", "heldout", "--n", "12", "--seed", "2", "--kind", "one",
         ],
     );
-    let held_demos = d.join("held-demos.jsonl");
-    rollout(
-        d,
-        &base,
-        &heldout,
-        &held_demos,
-        &["--teacher", "--samples", "1"],
-    );
+    let (held_demos, _) = teach(d, &base, &heldout, "held-demos.jsonl");
     let held_sft = d.join("held-sft.jsonl");
     let o = run(&[
         "export",
@@ -356,8 +355,7 @@ fn teacher_answers_follow_up_questions() {
         "first.jsonl",
         &["--n", "6", "--seed", "3", "--kind", "one"],
     );
-    let demos = d.join("demos.jsonl");
-    rollout(d, &base, &first, &demos, &["--teacher", "--samples", "1"]);
+    let (demos, _) = teach(d, &base, &first, "demos.jsonl");
     let next = tasks(
         d,
         "next.jsonl",
@@ -385,14 +383,7 @@ fn teacher_answers_follow_up_questions() {
         assert_eq!(m[1]["tool_calls"][0]["name"], "calculator", "{t}");
     }
 
-    let runs = d.join("runs.jsonl");
-    let summary = rollout(
-        d,
-        &base,
-        &followups,
-        &runs,
-        &["--teacher", "--samples", "1"],
-    );
+    let (runs, summary) = teach(d, &base, &followups, "runs.jsonl");
     assert_eq!(summary["mean_reward"], 1.0, "{summary}");
     // One call per task: the history's calls were made by another run.
     assert_eq!(summary["tool_calls"]["calculator"], 5, "{summary}");
