@@ -63,7 +63,7 @@ pub const GRPO_LR: f64 = 1e-4;
 pub struct OptimOpts {
     /// Peak learning rate (default: 3e-3 for `sft`, which trains the tiny models from
     /// random weights; 1e-4 for `grpo`, which refines them: at 1e-3 the GRPO iterations'
-    /// sampled reward fell from 0.45 to 0.18, at 1e-4 it rose to 0.59 — BENCHMARKS.md).
+    /// sampled reward fell from 0.45 to 0.18; at 1e-4 the solve rate held — BENCHMARKS.md).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Linear warm-up steps (default: 5% of the steps).
