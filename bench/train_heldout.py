@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--grpo-samples", type=int, default=8)
     ap.add_argument("--grpo-lr", type=float, default=5e-4)
     ap.add_argument("--sft-min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--sft-short-context-steps", type=int, default=0)
+    ap.add_argument("--sft-short-context-tokens", type=int, default=160)
     ap.add_argument("--grpo-dynamic-sampling", type=int, default=0)
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--reuse-sft", metavar="OLD_OUT",
@@ -145,7 +147,10 @@ def main():
             text, r["sft_seconds"] = sh([a.verity, "train", "sft", sft_rows, "--model", base,
                                          "--out", d / "sft", "--steps", a.sft_steps,
                                          "--batch-size", a.batch_size, "--seed", seed,
-                                         "--min-lr-ratio", a.sft_min_lr_ratio])
+                                         "--min-lr-ratio", a.sft_min_lr_ratio,
+                                         "--short-context-steps", a.sft_short_context_steps,
+                                         "--short-context-tokens",
+                                         a.sft_short_context_tokens])
             r["sft"] = json.loads(text)
             score(d / "sft", "sft")
         text, r["grpo_seconds"] = sh([

@@ -23,15 +23,12 @@ rm -f "$out/demos.jsonl" "$out/demos.jsonl.head" "$out/demos."*
 "$verity" rollout "$out/tasks.jsonl" --model "$out/base" --teacher --samples 1 \
     --policy trusted --tools calculator --out "$out/demos.jsonl" >/dev/null
 "$verity" export "$out/demos.jsonl" --format trl-sft --min-reward 1 --out "$out/sft.jsonl"
-step "supervised fine-tuning (candle, CPU): 2,000 steps of 16 runs, ~13 minutes on 2 cores"
+step "supervised fine-tuning (candle, CPU): 2,000 steps of 16 runs, ~9 minutes on 2 cores"
+# The first 1,200 steps see each turn with only the 160 tokens before it: on short context
+# the model learns to copy numbers into its calls within ~1,000 steps; on whole rows the
+# same model was still guessing digits after 2,000 (BENCHMARKS.md, `verity train`).
 "$verity" train sft "$out/sft.jsonl" --model "$out/base" --out "$out/calc-model" \
-    --steps 2000 --batch-size 16 --min-lr-ratio 0.5 >/dev/null
-# Measured: after 2,000 steps this model still miscopied digits (64*35 for 64 x 37);
-# 1,000 more, resumed from the checkpoint with the schedule stretched to 3,000, made it
-# copy (77.5% of 40 new-number problems solved). --resume continues a run exactly.
-step "1,000 more steps, resumed from the checkpoint (~7 minutes)"
-"$verity" train sft "$out/sft.jsonl" --model "$out/base" --out "$out/calc-model" \
-    --steps 3000 --batch-size 16 --min-lr-ratio 0.5 --resume >/dev/null
+    --steps 2000 --batch-size 16 --short-context-steps 1200 >/dev/null
 step "the trained model on a question it has not seen"
 "$verity" run --model "$out/calc-model" --tools calculator --max-turns 3 \
     "A box holds 64 pencils. How many pencils are in 37 boxes?"

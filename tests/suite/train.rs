@@ -258,20 +258,31 @@ fn teacher_sft_and_grpo_close_the_loop() {
          {trained_calls} of 12"
     );
 
-    // An interrupted run resumed gives the uninterrupted run's weights exactly.
+    // An interrupted run resumed gives the uninterrupted run's weights exactly, across
+    // the switch from short-context windows (steps 0-3) to whole rows.
     let straight = d.join("straight");
     let cut = d.join("cut");
-    json_out(
-        &sft_args(&straight, "6")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let short: Vec<String> = ["--short-context-steps", "4", "--short-context-tokens", "64"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut straight_args = sft_args(&straight, "6");
+    straight_args.extend(short.clone());
+    json_out(&straight_args.iter().map(String::as_str).collect::<Vec<_>>());
     let mut first_half = sft_args(&cut, "6");
+    first_half.extend(short.clone());
     first_half.extend(["--stop-after".into(), "3".into()]);
     json_out(&first_half.iter().map(String::as_str).collect::<Vec<_>>());
     let mut second_half = sft_args(&cut, "6");
     second_half.push("--resume".into());
+    // Resuming without the warm-up it started with is refused (other settings).
+    let o = run(&second_half.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !o.status.success() && stderr(&o).contains("other data or settings"),
+        "{}",
+        stderr(&o)
+    );
+    second_half.extend(short);
     let r = json_out(&second_half.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(r["steps_this_run"], 3, "{r}");
     let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();

@@ -26,6 +26,62 @@ pub struct SftSettings {
     pub adamw: AdamWConfig,
     /// Shuffling seed.
     pub seed: u64,
+    /// Train on short windows first (see [`ShortContext`]); `None`: whole rows throughout.
+    pub short_context: Option<ShortContext>,
+}
+
+/// A short-context warm-up: the first `steps` steps train every assistant turn of every
+/// row with only the `tokens` tokens before its end as context, a window instead of the
+/// whole conversation.
+///
+/// Why: a model trained from random weights copies numbers into its calls (and results
+/// into its answers) only once an induction circuit has formed, and until then the loss
+/// sits on a plateau where the digits are guessed from their frequencies. The signal that
+/// forms the circuit is spread over every position attention looks at, so it is weaker
+/// the longer the row. Measured on the tiny model (BENCHMARKS.md, `verity train`): whole
+/// rows of ~300 tokens still plateaued after 1,200 steps; windows of 160 tokens left the
+/// plateau after ~1,000, and 400 steps of whole rows after that solved 60% of
+/// new-number problems. Sequence-length warm-up (short sequences first) is the same idea
+/// in pre-training.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShortContext {
+    /// Steps trained on windows (from step 0).
+    pub steps: usize,
+    /// Window length in tokens, the turn included.
+    pub tokens: usize,
+}
+
+/// Every trained turn of `data` as its own example: the turn (a maximal run of trained
+/// tokens) and at most `tokens` tokens before its end, at least one of them untrained
+/// context. A turn longer than the window keeps one token of context.
+pub fn windows(data: &[Example], tokens: usize) -> Vec<Example> {
+    let mut out = Vec::new();
+    for e in data {
+        let mut i = 0;
+        while i < e.mask.len() {
+            if e.mask[i] == 0 {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < e.mask.len() && e.mask[j] != 0 {
+                j += 1;
+            }
+            // `i ≥ 1` here: rows never train their first token (`read_sft` checks).
+            let start = j.saturating_sub(tokens).min(i.saturating_sub(1));
+            // Earlier turns inside the window are context here: each turn is trained once.
+            let mut mask = vec![0; i - start];
+            mask.resize(j - start, 1);
+            out.push(Example {
+                ids: e.ids[start..j].to_vec(),
+                mask,
+                old_logprobs: None,
+                advantage: 0.0,
+            });
+            i = j;
+        }
+    }
+    out
 }
 
 /// What one step did.
@@ -91,13 +147,23 @@ pub fn train(
     if data.is_empty() {
         return Err(TrainError::Invalid("no training examples".into()));
     }
-    let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
+    let short = settings
+        .short_context
+        .map(|sc| (sc.steps, windows(data, sc.tokens)));
+    let lengths = |d: &[Example]| d.iter().map(|e| e.ids.len()).collect::<Vec<usize>>();
+    let whole_lengths = lengths(data);
+    let short_lengths = short.as_ref().map(|(_, w)| lengths(w));
     while opt.step < settings.steps {
         let started = Instant::now();
         let t = opt.step;
-        let picked: Vec<&Example> = batch_of(&lengths, settings.batch_size, settings.seed, t)
+        // A function of the step alone, so a resumed run draws the same batches.
+        let (rows, lens) = match (&short, &short_lengths) {
+            (Some((steps, w)), Some(l)) if t < *steps => (w.as_slice(), l.as_slice()),
+            _ => (data, whole_lengths.as_slice()),
+        };
+        let picked: Vec<&Example> = batch_of(lens, settings.batch_size, settings.seed, t)
             .into_iter()
-            .map(|i| &data[i])
+            .map(|i| &rows[i])
             .collect();
         let batch = Batch::new(&picked)?;
         let loss = sft_loss(model, &batch)?;
@@ -121,6 +187,28 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_cut_each_turn_with_the_context_before_it() {
+        // Context 0..3, a turn 3..5, context 5..8, a turn 8..10.
+        let e = Example::new((0..10).collect(), vec![0, 0, 0, 1, 1, 0, 0, 0, 1, 1]).unwrap();
+        let w = windows(std::slice::from_ref(&e), 4);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].ids, vec![1, 2, 3, 4]);
+        assert_eq!(w[0].mask, vec![0, 0, 1, 1]);
+        assert_eq!(w[1].ids, vec![6, 7, 8, 9]);
+        assert_eq!(w[1].mask, vec![0, 0, 1, 1]);
+        // A window shorter than a turn keeps the turn and one token of context.
+        let w = windows(std::slice::from_ref(&e), 1);
+        assert_eq!(w[0].ids, vec![2, 3, 4]);
+        assert_eq!(w[0].mask, vec![0, 1, 1]);
+        // A window longer than the row keeps the row's start; an earlier turn inside a
+        // window is context, not trained twice.
+        let w = windows(&[e], 100);
+        assert_eq!(w[0].ids, vec![0, 1, 2, 3, 4]);
+        assert_eq!(w[1].ids, (0..10).collect::<Vec<u32>>());
+        assert_eq!(w[1].mask, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    }
 
     #[test]
     fn batches_are_a_function_of_seed_and_step() {
