@@ -123,8 +123,9 @@ pub struct SftArgs {
     /// Checkpoint folder to write (a model folder `--model` loads as it is).
     #[arg(long, short = 'o')]
     out: PathBuf,
-    /// Optimizer steps (the tiny model needs 1,000–2,000 to learn to copy numbers into
-    /// calls; BENCHMARKS.md, `verity train`).
+    /// Optimizer steps (the tiny model learns to copy numbers into its calls after ~1,000
+    /// steps on short context, --short-context-steps; on whole rows, 2,000–3,000 and
+    /// seed-dependently: BENCHMARKS.md, `verity train`).
     #[arg(long, default_value_t = 2000)]
     steps: usize,
     /// Examples per step.
