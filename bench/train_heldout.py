@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--sft-short-context-steps", type=int, default=0)
     ap.add_argument("--sft-short-context-tokens", type=int, default=160)
     ap.add_argument("--grpo-dynamic-sampling", type=int, default=0)
+    ap.add_argument("--grpo-epochs", type=int, default=1)
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--reuse-sft", metavar="OLD_OUT",
                     help="take the untrained and SFT stages (models, tasks, scores, timings) "
@@ -159,7 +160,7 @@ def main():
             "--max-turns", "5", "--max-tokens-per-call", "128",
             "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
             "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed,
-            "--dynamic-sampling", a.grpo_dynamic_sampling,
+            "--dynamic-sampling", a.grpo_dynamic_sampling, "--epochs", a.grpo_epochs,
             "--temperature", a.grpo_temperature])
         r["grpo"] = json.loads(text)["iterations"]
         for it in r["grpo"]:
