@@ -23,7 +23,7 @@ rm -f "$out/demos.jsonl" "$out/demos.jsonl.head" "$out/demos."*
 "$verity" rollout "$out/tasks.jsonl" --model "$out/base" --teacher --samples 1 \
     --policy trusted --tools calculator --out "$out/demos.jsonl" >/dev/null
 "$verity" export "$out/demos.jsonl" --format trl-sft --min-reward 1 --out "$out/sft.jsonl"
-step "supervised fine-tuning (candle, CPU): 2,000 steps of 16 runs, ~9 minutes on 2 cores"
+step "supervised fine-tuning (candle, CPU): 2,000 steps of 16 runs, ~10 minutes on 2 cores"
 # The first 1,200 steps see each turn with only the 160 tokens before it: on short context
 # the model learns to copy numbers into its calls within ~1,000 steps; on whole rows the
 # same model was still guessing digits after 2,000 (BENCHMARKS.md, `verity train`).
