@@ -190,6 +190,10 @@ fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 fn sft_cmd(args: SftArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    anyhow::ensure!(
+        args.short_context_tokens >= 2,
+        "--short-context-tokens must be at least 2 (a token of context and one trained)"
+    );
     let data = verity_train::data::read_sft(&args.data)?;
     let base = model_dir(&args.model)?;
     let settings = SftSettings {
@@ -203,10 +207,6 @@ fn sft_cmd(args: SftArgs) -> anyhow::Result<ExitCode> {
             tokens: args.short_context_tokens,
         }),
     };
-    anyhow::ensure!(
-        args.short_context_tokens >= 2,
-        "--short-context-tokens must be at least 2 (a token of context and one trained)"
-    );
     let data_digest = digest_file(&args.data)?;
     let mut settings_json = json!({
         "data": args.data.display().to_string(),

@@ -147,18 +147,20 @@ pub fn train(
     if data.is_empty() {
         return Err(TrainError::Invalid("no training examples".into()));
     }
-    let short = settings
-        .short_context
-        .map(|sc| (sc.steps, windows(data, sc.tokens)));
     let lengths = |d: &[Example]| d.iter().map(|e| e.ids.len()).collect::<Vec<usize>>();
     let whole_lengths = lengths(data);
-    let short_lengths = short.as_ref().map(|(_, w)| lengths(w));
+    // (steps, windows, their lengths), built once.
+    let short = settings.short_context.map(|sc| {
+        let w = windows(data, sc.tokens);
+        let l = lengths(&w);
+        (sc.steps, w, l)
+    });
     while opt.step < settings.steps {
         let started = Instant::now();
         let t = opt.step;
         // A function of the step alone, so a resumed run draws the same batches.
-        let (rows, lens) = match (&short, &short_lengths) {
-            (Some((steps, w)), Some(l)) if t < *steps => (w.as_slice(), l.as_slice()),
+        let (rows, lens) = match &short {
+            Some((steps, w, l)) if t < *steps => (w.as_slice(), l.as_slice()),
             _ => (data, whole_lengths.as_slice()),
         };
         let picked: Vec<&Example> = batch_of(lens, settings.batch_size, settings.seed, t)
