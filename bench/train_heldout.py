@@ -39,7 +39,7 @@ TITLES = {
     "larger_numbers": "training phrasings, numbers 100-999",
     "other_phrasings": "other phrasings (one three-step), numbers 2-99",
     "heldout": "held-out split: other phrasings, 100-999, three steps",
-    "new_numbers_sampled": "new numbers, sampled at temperature 1 (4 runs each)",
+    "new_numbers_sampled": "new numbers, sampled at temperature 1 (--sampled-runs each)",
 }
 
 
@@ -73,6 +73,11 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train-n", type=int, default=2000)
     ap.add_argument("--heldout-n", type=int, default=40)
+    ap.add_argument("--new-numbers-n", type=int,
+                    help="tasks in the new-numbers set (default --heldout-n): the set GRPO "
+                         "is expected to move, so the one worth a smaller standard error")
+    ap.add_argument("--sampled-runs", type=int, default=4,
+                    help="runs per new-numbers task sampled at temperature 1")
     ap.add_argument("--sft-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--grpo-iterations", type=int, default=2)
@@ -85,6 +90,15 @@ def main():
     ap.add_argument("--grpo-dynamic-sampling", type=int, default=0)
     ap.add_argument("--grpo-epochs", type=int, default=1)
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
+    ap.add_argument("--score-every", type=int, default=1,
+                    help="score every K-th GRPO checkpoint (and always the last)")
+    ap.add_argument("--grpo-pool", choices=["fresh", "train"], default="fresh",
+                    help="GRPO's tasks: fresh (a pool of --train-n new tasks in the training "
+                         "phrasings and numbers, seed 500+S, none of them demonstrated) or "
+                         "train (the SFT tasks themselves)")
+    ap.add_argument("--grpo-arg", action="append", default=[], metavar="ARG",
+                    help="passed on to `verity train grpo` (repeat: --grpo-arg=--kl-beta "
+                         "--grpo-arg=0.05)")
     ap.add_argument("--reuse-sft", metavar="OLD_OUT",
                     help="take the untrained and SFT stages (models, tasks, scores, timings) "
                          "from an earlier --out and run only GRPO and its scores: SFT is "
@@ -107,6 +121,7 @@ def main():
         r = {"stages": []}
         src = Path(a.reuse_sft) / f"seed-{seed}" if old else d
         train = src / "train.jsonl"
+        pool = d / "grpo-tasks.jsonl"
         evals = {name: src / f"eval-{name}.jsonl" for name in EVAL_SETS}
 
         def score(model, name):
@@ -118,7 +133,8 @@ def main():
                 stage[f"{split}_eval_seconds"] = secs
             # What GRPO optimises: the expected reward of runs sampled at temperature 1.
             s, _ = rollout(a.verity, model, evals["new_numbers"], d / f"sampled-{name}.jsonl",
-                           config, "--samples", "4", "--temperature", "1", "--seed", seed)
+                           config, "--samples", a.sampled_runs, "--temperature", "1",
+                           "--seed", seed)
             stage["new_numbers_sampled"] = s["mean_reward"]
             r["stages"].append(stage)
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in TITLES),
@@ -136,7 +152,8 @@ def main():
             tasks(train, "--n", a.train_n, "--seed", seed)
             # One file per axis of generalisation, then all of them at once.
             for name, args in EVAL_SETS.items():
-                tasks(evals[name], "--n", a.heldout_n, *args, "--seed", 900 + seed)
+                n = a.new_numbers_n if name == "new_numbers" and a.new_numbers_n else a.heldout_n
+                tasks(evals[name], "--n", n, *args, "--seed", 900 + seed)
             score(base, "untrained")
             demos = d / "demos.jsonl"
             s, r["demo_seconds"] = rollout(a.verity, base, train, demos, config, "--teacher",
@@ -154,17 +171,27 @@ def main():
                                          a.sft_short_context_tokens])
             r["sft"] = json.loads(text)
             score(d / "sft", "sft")
+        if a.grpo_iterations == 0:
+            r["grpo"] = []
+            results["seeds"][seed] = r
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            continue
+        if a.grpo_pool == "fresh":
+            tasks(pool, "--n", a.train_n, "--seed", 500 + seed)
+        else:
+            pool = train
         text, r["grpo_seconds"] = sh([
-            a.verity, "train", "grpo", train, "--model", src / "sft", "--out", d / "grpo",
+            a.verity, "train", "grpo", pool, "--model", src / "sft", "--out", d / "grpo",
             "--config", config, "--policy", "trusted", "--tools", "calculator",
             "--max-turns", "5", "--max-tokens-per-call", "128",
             "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
             "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed,
             "--dynamic-sampling", a.grpo_dynamic_sampling, "--epochs", a.grpo_epochs,
-            "--temperature", a.grpo_temperature])
+            "--temperature", a.grpo_temperature, *a.grpo_arg])
         r["grpo"] = json.loads(text)["iterations"]
         for it in r["grpo"]:
-            score(it["checkpoint"], f"grpo-{it['iteration']}")
+            if it["iteration"] % a.score_every == 0 or it is r["grpo"][-1]:
+                score(it["checkpoint"], f"grpo-{it['iteration']}")
         results["seeds"][seed] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -190,8 +217,9 @@ def report(out, results):
     iters = [it["iteration_seconds"] for r in results["seeds"].values() for it in r["grpo"]]
     table.append("")
     table.append(f"SFT: {statistics.mean(sft_tps):.0f} trained tokens/s "
-                 f"({statistics.mean(comp_tps):.0f} computed tokens/s); "
-                 f"GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean")
+                 f"({statistics.mean(comp_tps):.0f} computed tokens/s)"
+                 + (f"; GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean"
+                    if iters else ""))
     md = "\n".join(table)
     (out / "table.md").write_text(md + "\n")
     for key, (title, rows) in plots.items():

@@ -78,6 +78,11 @@ pub struct OptimOpts {
     /// Clip the gradient's global norm to this (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
+    /// AdamW's ε. Near a weight's typical gradient size it damps the update of weights
+    /// whose gradients are smaller still (Adam otherwise moves every weight by about
+    /// --lr, whatever its gradient).
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
 }
 
 impl OptimOpts {
@@ -106,6 +111,7 @@ impl OptimOpts {
         AdamWConfig {
             weight_decay: self.weight_decay,
             clip: self.clip,
+            eps: self.adam_eps,
             ..AdamWConfig::default()
         }
     }

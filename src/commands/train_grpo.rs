@@ -27,7 +27,7 @@ use verity_runtime::{
 use verity_train::{
     batch::{Batch, Example},
     checkpoint::{self, TrainState},
-    grpo::{grpo_loss, GrpoSettings, Normalise},
+    grpo::{grpo_loss, weigh_negatives, GrpoSettings, Normalise},
     model::Qwen3,
     optim::AdamW,
 };
@@ -59,9 +59,14 @@ pub struct GrpoArgs {
     /// `runs.jsonl` as runs outside any group.
     #[arg(long, default_value_t = 0)]
     dynamic_sampling: usize,
-    /// Groups per optimizer step (a step's rows share their prompt).
+    /// Groups per optimizer step (verl's mini-batch). More groups average more runs into
+    /// each step: fewer, less noisy updates.
     #[arg(long, default_value_t = 4)]
     groups_per_step: usize,
+    /// Groups per forward/backward pass (verl's micro-batch): a step's gradients are summed
+    /// over its micro-batches, so this bounds memory and does not change the update.
+    #[arg(long, default_value_t = 4)]
+    micro_groups: usize,
     /// Passes over each iteration's runs (1: every step but the first is slightly off
     /// policy, which the clipped ratio bounds).
     #[arg(long, default_value_t = 1)]
@@ -71,7 +76,8 @@ pub struct GrpoArgs {
     #[arg(long, default_value = "grpo")]
     advantage: String,
     /// Loss averaging: token (over all tokens of a step), sequence (per run, then over
-    /// runs: the original GRPO) or constant (÷ rows × --max-tokens-per-call: Dr. GRPO).
+    /// runs: the original GRPO) or constant (÷ rows × --max-tokens-per-call × --max-turns:
+    /// Dr. GRPO).
     #[arg(long, default_value = "token")]
     normalise: String,
     /// The ratio clip below 1.
@@ -80,6 +86,12 @@ pub struct GrpoArgs {
     /// The ratio clip above 1 (DAPO's clip-higher: 0.28).
     #[arg(long, default_value_t = 0.2)]
     clip_high: f64,
+    /// Weight of the runs with a negative advantage (1: GRPO as published; 0: learn from
+    /// the group's better runs only). A failed run's low-confidence tokens include the
+    /// layout it shares with the runs that passed, and pushing those down is what makes
+    /// calls malformed (BENCHMARKS.md).
+    #[arg(long, default_value_t = 1.0)]
+    negative_weight: f64,
     /// KL coefficient to the starting model (k3 estimator; 0: none, no reference pass).
     #[arg(long, default_value_t = 0.0)]
     kl_beta: f64,
@@ -96,8 +108,16 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         "--samples must be at least 2: GRPO compares the samples of a task"
     );
     anyhow::ensure!(
-        args.tasks_per_iteration >= 1 && args.groups_per_step >= 1 && args.epochs >= 1,
-        "--tasks-per-iteration, --groups-per-step and --epochs must be at least 1"
+        args.tasks_per_iteration >= 1
+            && args.groups_per_step >= 1
+            && args.micro_groups >= 1
+            && args.epochs >= 1,
+        "--tasks-per-iteration, --groups-per-step, --micro-groups and --epochs must be at least 1"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.negative_weight),
+        "--negative-weight must be between 0 and 1, got {}",
+        args.negative_weight
     );
     let advantage = match args.advantage.as_str() {
         "grpo" => "grpo",
@@ -134,7 +154,10 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     let normalise = match args.normalise.as_str() {
         "token" => Normalise::Token,
         "sequence" => Normalise::Sequence,
-        "constant" => Normalise::Constant(resolved.agent.sampling.max_tokens),
+        // Dr. GRPO divides by the longest response there can be: every turn at its limit.
+        "constant" => Normalise::Constant(
+            resolved.agent.sampling.max_tokens * resolved.agent.max_turns.max(1),
+        ),
         other => anyhow::bail!("--normalise {other:?}: expected token, sequence or constant"),
     };
     let settings = GrpoSettings {
@@ -162,6 +185,11 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // The reference is frozen at the start, so its weights double as the drift's origin.
+    let start_weights = match &reference {
+        Some(r) => r.tensors().into_iter().map(|(_, t)| t).collect(),
+        None => model.snapshot()?,
+    };
     let mut opt = AdamW::new(model.params(), args.optim.adamw())?;
     let mut state = TrainState {
         kind: "grpo".into(),
@@ -173,8 +201,10 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "dynamic_sampling": args.dynamic_sampling,
             "tasks_per_iteration": args.tasks_per_iteration,
             "groups_per_step": args.groups_per_step,
+            "micro_groups": args.micro_groups,
             "epochs": args.epochs,
             "advantage": advantage,
+            "negative_weight": args.negative_weight,
             "grpo": settings,
             "schedule": schedule,
             "adamw": args.optim.adamw(),
@@ -204,11 +234,12 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         if let Some((line, why)) = report.first_error {
             anyhow::bail!("{}: line {line}: {why}", runs.display());
         }
-        let rows: Vec<Example> = token_rows(std::slice::from_ref(&runs), advantage)?
+        let mut rows: Vec<Example> = token_rows(std::slice::from_ref(&runs), advantage)?
             .into_iter()
             .filter(|r| ids.contains(&r.group) && r.example.trained() > 0)
             .map(|r| r.example)
             .collect();
+        weigh_negatives(&mut rows, args.negative_weight as f32);
         // Groups whose runs all scored alike carry no signal (advantage 0 everywhere).
         let mut groups: Vec<Vec<&Example>> = Vec::new();
         let mut by_prompt: std::collections::BTreeMap<Vec<u32>, Vec<&Example>> = Default::default();
@@ -229,27 +260,43 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             let mut order: Vec<usize> = (0..groups.len()).collect();
             verity_train::SplitMix(seed ^ ((it * 1000 + epoch) as u64)).shuffle(&mut order);
             for chunk in order.chunks(args.groups_per_step) {
-                let picked: Vec<&Example> = chunk
+                let step_rows: usize = chunk.iter().map(|&g| groups[g].len()).sum();
+                let step_tokens: usize = chunk
                     .iter()
-                    .flat_map(|&g| groups[g].iter().copied())
-                    .collect();
-                let batch = Batch::new(&picked)?;
-                let (loss, stats) = grpo_loss(&model, reference.as_ref(), &batch, &settings)?;
-                let grads = loss.backward()?;
+                    .flat_map(|&g| groups[g].iter().map(|r| r.trained()))
+                    .sum();
+                let mut sum = opt.grad_sum();
+                let mut step = StepStats::default();
+                for micro in chunk.chunks(args.micro_groups) {
+                    let picked: Vec<&Example> = micro
+                        .iter()
+                        .flat_map(|&g| groups[g].iter().copied())
+                        .collect();
+                    let batch = Batch::new(&picked)?;
+                    let (loss, stats) = grpo_loss(&model, reference.as_ref(), &batch, &settings)?;
+                    let share = settings.normalise.share(&batch, step_rows, step_tokens);
+                    let loss = (loss * share)?;
+                    opt.accumulate(&mut sum, &loss.backward()?)?;
+                    step.add(
+                        f64::from(loss.to_scalar::<f32>()?),
+                        &stats,
+                        batch.trained_tokens,
+                    );
+                }
                 let lr = schedule.at(opt.step);
-                let grad_norm = opt.step(&grads, lr)?;
-                let loss = f64::from(loss.to_scalar::<f32>()?);
+                let grad_norm = opt.step_sum(sum, lr)?;
+                let (ratio, clip, kl) = step.means();
                 state.step = opt.step;
                 state.history.push(json!({
-                    "iteration": it, "step": opt.step, "loss": loss, "lr": lr,
-                    "grad_norm": grad_norm, "ratio": stats.ratio, "clipped": stats.clipped,
-                    "kl": stats.kl, "tokens": batch.trained_tokens,
+                    "iteration": it, "step": opt.step, "loss": step.loss, "lr": lr,
+                    "grad_norm": grad_norm, "ratio": ratio, "clipped": clip,
+                    "kl": kl, "tokens": step.tokens, "rows": step_rows,
                 }));
-                losses.push(loss);
-                ratios.push(stats.ratio);
-                clipped.push(stats.clipped);
-                kls.push(stats.kl);
-                tokens += batch.trained_tokens;
+                losses.push(step.loss);
+                ratios.push(ratio);
+                clipped.push(clip);
+                kls.push(kl);
+                tokens += step.tokens;
             }
         }
         let train_secs = train_began.elapsed().as_secs_f64();
@@ -269,6 +316,8 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "tasks": batch_tasks.len(),
             "samples": totals.samples,
             "mean_reward": totals.mean_reward(),
+            // Malformed calls per run: the first sign of a policy drifting out of its layout.
+            "parse_failures_per_run": totals.parse_failures as f64 / totals.samples.max(1) as f64,
             "groups_with_signal": groups.len(),
             "zero_variance_groups": totals.zero_variance_groups,
             "steps": losses.len(),
@@ -277,6 +326,8 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "ratio": mean(&ratios),
             "clipped": mean(&clipped),
             "kl": mean(&kls),
+            // RMS distance of the weights from the starting checkpoint.
+            "drift_rms": model.drift(&start_weights)?,
             "rollout_seconds": rollout_secs,
             "train_seconds": train_secs,
             "iteration_seconds": began.elapsed().as_secs_f64(),
@@ -299,6 +350,35 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         }))?
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One optimizer step's figures, gathered over its micro-batches.
+#[derive(Default)]
+struct StepStats {
+    /// The step's loss (the micro-batches' scaled losses summed).
+    loss: f64,
+    tokens: usize,
+    /// Token-weighted sums of the ratio, the clipped share and the KL.
+    ratio: f64,
+    clipped: f64,
+    kl: f64,
+}
+
+impl StepStats {
+    fn add(&mut self, loss: f64, s: &verity_train::grpo::GrpoStats, tokens: usize) {
+        self.loss += loss;
+        self.tokens += tokens;
+        let w = tokens as f64;
+        self.ratio += s.ratio * w;
+        self.clipped += s.clipped * w;
+        self.kl += s.kl * w;
+    }
+
+    /// Mean ratio, clipped share and KL over the step's trained tokens.
+    fn means(&self) -> (f64, f64, f64) {
+        let n = (self.tokens as f64).max(1.0);
+        (self.ratio / n, self.clipped / n, self.kl / n)
+    }
 }
 
 /// The tasks of iteration `it` (1-based): the next `n` in file order, wrapping around; a

@@ -320,10 +320,21 @@ fn teacher_sft_and_grpo_close_the_loop() {
         "4",
         "--dynamic-sampling",
         "1",
+        // One step over every group, its gradient summed over micro-batches of two.
+        "--groups-per-step",
+        "6",
+        "--micro-groups",
+        "2",
+        "--negative-weight",
+        "0.5",
+        // The KL path too: its frozen reference is also the origin of the drift.
+        "--kl-beta",
+        "0.1",
         "--lr",
         "1e-3",
     ]);
     let it = &report["iterations"][0];
+    assert!(it["steps"].as_u64().unwrap() <= 1, "{report}");
     // Dynamic sampling draws a group with no signal once more: 4 samples per task, plus 4
     // for each such task.
     let samples = it["samples"].as_u64().unwrap();
@@ -336,17 +347,46 @@ fn teacher_sft_and_grpo_close_the_loop() {
         weights(&next) != weights(&trained),
         "GRPO left the weights unchanged"
     );
+    assert!(it["drift_rms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(it["parse_failures_per_run"].as_f64().is_some(), "{report}");
     let o = run(&[
         "verify",
         "--replay",
         grpo.join("runs.jsonl").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(next.join("train_state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["settings"]["negative_weight"], 0.5, "{state}");
+    assert_eq!(state["settings"]["micro_groups"], 2, "{state}");
+    // Out-of-range settings are refused before anything runs.
+    let refused = d.join("refused");
+    let (t, m, r) = (
+        train.to_str().unwrap(),
+        trained.to_str().unwrap(),
+        refused.to_str().unwrap(),
+    );
+    let o = run(&[
+        "train",
+        "grpo",
+        t,
+        "--model",
+        m,
+        "--out",
+        r,
+        "--negative-weight",
+        "2",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--negative-weight must be between 0 and 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!refused.exists());
     // The first step is on-policy: its ratio is 1 up to the forward pass's agreement.
     if it["steps"].as_u64().unwrap() > 0 {
-        let state: Value =
-            serde_json::from_slice(&std::fs::read(next.join("train_state/state.json")).unwrap())
-                .unwrap();
         let ratio = state["history"][0]["ratio"].as_f64().unwrap();
         assert!((ratio - 1.0).abs() < 1e-3, "first-step ratio {ratio}");
     }

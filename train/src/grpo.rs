@@ -29,6 +29,20 @@ pub enum Normalise {
     Constant(usize),
 }
 
+impl Normalise {
+    /// The weight of a micro-batch's loss in the loss of its whole step, so that the
+    /// micro-batches' gradients sum to the step's: its share of the step's trained tokens
+    /// (token) or of its rows (sequence, constant).
+    pub fn share(self, micro: &Batch, step_rows: usize, step_tokens: usize) -> f64 {
+        match self {
+            Normalise::Token => micro.trained_tokens as f64 / step_tokens.max(1) as f64,
+            Normalise::Sequence | Normalise::Constant(_) => {
+                micro.rows.len() as f64 / step_rows.max(1) as f64
+            }
+        }
+    }
+}
+
 /// GRPO settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GrpoSettings {
@@ -53,6 +67,15 @@ pub struct GrpoStats {
     pub clipped: f64,
     /// Mean k3 KL to the reference (0 without one).
     pub kl: f64,
+}
+
+/// Scales the advantage of every example that scored below its group's mean by `weight`
+/// (1: GRPO as published; 0: only the runs that did better than their group are learned
+/// from).
+pub fn weigh_negatives(examples: &mut [crate::batch::Example], weight: f32) {
+    for e in examples.iter_mut().filter(|e| e.advantage < 0.0) {
+        e.advantage *= weight;
+    }
 }
 
 /// The loss of `batch` (which must carry old logprobs and advantages).
@@ -85,7 +108,7 @@ pub fn grpo_loss(
         per_token = (per_token + (k3 * s.kl_beta)?)?;
     }
     let weighted = (per_token * w)?;
-    let (rows, width) = w.dims2()?;
+    let rows = w.dims2()?.0;
     let loss = match s.normalise {
         Normalise::Token => {
             (weighted.sum_all()? / f64::from(w.sum_all()?.to_scalar::<f32>()?).max(1.0))?
@@ -95,7 +118,7 @@ pub fn grpo_loss(
             let counts = w.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?;
             (per_row / counts)?.mean_all()?
         }
-        Normalise::Constant(len) => (weighted.sum_all()? / (rows * len.max(width).max(1)) as f64)?,
+        Normalise::Constant(len) => (weighted.sum_all()? / (rows * len.max(1)) as f64)?,
     };
     let ratio_d = ratio.detach();
     let outside = ratio_d
@@ -119,4 +142,89 @@ pub fn grpo_loss(
 fn mean_over(x: &Tensor, w: &Tensor) -> Result<f64> {
     let n = f64::from(w.sum_all()?.to_scalar::<f32>()?).max(1.0);
     Ok(f64::from((x * w)?.sum_all()?.to_scalar::<f32>()?) / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{batch::Example, model::Qwen3, optim::AdamW};
+
+    fn example(ids: Vec<u32>, trained_from: usize, advantage: f32, seed: u32) -> Example {
+        let mask = (0..ids.len())
+            .map(|i| u8::from(i >= trained_from))
+            .collect();
+        let lp = (0..ids.len())
+            .map(|i| -0.5 - ((i as u32 * 7 + seed) % 5) as f32 * 0.3)
+            .collect();
+        Example {
+            old_logprobs: Some(lp),
+            advantage,
+            ..Example::new(ids, mask).expect("ids and mask agree")
+        }
+    }
+
+    #[test]
+    fn negatives_are_weighed_and_positives_kept() {
+        let mut rows = vec![
+            example(vec![1, 2, 3], 1, 1.5, 0),
+            example(vec![1, 2, 3], 1, -0.5, 0),
+            example(vec![1, 2, 3], 1, 0.0, 0),
+        ];
+        weigh_negatives(&mut rows, 0.25);
+        let adv: Vec<f32> = rows.iter().map(|r| r.advantage).collect();
+        assert_eq!(adv, vec![1.5, -0.125, 0.0]);
+    }
+
+    /// Four rows of different lengths and advantages: two micro-batches of two must give
+    /// the one-batch gradient, under every normalisation.
+    #[test]
+    fn micro_batches_sum_to_the_whole_step() {
+        let model = Qwen3::random_for_tests(7).expect("model");
+        let rows = [
+            example(vec![1, 2, 3, 4, 5, 6, 7], 3, 1.5, 0),
+            example(vec![1, 2, 3, 9, 8], 3, -0.5, 1),
+            example(vec![1, 2, 3, 4, 4, 4, 4, 4, 4, 4], 3, -1.0, 2),
+            example(vec![1, 2, 3, 10, 11, 12], 3, 0.75, 3),
+        ];
+        let all: Vec<&Example> = rows.iter().collect();
+        for normalise in [
+            Normalise::Token,
+            Normalise::Sequence,
+            Normalise::Constant(6),
+        ] {
+            let s = GrpoSettings {
+                clip_low: 0.2,
+                clip_high: 0.2,
+                kl_beta: 0.0,
+                normalise,
+                temperature: 1.0,
+            };
+            let opt = AdamW::new(model.params(), Default::default()).expect("optimizer");
+            let whole = Batch::new(&all).expect("batch");
+            let (loss, _) = grpo_loss(&model, None, &whole, &s).expect("loss");
+            let mut one = opt.grad_sum();
+            opt.accumulate(&mut one, &loss.backward().expect("backward"))
+                .expect("accumulate");
+            let mut two = opt.grad_sum();
+            for half in all.chunks(2) {
+                let micro = Batch::new(half).expect("batch");
+                let (loss, _) = grpo_loss(&model, None, &micro, &s).expect("loss");
+                let share = normalise.share(&micro, all.len(), whole.trained_tokens);
+                let grads = (loss * share).expect("scale").backward().expect("backward");
+                opt.accumulate(&mut two, &grads).expect("accumulate");
+            }
+            let (a, b) = (one.flat().expect("flat"), two.flat().expect("flat"));
+            let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+            assert!(scale > 0.0, "{normalise:?}: no gradient at all");
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "{normalise:?}: {worst} apart (scale {scale})"
+            );
+        }
+    }
 }

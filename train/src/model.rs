@@ -100,24 +100,26 @@ impl Qwen3 {
         Ok(model)
     }
 
-    fn check_shapes(&self) -> Result<()> {
+    /// The shape config.json gives the weight `name`.
+    fn expected_shape(&self, name: &str) -> Vec<usize> {
         let c = &self.cfg;
         let (d, hd) = (c.hidden_size, c.head_dim());
-        let want = |name: &str| -> Vec<usize> {
-            let base = name.rsplit('.').nth(1).unwrap_or_default();
-            match base {
-                "embed_tokens" | "lm_head" => vec![c.vocab_size, d],
-                "q_proj" => vec![c.num_attention_heads * hd, d],
-                "k_proj" | "v_proj" => vec![c.num_key_value_heads * hd, d],
-                "o_proj" => vec![d, c.num_attention_heads * hd],
-                "q_norm" | "k_norm" => vec![hd],
-                "gate_proj" | "up_proj" => vec![c.intermediate_size, d],
-                "down_proj" => vec![d, c.intermediate_size],
-                _ => vec![d],
-            }
-        };
+        let base = name.rsplit('.').nth(1).unwrap_or_default();
+        match base {
+            "embed_tokens" | "lm_head" => vec![c.vocab_size, d],
+            "q_proj" => vec![c.num_attention_heads * hd, d],
+            "k_proj" | "v_proj" => vec![c.num_key_value_heads * hd, d],
+            "o_proj" => vec![d, c.num_attention_heads * hd],
+            "q_norm" | "k_norm" => vec![hd],
+            "gate_proj" | "up_proj" => vec![c.intermediate_size, d],
+            "down_proj" => vec![d, c.intermediate_size],
+            _ => vec![d],
+        }
+    }
+
+    fn check_shapes(&self) -> Result<()> {
         for (name, v) in &self.params {
-            let w = want(name);
+            let w = self.expected_shape(name);
             if v.dims() != w.as_slice() {
                 return Err(TrainError::Invalid(format!(
                     "{name} has shape {:?}; config.json says {w:?}",
@@ -126,6 +128,42 @@ impl Qwen3 {
             }
         }
         Ok(())
+    }
+
+    /// A small model with seeded random weights (vocabulary 16, width 8, one layer).
+    #[cfg(test)]
+    pub(crate) fn random_for_tests(seed: u64) -> Result<Self> {
+        let cfg: Qwen3Config = serde_json::from_value(serde_json::json!({
+            "architectures": ["Qwen3ForCausalLM"], "vocab_size": 16, "hidden_size": 8,
+            "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 4, "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "tie_word_embeddings": true, "attention_bias": false
+        }))
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let probe = Self {
+            cfg: cfg.clone(),
+            params: Vec::new(),
+            index: HashMap::new(),
+        };
+        let mut rng = crate::SplitMix(seed);
+        let mut tensors = HashMap::new();
+        for name in weight_names(&cfg) {
+            let dims = probe.expected_shape(&name);
+            let n: usize = dims.iter().product();
+            let norm = name.ends_with("norm.weight");
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    let u = (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                    if norm {
+                        1.0
+                    } else {
+                        (u - 0.5) * 0.6
+                    }
+                })
+                .collect();
+            tensors.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
+        }
+        Self::from_tensors(cfg, tensors)
     }
 
     /// The trainable variables with their names.
@@ -316,6 +354,26 @@ impl Qwen3 {
     }
 
     /// Weights as f32 tensors by name (for saving).
+    /// A copy of every weight (not sharing storage with the variables) for [`Self::drift`].
+    pub fn snapshot(&self) -> Result<Vec<Tensor>> {
+        Ok(self
+            .params
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy())
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The root-mean-square distance of the weights from `start` (a [`Self::snapshot`]),
+    /// over every weight: how far training has moved the model.
+    pub fn drift(&self, start: &[Tensor]) -> Result<f64> {
+        let (mut sq, mut n) = (0f64, 0usize);
+        for ((_, v), s) in self.params.iter().zip(start) {
+            sq += f64::from((v.as_tensor() - s)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            n += s.elem_count();
+        }
+        Ok((sq / n.max(1) as f64).sqrt())
+    }
+
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
@@ -381,4 +439,24 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor, temperature: f64) -> Re
     Ok(lp
         .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
         .squeeze(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_is_the_rms_distance_from_the_snapshot() {
+        let model = Qwen3::random_for_tests(3).expect("model");
+        let start = model.snapshot().expect("snapshot");
+        assert_eq!(model.drift(&start).expect("drift"), 0.0);
+        // Move one tensor by 0.5 everywhere: the snapshot must not move with it.
+        let (_, v) = &model.params()[0];
+        let n0 = v.as_tensor().elem_count();
+        v.set(&(v.as_tensor() + 0.5).expect("add")).expect("set");
+        let total: usize = start.iter().map(Tensor::elem_count).sum();
+        let want = (0.25 * n0 as f64 / total as f64).sqrt();
+        let got = model.drift(&start).expect("drift");
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
 }

@@ -34,6 +34,22 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Gradients summed over the micro-batches of one step, in the optimizer's parameter order.
+#[derive(Debug)]
+pub struct GradSum(Vec<Option<Tensor>>);
+
+#[cfg(test)]
+impl GradSum {
+    /// Every gradient, flattened and concatenated (absent ones skipped).
+    pub(crate) fn flat(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for g in self.0.iter().flatten() {
+            out.extend(g.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
 /// The optimizer and its moments.
 #[derive(Debug)]
 pub struct AdamW {
@@ -66,11 +82,34 @@ impl AdamW {
 
     /// One update at learning rate `lr`. Returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
-        let grads: Vec<Option<Tensor>> = self
-            .params
-            .iter()
-            .map(|(_, v)| grads.get(v).cloned())
-            .collect();
+        let mut sum = self.grad_sum();
+        self.accumulate(&mut sum, grads)?;
+        self.step_sum(sum, lr)
+    }
+
+    /// An empty sum of gradients for [`Self::accumulate`].
+    pub fn grad_sum(&self) -> GradSum {
+        GradSum(vec![None; self.params.len()])
+    }
+
+    /// Adds one micro-batch's gradients (of a loss already scaled to its share of the
+    /// step) to `sum`: one optimizer step over more rows than fit in memory at once.
+    pub fn accumulate(&self, sum: &mut GradSum, grads: &GradStore) -> Result<()> {
+        for (slot, (_, v)) in sum.0.iter_mut().zip(&self.params) {
+            let Some(g) = grads.get(v) else { continue };
+            // Detached: the sum must not keep the micro-batch's graph alive.
+            let g = g.detach();
+            *slot = Some(match slot.take() {
+                Some(acc) => (acc + g)?,
+                None => g,
+            });
+        }
+        Ok(())
+    }
+
+    /// One update with the summed gradients. Returns the gradient norm before clipping.
+    pub fn step_sum(&mut self, sum: GradSum, lr: f64) -> Result<f64> {
+        let grads = sum.0;
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
             sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
