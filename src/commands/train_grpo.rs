@@ -27,7 +27,7 @@ use verity_runtime::{
 use verity_train::{
     batch::{Batch, Example},
     checkpoint::{self, TrainState},
-    grpo::{grpo_loss, weigh_negatives, GrpoSettings, Normalise},
+    grpo::{branch_credit, grpo_loss, weigh_negatives, GrpoSettings, Normalise},
     model::Qwen3,
     optim::AdamW,
 };
@@ -59,6 +59,12 @@ pub struct GrpoArgs {
     /// `runs.jsonl` as runs outside any group.
     #[arg(long, default_value_t = 0)]
     dynamic_sampling: usize,
+    /// Tasks sampled side by side in the embedded engine's batch (each group's samples one
+    /// after another: two samples of one prompt are never batched together, see
+    /// docs/engine-notes.md). Different prompts batch to the same logprobs as one at a
+    /// time, so the ratio stays exact; 1 runs every sample alone.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
     /// Groups per optimizer step (verl's mini-batch). More groups average more runs into
     /// each step: fewer, less noisy updates.
     #[arg(long, default_value_t = 4)]
@@ -92,6 +98,12 @@ pub struct GrpoArgs {
     /// calls malformed (BENCHMARKS.md).
     #[arg(long, default_value_t = 1.0)]
     negative_weight: f64,
+    /// Which tokens a run's advantage is credited to: run (every trained token gets it:
+    /// GRPO as published) or branch (a token gets the change in the mean advantage of the
+    /// group's runs that share the prefix up to it: only where runs part ways; the tokens
+    /// all runs wrote alike, and a run's tokens after it is alone, get 0).
+    #[arg(long, value_enum, default_value_t = Credit::Run)]
+    credit: Credit,
     /// KL coefficient to the starting model (k3 estimator; 0: none, no reference pass).
     #[arg(long, default_value_t = 0.0)]
     kl_beta: f64,
@@ -99,6 +111,16 @@ pub struct GrpoArgs {
     optim: OptimOpts,
     #[command(flatten)]
     opts: AgentOpts,
+}
+
+/// Which tokens a run's advantage goes to (`--credit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Credit {
+    /// Every trained token of the run.
+    Run,
+    /// The tokens where the group's runs part ways ([`branch_credit`]).
+    Branch,
 }
 
 pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
@@ -111,8 +133,10 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         args.tasks_per_iteration >= 1
             && args.groups_per_step >= 1
             && args.micro_groups >= 1
-            && args.epochs >= 1,
-        "--tasks-per-iteration, --groups-per-step, --micro-groups and --epochs must be at least 1"
+            && args.epochs >= 1
+            && args.concurrency >= 1,
+        "--tasks-per-iteration, --groups-per-step, --micro-groups, --epochs and --concurrency \
+         must be at least 1"
     );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.negative_weight),
@@ -199,12 +223,14 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "tasks": args.tasks.display().to_string(),
             "samples": args.samples,
             "dynamic_sampling": args.dynamic_sampling,
+            "concurrency": args.concurrency,
             "tasks_per_iteration": args.tasks_per_iteration,
             "groups_per_step": args.groups_per_step,
             "micro_groups": args.micro_groups,
             "epochs": args.epochs,
             "advantage": advantage,
             "negative_weight": args.negative_weight,
+            "credit": args.credit,
             "grpo": settings,
             "schedule": schedule,
             "adamw": args.optim.adamw(),
@@ -227,6 +253,7 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             &runs,
             args.samples,
             args.dynamic_sampling,
+            args.concurrency,
         ))?;
         let rollout_secs = began.elapsed().as_secs_f64();
         let report =
@@ -234,25 +261,24 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         if let Some((line, why)) = report.first_error {
             anyhow::bail!("{}: line {line}: {why}", runs.display());
         }
-        let mut rows: Vec<Example> = token_rows(std::slice::from_ref(&runs), advantage)?
-            .into_iter()
-            .filter(|r| ids.contains(&r.group) && r.example.trained() > 0)
-            .map(|r| r.example)
-            .collect();
-        weigh_negatives(&mut rows, args.negative_weight as f32);
-        // Groups whose runs all scored alike carry no signal (advantage 0 everywhere).
-        let mut groups: Vec<Vec<&Example>> = Vec::new();
-        let mut by_prompt: std::collections::BTreeMap<Vec<u32>, Vec<&Example>> = Default::default();
-        for r in &rows {
-            if r.advantage.abs() > 1e-9 {
-                let prompt_end = r.mask.iter().position(|&m| m != 0).unwrap_or(0);
-                by_prompt
-                    .entry(r.ids[..prompt_end].to_vec())
-                    .or_default()
-                    .push(r);
+        // This iteration's runs, by group (dynamic sampling's discarded rounds have none).
+        let mut by_group: std::collections::BTreeMap<String, Vec<Example>> = Default::default();
+        for r in token_rows(std::slice::from_ref(&runs), advantage)? {
+            if ids.contains(&r.group) && r.example.trained() > 0 {
+                by_group.entry(r.group).or_default().push(r.example);
             }
         }
-        groups.extend(by_prompt.into_values());
+        // Groups whose runs all scored alike carry no signal (advantage 0 everywhere).
+        let mut groups: Vec<Vec<Example>> = by_group
+            .into_values()
+            .filter(|g| g.iter().any(|r| r.advantage.abs() > 1e-9))
+            .collect();
+        for g in &mut groups {
+            if args.credit == Credit::Branch {
+                branch_credit(g);
+            }
+            weigh_negatives(g, args.negative_weight as f32);
+        }
         let train_began = Instant::now();
         let (mut losses, mut ratios, mut clipped, mut kls, mut tokens) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0usize);
@@ -263,15 +289,13 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                 let step_rows: usize = chunk.iter().map(|&g| groups[g].len()).sum();
                 let step_tokens: usize = chunk
                     .iter()
-                    .flat_map(|&g| groups[g].iter().map(|r| r.trained()))
+                    .flat_map(|&g| groups[g].iter().map(Example::trained))
                     .sum();
                 let mut sum = opt.grad_sum();
                 let mut step = StepStats::default();
                 for micro in chunk.chunks(args.micro_groups) {
-                    let picked: Vec<&Example> = micro
-                        .iter()
-                        .flat_map(|&g| groups[g].iter().copied())
-                        .collect();
+                    let picked: Vec<&Example> =
+                        micro.iter().flat_map(|&g| groups[g].iter()).collect();
                     let batch = Batch::new(&picked)?;
                     let (loss, stats) = grpo_loss(&model, reference.as_ref(), &batch, &settings)?;
                     let share = settings.normalise.share(&batch, step_rows, step_tokens);
@@ -409,6 +433,7 @@ async fn sample(
     out: &Path,
     samples: usize,
     dynamic_sampling: usize,
+    concurrency: usize,
 ) -> anyhow::Result<Totals> {
     let done = rollout::scan(out)?;
     let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
@@ -441,7 +466,7 @@ async fn sample(
             writer,
             RolloutSettings {
                 dynamic_sampling,
-                ..RolloutSettings::for_backend(samples, 1, true)
+                ..RolloutSettings::for_backend(samples, concurrency, true)
             },
             &bar,
             CancellationToken::new(),

@@ -17,6 +17,9 @@ pub struct Example {
     pub old_logprobs: Option<Vec<f32>>,
     /// GRPO: the sequence's advantage.
     pub advantage: f32,
+    /// GRPO: an advantage per position (aligned with `ids`), which replaces `advantage`
+    /// where set ([`crate::grpo::branch_credit`]).
+    pub token_advantages: Option<Vec<f32>>,
 }
 
 impl Example {
@@ -34,7 +37,17 @@ impl Example {
             mask,
             old_logprobs: None,
             advantage: 0.0,
+            token_advantages: None,
         })
+    }
+
+    /// The advantage of position `i`: its own where the example has per-token advantages,
+    /// else the sequence's.
+    pub fn advantage_at(&self, i: usize) -> f32 {
+        match &self.token_advantages {
+            Some(a) => a.get(i).copied().unwrap_or(0.0),
+            None => self.advantage,
+        }
     }
 
     /// Trained positions.
@@ -56,7 +69,8 @@ pub struct Batch {
     pub weights: Tensor,
     /// `[b, s]` f32: the recorded sampling logprob of each target (GRPO).
     pub old_logprobs: Option<Tensor>,
-    /// `[b]` f32 advantages (GRPO).
+    /// `[b, s]` f32: the advantage of each target (GRPO; a sequence's advantage repeated
+    /// unless the example has per-token ones).
     pub advantages: Tensor,
     /// Trained tokens in the batch.
     pub trained_tokens: usize,
@@ -116,6 +130,7 @@ impl Batch {
         let mut targets = vec![0u32; b * width];
         let mut weights = vec![0f32; b * width];
         let mut old = vec![0f32; b * width];
+        let mut advantages = vec![0f32; b * width];
         let has_old = examples.iter().all(|e| e.old_logprobs.is_some());
         let mut rows = Vec::with_capacity(b);
         let mut trained = 0;
@@ -131,6 +146,7 @@ impl Batch {
                 if let Some(lp) = &e.old_logprobs {
                     old[r * width + j] = lp.get(i).copied().unwrap_or(0.0);
                 }
+                advantages[r * width + j] = e.advantage_at(i);
             }
         }
         let dev = Device::Cpu;
@@ -145,11 +161,7 @@ impl Batch {
             } else {
                 None
             },
-            advantages: Tensor::from_vec(
-                examples.iter().map(|e| e.advantage).collect::<Vec<_>>(),
-                b,
-                &dev,
-            )?,
+            advantages: Tensor::from_vec(advantages, (b, width), &dev)?,
             trained_tokens: trained,
         })
     }

@@ -12,7 +12,7 @@
 use candle_core::{Tensor, D};
 
 use crate::{
-    batch::Batch,
+    batch::{Batch, Example},
     model::{token_logprobs, Qwen3},
     Result, TrainError,
 };
@@ -69,12 +69,73 @@ pub struct GrpoStats {
     pub kl: f64,
 }
 
-/// Scales the advantage of every example that scored below its group's mean by `weight`
-/// (1: GRPO as published; 0: only the runs that did better than their group are learned
-/// from).
-pub fn weigh_negatives(examples: &mut [crate::batch::Example], weight: f32) {
-    for e in examples.iter_mut().filter(|e| e.advantage < 0.0) {
-        e.advantage *= weight;
+/// Scales every negative advantage by `weight` (1: GRPO as published; 0: only what did
+/// better than its group is learned from): an example's, or each negative per-token one.
+pub fn weigh_negatives(examples: &mut [Example], weight: f32) {
+    for e in examples.iter_mut() {
+        if e.advantage < 0.0 {
+            e.advantage *= weight;
+        }
+        for a in e.token_advantages.iter_mut().flatten() {
+            if *a < 0.0 {
+                *a *= weight;
+            }
+        }
+    }
+}
+
+/// Credit where a group's runs part ways, instead of every token of a run getting the
+/// run's advantage.
+///
+/// The runs of a group share their prompt and often much more: under a trained layout
+/// they write the same tokens until one samples a different digit. Every prefix the group
+/// shares is a state several runs passed through, and the mean advantage of those runs is
+/// a Monte-Carlo estimate of that state's value — with no extra rollouts. A trained token
+/// at position `t` then gets `V(ids[..=t]) − V(ids[..t])`: 0 while the runs still agree
+/// (a choice all of them made explains none of their differences), the difference of the
+/// two branches' means where they part, and 0 again once the run is alone on its branch
+/// (its later tokens are not compared with anything). Over a run the credits sum to its
+/// advantage minus the group's mean (0), except where runs part at a token they did not
+/// write (a tool result that differs after identical calls): that credit goes to nobody.
+///
+/// `group` must be the runs of one group (one prompt). Each gets `token_advantages`.
+pub fn branch_credit(group: &mut [Example]) {
+    let n = group.len();
+    // Shared prefix length of every pair (a run with itself: its whole length).
+    let mut lcp = vec![0usize; n * n];
+    for i in 0..n {
+        lcp[i * n + i] = group[i].ids.len();
+        for j in i + 1..n {
+            let l = group[i]
+                .ids
+                .iter()
+                .zip(&group[j].ids)
+                .take_while(|(a, b)| a == b)
+                .count();
+            lcp[i * n + j] = l;
+            lcp[j * n + i] = l;
+        }
+    }
+    let adv: Vec<f64> = group.iter().map(|e| f64::from(e.advantage)).collect();
+    // The mean advantage of the runs that share the first `len` ids of run `i`.
+    let value = |i: usize, len: usize| -> f64 {
+        let (sum, count) = (0..n)
+            .filter(|&j| lcp[i * n + j] >= len)
+            .fold((0.0, 0usize), |(s, c), j| (s + adv[j], c + 1));
+        sum / count.max(1) as f64
+    };
+    for i in 0..n {
+        let e = &group[i];
+        let credit: Vec<f32> = (0..e.ids.len())
+            .map(|t| {
+                if e.mask[t] == 0 {
+                    0.0
+                } else {
+                    (value(i, t + 1) - value(i, t)) as f32
+                }
+            })
+            .collect();
+        group[i].token_advantages = Some(credit);
     }
 }
 
@@ -92,10 +153,10 @@ pub fn grpo_loss(
     let logits = model.forward(&batch.prefix, &batch.rows)?;
     let lp = token_logprobs(&logits, &batch.targets, s.temperature)?;
     let ratio = (&lp - old)?.exp()?;
-    let adv = batch.advantages.unsqueeze(D::Minus1)?;
-    let surr1 = ratio.broadcast_mul(&adv)?;
+    let adv = &batch.advantages;
+    let surr1 = (&ratio * adv)?;
     let clipped_ratio = ratio.clamp(1.0 - s.clip_low, 1.0 + s.clip_high)?;
-    let surr2 = clipped_ratio.broadcast_mul(&adv)?;
+    let surr2 = (&clipped_ratio * adv)?;
     let mut per_token = surr1.minimum(&surr2)?.neg()?;
     let mut kl_mean = 0.0;
     if let (Some(r), true) = (reference, s.kl_beta > 0.0) {
@@ -147,7 +208,7 @@ fn mean_over(x: &Tensor, w: &Tensor) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{batch::Example, model::Qwen3, optim::AdamW};
+    use crate::{model::Qwen3, optim::AdamW};
 
     fn example(ids: Vec<u32>, trained_from: usize, advantage: f32, seed: u32) -> Example {
         let mask = (0..ids.len())
@@ -161,6 +222,57 @@ mod tests {
             advantage,
             ..Example::new(ids, mask).expect("ids and mask agree")
         }
+    }
+
+    /// Four runs: A and B pass and part at the last token, C fails after sharing two
+    /// tokens with them, D fails at once.
+    #[test]
+    fn branch_credit_goes_where_runs_part() {
+        let run = |ids: Vec<u32>, advantage: f32| Example {
+            advantage,
+            ..Example::new(ids, vec![0, 0, 1, 1, 1]).expect("ids and mask agree")
+        };
+        let mut group = vec![
+            run(vec![1, 2, 3, 4, 5], 1.0),
+            run(vec![1, 2, 3, 4, 6], 1.0),
+            run(vec![1, 2, 3, 7, 8], -1.0),
+            run(vec![1, 2, 9, 9, 9], -1.0),
+        ];
+        branch_credit(&mut group);
+        let credit: Vec<Vec<f32>> = group
+            .iter()
+            .map(|e| e.token_advantages.clone().expect("credited"))
+            .collect();
+        let third = 1.0 / 3.0;
+        let want = [
+            vec![0.0, 0.0, third, 2.0 * third, 0.0],
+            vec![0.0, 0.0, third, 2.0 * third, 0.0],
+            vec![0.0, 0.0, third, -4.0 * third, 0.0],
+            vec![0.0, 0.0, -1.0, 0.0, 0.0],
+        ];
+        for (got, want) in credit.iter().zip(&want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} != {want:?}");
+            }
+        }
+        // Parted at written tokens only, so each run's credits sum to its advantage.
+        for (e, c) in group.iter().zip(&credit) {
+            assert!((c.iter().sum::<f32>() - e.advantage).abs() < 1e-6);
+        }
+        // Runs that never part get nothing, whatever they scored.
+        let mut same = vec![
+            run(vec![1, 2, 3, 4, 5], 1.0),
+            run(vec![1, 2, 3, 4, 5], -1.0),
+        ];
+        branch_credit(&mut same);
+        assert!(same
+            .iter()
+            .all(|e| e.token_advantages.iter().flatten().all(|&a| a == 0.0)));
+        // The batch carries each position's own credit.
+        let refs: Vec<&Example> = group.iter().collect();
+        let batch = Batch::new(&refs).expect("batch");
+        let rows = batch.advantages.to_vec2::<f32>().expect("advantages");
+        assert!((rows[2][1] - (-4.0 * third)).abs() < 1e-6, "{rows:?}");
     }
 
     #[test]

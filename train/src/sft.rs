@@ -77,6 +77,7 @@ pub fn windows(data: &[Example], tokens: usize) -> Vec<Example> {
                 mask,
                 old_logprobs: None,
                 advantage: 0.0,
+                token_advantages: None,
             });
             i = j;
         }
