@@ -124,18 +124,23 @@ pub fn branch_credit(group: &mut [Example]) {
             .fold((0.0, 0usize), |(s, c), j| (s + adv[j], c + 1));
         sum / count.max(1) as f64
     };
-    for i in 0..n {
-        let e = &group[i];
-        let credit: Vec<f32> = (0..e.ids.len())
-            .map(|t| {
-                if e.mask[t] == 0 {
-                    0.0
-                } else {
-                    (value(i, t + 1) - value(i, t)) as f32
-                }
-            })
-            .collect();
-        group[i].token_advantages = Some(credit);
+    let credits: Vec<Vec<f32>> = group
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (0..e.ids.len())
+                .map(|t| {
+                    if e.mask[t] == 0 {
+                        0.0
+                    } else {
+                        (value(i, t + 1) - value(i, t)) as f32
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    for (e, credit) in group.iter_mut().zip(credits) {
+        e.token_advantages = Some(credit);
     }
 }
 
