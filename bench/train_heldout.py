@@ -103,6 +103,10 @@ def main():
                     help="take the untrained and SFT stages (models, tasks, scores, timings) "
                          "from an earlier --out and run only GRPO and its scores: SFT is "
                          "deterministic, so this compares GRPO settings on the same models")
+    ap.add_argument("--reuse-scores", action="store_true",
+                    help="with --reuse-sft, take the untrained and SFT scores from there too "
+                         "instead of scoring again (they are deterministic for one build of "
+                         "verity; not across builds)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table and plots from --out's results.json")
     a = ap.parse_args()
@@ -143,8 +147,11 @@ def main():
         if old:
             before = old["seeds"][str(seed)]
             r.update({k: v for k, v in before.items() if k not in ("grpo", "stages")})
-            score(src / "base", "untrained")
-            score(src / "sft", "sft")
+            if a.reuse_scores:
+                r["stages"] = [st for st in before["stages"] if st["stage"] in ("untrained", "sft")]
+            else:
+                score(src / "base", "untrained")
+                score(src / "sft", "sft")
         else:
             base = d / "base"
             sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed,

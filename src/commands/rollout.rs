@@ -38,7 +38,8 @@ pub struct RolloutArgs {
     /// Samples in flight at once. HTTP backends: parallel requests of one task's group
     /// (default 4). Embedded engine: groups of that many tasks batched together, each
     /// group's samples one after another (default 1) — mistral.rs computes different
-    /// logits for samples of one prompt batched together, different prompts batch exactly.
+    /// logits for samples of one prompt batched together, and sometimes for different
+    /// prompts too (1 sampled run in 10, measured): keep 1 for GRPO data.
     #[arg(long)]
     concurrency: Option<usize>,
     /// DAPO-style dynamic sampling: when a group's rewards are all equal (no learning
@@ -108,6 +109,14 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         .concurrency
         .unwrap_or(if embedded { 1 } else { 4 })
         .max(1);
+    if embedded && concurrency > 1 && !resolved.agent.sampling.greedy {
+        eprintln!(
+            "verity: warning: --concurrency {concurrency} batches tasks in mistral.rs, whose \
+             batched runs were measured to drift from the same runs drawn alone (logprobs off \
+             by up to 17 nats in 1 run of 10): fine for solve rates, not for GRPO ratios \
+             (docs/engine-notes.md)"
+        );
+    }
     let settings = RolloutSettings {
         dynamic_sampling: args.dynamic_sampling,
         grpo_norm: args.grpo_norm,

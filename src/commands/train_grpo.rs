@@ -59,12 +59,6 @@ pub struct GrpoArgs {
     /// `runs.jsonl` as runs outside any group.
     #[arg(long, default_value_t = 0)]
     dynamic_sampling: usize,
-    /// Tasks sampled side by side in the embedded engine's batch (each group's samples one
-    /// after another: two samples of one prompt are never batched together, see
-    /// docs/engine-notes.md). Different prompts batch to the same logprobs as one at a
-    /// time, so the ratio stays exact; 1 runs every sample alone.
-    #[arg(long, default_value_t = 1)]
-    concurrency: usize,
     /// Groups per optimizer step (verl's mini-batch). More groups average more runs into
     /// each step: fewer, less noisy updates.
     #[arg(long, default_value_t = 4)]
@@ -133,10 +127,8 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         args.tasks_per_iteration >= 1
             && args.groups_per_step >= 1
             && args.micro_groups >= 1
-            && args.epochs >= 1
-            && args.concurrency >= 1,
-        "--tasks-per-iteration, --groups-per-step, --micro-groups, --epochs and --concurrency \
-         must be at least 1"
+            && args.epochs >= 1,
+        "--tasks-per-iteration, --groups-per-step, --micro-groups and --epochs must be at least 1"
     );
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.negative_weight),
@@ -223,7 +215,6 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "tasks": args.tasks.display().to_string(),
             "samples": args.samples,
             "dynamic_sampling": args.dynamic_sampling,
-            "concurrency": args.concurrency,
             "tasks_per_iteration": args.tasks_per_iteration,
             "groups_per_step": args.groups_per_step,
             "micro_groups": args.micro_groups,
@@ -253,7 +244,6 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             &runs,
             args.samples,
             args.dynamic_sampling,
-            args.concurrency,
         ))?;
         let rollout_secs = began.elapsed().as_secs_f64();
         let report =
@@ -433,7 +423,6 @@ async fn sample(
     out: &Path,
     samples: usize,
     dynamic_sampling: usize,
-    concurrency: usize,
 ) -> anyhow::Result<Totals> {
     let done = rollout::scan(out)?;
     let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
@@ -466,7 +455,9 @@ async fn sample(
             writer,
             RolloutSettings {
                 dynamic_sampling,
-                ..RolloutSettings::for_backend(samples, concurrency, true)
+                // One sample at a time: batched runs' logprobs are not the trainer's
+                // (docs/engine-notes.md, measured 2026-12-02).
+                ..RolloutSettings::for_backend(samples, 1, true)
             },
             &bar,
             CancellationToken::new(),

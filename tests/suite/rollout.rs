@@ -397,7 +397,8 @@ fn zero_variance_groups_are_resampled_up_to_the_cap() {
 /// (`sample_seed(base, T, i)`: no two tasks share a stream), and
 /// `verity run --seed` draws it again on its own — the same ids and logprobs. Logprobs
 /// are natural-log probabilities of the sampled tokens. A batched rollout (tasks side by
-/// side, never two samples of one prompt) draws exactly the same samples. A sample whose
+/// side, never two samples of one prompt) draws the same samples here — short runs of few
+/// tasks; at 64 tasks × 8 one run in ten drifted (docs/engine-notes.md). A sample whose
 /// prompt hit the prefix cache can differ slightly (docs/engine-notes.md), so the redraw
 /// is of the process's first sample.
 #[test]

@@ -327,12 +327,9 @@ fn teacher_sft_and_grpo_close_the_loop() {
         "2",
         "--negative-weight",
         "0.5",
-        // Credit where the runs part ways; two tasks batched in the engine (the first
-        // step's ratio, checked below, shows their recorded logprobs are the trainer's).
+        // Credit where the runs part ways.
         "--credit",
         "branch",
-        "--concurrency",
-        "2",
         // The KL path too: its frozen reference is also the origin of the drift.
         "--kl-beta",
         "0.1",
@@ -367,7 +364,6 @@ fn teacher_sft_and_grpo_close_the_loop() {
     assert_eq!(state["settings"]["negative_weight"], 0.5, "{state}");
     assert_eq!(state["settings"]["micro_groups"], 2, "{state}");
     assert_eq!(state["settings"]["credit"], "branch", "{state}");
-    assert_eq!(state["settings"]["concurrency"], 2, "{state}");
     // Out-of-range settings are refused before anything runs.
     let refused = d.join("refused");
     let (t, m, r) = (
