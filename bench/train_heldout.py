@@ -11,10 +11,18 @@ Writes results.json, a Markdown table and one SVG plot per set into --out, and p
 table. Timings are recorded too (demonstrations, SFT tokens/s, GRPO iteration seconds).
 
     python3 bench/train_heldout.py --verity target/release/verity --out /tmp/train-bench
+
+After the per-seed tables comes GRPO's gain over SFT, paired (each seed's GRPO checkpoints
+against its own SFT model, on the same problems): the mean and spread of the gain, the
+problems that got better or worse, and an exact sign test. Seeds can run as separate
+processes (`--seeds 0`, `--seeds 1`, ... into separate --out folders) and be merged:
+
+    python3 bench/train_heldout.py --out /tmp/all --report-only --merge /tmp/s0 /tmp/s1 /tmp/s2
 """
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -109,9 +117,19 @@ def main():
                          "verity; not across builds)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table and plots from --out's results.json")
+    ap.add_argument("--merge", nargs="+", metavar="OUT",
+                    help="with --report-only: first merge the seeds of these earlier --out "
+                         "folders (e.g. one process per seed) into --out's results.json")
     a = ap.parse_args()
-    out = Path(a.out)
+    out = Path(a.out).resolve()
     if a.report_only:
+        if a.merge:
+            merged = {"settings": vars(a), "seeds": {}}
+            for other in a.merge:
+                merged["seeds"].update(json.loads((Path(other) / "results.json")
+                                                  .read_text())["seeds"])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(merged, indent=2))
         report(out, json.loads((out / "results.json").read_text()))
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -135,11 +153,13 @@ def main():
                                   "--samples", "1", "--temperature", "0")
                 stage[split] = s["solve_rate"]
                 stage[f"{split}_eval_seconds"] = secs
+                stage[f"{split}_runs"] = str(d / f"{split}-{name}.jsonl")
             # What GRPO optimises: the expected reward of runs sampled at temperature 1.
             s, _ = rollout(a.verity, model, evals["new_numbers"], d / f"sampled-{name}.jsonl",
                            config, "--samples", a.sampled_runs, "--temperature", "1",
                            "--seed", seed)
             stage["new_numbers_sampled"] = s["mean_reward"]
+            stage["new_numbers_sampled_runs"] = str(d / f"sampled-{name}.jsonl")
             r["stages"].append(stage)
             print(f"seed {seed} {name}: " + ", ".join(f"{k} {stage[k]:.3f}" for k in TITLES),
                   file=sys.stderr)
@@ -227,11 +247,75 @@ def report(out, results):
                  f"({statistics.mean(comp_tps):.0f} computed tokens/s)"
                  + (f"; GRPO rollout→train iteration: {statistics.mean(iters):.1f} s mean"
                     if iters else ""))
+    table += paired(results, stages)
     md = "\n".join(table)
     (out / "table.md").write_text(md + "\n")
     for key, (title, rows) in plots.items():
         (out / f"{key.replace('_', '-')}.svg").write_text(svg(rows, title))
     print(md)
+
+
+def task_rewards(path):
+    """Mean reward per task id over a rollout file's runs (one run each when greedy)."""
+    per = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "traj":
+                per.setdefault(r["task"]["id"], []).append((r.get("reward") or {}).get("total", 0.0))
+    return {t: statistics.mean(v) for t, v in per.items()}
+
+
+def sign_test(fixed, broken):
+    """Two-sided exact sign test: how likely a split this uneven is if GRPO changed nothing."""
+    n, k = fixed + broken, max(fixed, broken)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(results, stages):
+    """GRPO's gain over SFT, paired: per seed, and per problem on the same problems.
+
+    The seed spread of the models (above) mixes how good each seed's SFT model is with what
+    GRPO adds; the question is the second one, so each later stage is compared with its own
+    seed's SFT model on the same problems: the gain per seed (mean and spread of the gain),
+    and over all seeds' problems the ones it now solves that SFT did not (better) and the
+    other way round (worse), with the paired standard error of the mean gain and an exact
+    sign test on better vs worse (for the sampled set, a problem is better when its mean
+    reward over its runs rose).
+    """
+    later = [st for st in stages if st not in ("untrained", "sft")]
+    lines = [""]
+    for key, label in (("new_numbers", "greedy"), ("new_numbers_sampled", "sampled at T=1")):
+        field = f"{key}_runs"
+        seeds = list(results["seeds"].values())
+        if not later or not all(field in x for r in seeds for x in r["stages"]
+                                if x["stage"] in later + ["sft"]):
+            continue  # an earlier run that did not keep its rollout files' paths
+        lines += [f"| model | gain over SFT, new numbers {label}: per seed | mean | std | "
+                  f"problems better / worse | paired s.e. | sign test p |",
+                  "|---|---|---|---|---|---|---|"]
+        for st in later:
+            gains, diffs = [], []
+            for r in seeds:
+                at = {x["stage"]: x for x in r["stages"]}
+                if st not in at:
+                    break
+                before, after = task_rewards(at["sft"][field]), task_rewards(at[st][field])
+                gains.append(at[st][key] - at["sft"][key])
+                diffs += [after.get(t, 0.0) - v for t, v in before.items()]
+            else:
+                fixed = sum(1 for x in diffs if x > 0)
+                broken = sum(1 for x in diffs if x < 0)
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+                sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+                lines.append(f"| {st} | {' / '.join(f'{g:+.3f}' for g in gains)} | "
+                             f"{statistics.mean(gains):+.3f} | {sd:.3f} | {fixed} / {broken} | "
+                             f"{se:.3f} | {sign_test(fixed, broken):.3g} |")
+        lines.append("")
+    return lines
 
 
 def svg(rows, title):
