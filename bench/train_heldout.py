@@ -86,6 +86,10 @@ def main():
                          "is expected to move, so the one worth a smaller standard error")
     ap.add_argument("--sampled-runs", type=int, default=4,
                     help="runs per new-numbers task sampled at temperature 1")
+    ap.add_argument("--phrasings", choices=["basic", "rich"], default="basic",
+                    help="the training tasks' templates (scripts/tasks.py arithmetic "
+                         "--phrasings): the SFT tasks and GRPO's fresh pool; the evaluation "
+                         "sets stay the same")
     ap.add_argument("--sft-steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--grpo-iterations", type=int, default=2)
@@ -176,7 +180,7 @@ def main():
             base = d / "base"
             sh([a.verity, "model", "tiny", "--compact-tools", "--seed", 1000 + seed,
                 "--out", base])
-            tasks(train, "--n", a.train_n, "--seed", seed)
+            tasks(train, "--n", a.train_n, "--seed", seed, "--phrasings", a.phrasings)
             # One file per axis of generalisation, then all of them at once.
             for name, args in EVAL_SETS.items():
                 n = a.new_numbers_n if name == "new_numbers" and a.new_numbers_n else a.heldout_n
@@ -204,7 +208,7 @@ def main():
             (out / "results.json").write_text(json.dumps(results, indent=2))
             continue
         if a.grpo_pool == "fresh":
-            tasks(pool, "--n", a.train_n, "--seed", 500 + seed)
+            tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings)
         else:
             pool = train
         text, r["grpo_seconds"] = sh([

@@ -207,6 +207,53 @@ ARITH_TRAIN = [
      lambda a, b, c, d: ([], max(a, b))),
 ]
 
+# `--phrasings rich`: the training templates above plus these — bare questions and more
+# word problems per operation, the numbers in other places and the operation named by other
+# words — so a model has to read the question rather than recognise one of eight sentences.
+# None of them shares a sentence with ARITH_HELDOUT, whose phrasings stay unseen.
+ARITH_TRAIN_RICH = [
+    ("add-bare", "one", "What is {a} plus {b}?", lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("add-verb", "one", "Add {a} and {b}.", lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("add-points", "one", "{n} scored {a} points in the first game and {b} in the second. How many points did {n} score?",
+     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("add-apples", "one", "There are {a} red apples and {b} green apples in a basket. How many apples are in the basket?",
+     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("add-train", "one", "A train carries {a} passengers. At the next stop {b} more get on. How many passengers are on the train?",
+     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
+    ("sub-bare", "one", "What is {a} minus {b}?", lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("sub-verb", "one", "Subtract {b} from {a}.", lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("sub-money", "one", "{n} had {a} dollars and spent {b}. How many dollars does {n} have left?",
+     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("sub-bus", "one", "A bus had {a} people on it. {b} people got off. How many people are still on the bus?",
+     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("sub-birds", "one", "There were {a} birds on a wire and {b} flew away. How many birds are on the wire now?",
+     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
+    ("mul-bare", "one", "What is {a} times {b}?", lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("mul-verb", "one", "Multiply {a} by {b}.", lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("mul-pages", "one", "{n} reads {a} pages every day for {b} days. How many pages does {n} read?",
+     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("mul-garden", "one", "A garden has {a} rows with {b} flowers in each row. How many flowers are in the garden?",
+     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("mul-tickets", "one", "Tickets cost {a} dollars each. How many dollars do {b} tickets cost?",
+     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
+    ("div-bare", "one", "What is {ab} divided by {b}?", lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("div-verb", "one", "Divide {ab} by {b}.", lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("div-eggs", "one", "{n} puts {ab} eggs into cartons of {b}. How many cartons does {n} fill?",
+     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("div-teams", "one", "{ab} students are split into {b} equal teams. How many students are on each team?",
+     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
+    ("two-bare-sub", "two", "What is {a} times {b}, minus {c}?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
+    ("two-bare-add", "two", "What is {a} times {b}, plus {c}?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
+    ("two-oranges", "two", "{n} buys {a} bags with {b} oranges in each bag and eats {c} oranges. How many oranges are left?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
+    ("two-desks", "two", "A classroom has {a} rows of {b} desks, and {c} more desks are brought in. How many desks are there now?",
+     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
+    ("none-age", "none", "{n} is {a} years old. How old is {n}?", lambda a, b, c, d: ([], a)),
+    ("none-smaller", "none", "Which number is smaller, {a} or {b}?", lambda a, b, c, d: ([], min(a, b))),
+]
+
 ARITH_HELDOUT = [
     ("h-add-library", "one", "A library received {a} new books on Monday and {b} on Tuesday. How many books arrived in total?",
      lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
@@ -230,6 +277,8 @@ def arithmetic(args):
     rng = random.Random(f"verity-arithmetic/{args.split}/{args.seed}")
     heldout = args.split == "heldout"
     suite = ARITH_HELDOUT if heldout else ARITH_TRAIN
+    if not heldout and args.phrasings == "rich":
+        suite = ARITH_TRAIN + ARITH_TRAIN_RICH
     names = NAMES_HELDOUT if heldout else NAMES_TRAIN
     lo, hi = (100, 999) if heldout else (2, 99)
     if args.numbers:
@@ -244,9 +293,10 @@ def arithmetic(args):
         a, b, c, d = (rng.randint(lo, hi) for _ in range(4))
         if kind in ("two", "three"):
             c = rng.randint(1, max(1, a * b // 2))  # never below zero
-        if tid.endswith(("stickers", "tank")) and b > a:
+        op = tid.removeprefix("h-").split("-")[0]
+        if op == "sub" and b > a:
             a, b = b, a
-        if tid.endswith(("cookies", "rope")):
+        if op == "div":
             b = rng.randint(2, 12)
         calls, answer = solve(a, b, c, d)
         prompt = text.format(n=rng.choice(names), a=a, b=b, c=c, d=d, ab=a * b)
@@ -346,6 +396,9 @@ def main():
     a.add_argument("--kind", choices=["one", "two", "three", "none", "mixed"], default="mixed")
     a.add_argument("--n", type=int, default=100)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--phrasings", choices=["basic", "rich"], default="basic",
+                   help="the train split's templates: basic (eight) or rich (33: bare "
+                        "questions and more word problems per operation)")
     a.add_argument("--numbers", type=number_range, metavar="LO-HI",
                    help="the operands' range instead of the split's (train 2-99, heldout "
                         "100-999): e.g. held-out phrasings with training-sized numbers")

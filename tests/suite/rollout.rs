@@ -865,7 +865,7 @@ fn arithmetic(args: &[&str]) -> Vec<Value> {
 
 /// The seeded arithmetic suite (issue 18's training tasks): the same seed gives the same
 /// tasks and another seed others; the held-out split shares no phrasing with the training
-/// one and adds three-step chains; and every task's solution plan, run through the real
+/// one (basic or rich) and adds three-step chains; and every task's solution plan, run through the real
 /// calculator (`verity tools call`, each `{N}` replaced by the N-th call's value), ends in
 /// an answer the math verifier (`verity score`) accepts against the task's ground truth.
 /// A few tasks then go through `verity rollout` as they are.
@@ -882,6 +882,10 @@ fn arithmetic_tasks_are_seeded_and_their_solutions_check_out() {
             .collect()
     };
     assert!(templates(&train).is_disjoint(&templates(&heldout)));
+    // The rich phrasings keep the basic templates and add others, none of them held out.
+    let rich = arithmetic(&["--n", "60", "--seed", "3", "--phrasings", "rich"]);
+    assert!(templates(&rich).is_disjoint(&templates(&heldout)));
+    assert!(templates(&rich).len() > 2 * templates(&train).len(), "{:?}", templates(&rich));
     let kinds = |tasks: &[Value]| -> std::collections::BTreeSet<String> {
         tasks
             .iter()
@@ -893,7 +897,7 @@ fn arithmetic_tasks_are_seeded_and_their_solutions_check_out() {
         ["none", "one", "two"]
     );
     assert!(kinds(&heldout).contains("three"), "{:?}", kinds(&heldout));
-    for task in train.iter().chain(&heldout) {
+    for task in train.iter().chain(&heldout).chain(&rich) {
         let mut values: Vec<String> = Vec::new();
         let fill = |s: &str, values: &[String]| {
             values
