@@ -130,8 +130,11 @@ def main():
         if a.merge:
             merged = {"settings": vars(a), "seeds": {}}
             for other in a.merge:
-                merged["seeds"].update(json.loads((Path(other) / "results.json")
-                                                  .read_text())["seeds"])
+                part = json.loads((Path(other) / "results.json").read_text())
+                for seed, r in part["seeds"].items():
+                    find_runs(r, [Path(other), Path(part["settings"].get("reuse_sft") or other)],
+                              seed)
+                merged["seeds"].update(part["seeds"])
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.json").write_text(json.dumps(merged, indent=2))
         report(out, json.loads((out / "results.json").read_text()))
@@ -257,6 +260,17 @@ def report(out, results):
     for key, (title, rows) in plots.items():
         (out / f"{key.replace('_', '-')}.svg").write_text(svg(rows, title))
     print(md)
+
+
+def find_runs(r, outs, seed):
+    """Fill in the rollout files of stages scored before results.json kept their paths."""
+    names = {split: split for split in EVAL_SETS} | {"new_numbers_sampled": "sampled"}
+    for stage in r["stages"]:
+        for key, name in names.items():
+            for out in outs:
+                path = out.resolve() / f"seed-{seed}" / f"{name}-{stage['stage']}.jsonl"
+                if f"{key}_runs" not in stage and path.exists():
+                    stage[f"{key}_runs"] = str(path)
 
 
 def task_rewards(path):
