@@ -119,6 +119,10 @@ def main():
                     help="with --reuse-sft, take the untrained and SFT scores from there too "
                          "instead of scoring again (they are deterministic for one build of "
                          "verity; not across builds)")
+    ap.add_argument("--score-existing", action="store_true",
+                    help="do not run `verity train grpo`: score the checkpoints an earlier, "
+                         "possibly interrupted, run left in --out (its summary.json lists "
+                         "every finished iteration)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the table and plots from --out's results.json")
     ap.add_argument("--merge", nargs="+", metavar="OUT",
@@ -210,6 +214,13 @@ def main():
             results["seeds"][seed] = r
             (out / "results.json").write_text(json.dumps(results, indent=2))
             continue
+        if a.score_existing:
+            r["grpo"] = json.loads((d / "grpo" / "summary.json").read_text())
+            r["grpo_seconds"] = sum(it["iteration_seconds"] for it in r["grpo"])
+            score_grpo(a, r, score)
+            results["seeds"][seed] = r
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            continue
         if a.grpo_pool == "fresh":
             tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings)
         else:
@@ -223,9 +234,7 @@ def main():
             "--dynamic-sampling", a.grpo_dynamic_sampling, "--epochs", a.grpo_epochs,
             "--temperature", a.grpo_temperature, *a.grpo_arg])
         r["grpo"] = json.loads(text)["iterations"]
-        for it in r["grpo"]:
-            if it["iteration"] % a.score_every == 0 or it is r["grpo"][-1]:
-                score(it["checkpoint"], f"grpo-{it['iteration']}")
+        score_grpo(a, r, score)
         results["seeds"][seed] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -260,6 +269,13 @@ def report(out, results):
     for key, (title, rows) in plots.items():
         (out / f"{key.replace('_', '-')}.svg").write_text(svg(rows, title))
     print(md)
+
+
+def score_grpo(a, r, score):
+    """Score every --score-every-th GRPO checkpoint, and the last."""
+    for it in r["grpo"]:
+        if it["iteration"] % a.score_every == 0 or it is r["grpo"][-1]:
+            score(it["checkpoint"], f"grpo-{it['iteration']}")
 
 
 def find_runs(r, outs, seed):
