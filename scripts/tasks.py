@@ -188,21 +188,43 @@ def bfcl(args):
 NAMES_TRAIN = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay"]
 NAMES_HELDOUT = ["Grace", "Hugo", "Iris", "Jonas", "Kai", "Lena"]
 
+# Solution builders: operands (a, b, c, d) → (calculator calls, answer).
+def plan_add(a, b, c, d):
+    return [f"{a}+{b}"], a + b
+
+
+def plan_sub(a, b, c, d):
+    return [f"{a}-{b}"], a - b
+
+
+def plan_mul(a, b, c, d):
+    return [f"{a}*{b}"], a * b
+
+
+def plan_div(a, b, c, d):
+    return [f"{a * b}/{b}"], a
+
+
+def plan_mul_sub(a, b, c, d):
+    return [f"{a}*{b}", f"{{0}}-{c}"], a * b - c
+
+
+def plan_mul_add(a, b, c, d):
+    return [f"{a}*{b}", f"{{0}}+{c}"], a * b + c
+
+
+def plan_say_a(a, b, c, d):
+    return [], a
+
+
 ARITH_TRAIN = [
-    ("add-marbles", "one", "{n} has {a} marbles and finds {b} more. How many marbles does {n} have now?",
-     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("sub-stickers", "one", "{n} had {a} stickers and gave away {b}. How many stickers are left?",
-     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("mul-pencils", "one", "A box holds {a} pencils. How many pencils are in {b} boxes?",
-     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("div-cookies", "one", "{ab} cookies are shared equally among {b} children. How many cookies does each child get?",
-     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("two-shelf", "two", "A shelf has {a} rows of {b} books. {c} books are taken away. How many books remain?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
-    ("two-cards", "two", "{n} buys {a} packs of {b} cards and gets {c} more as a gift. How many cards does {n} have?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
-    ("none-coins", "none", "{n} has {a} coins in a pocket. How many coins are in the pocket?",
-     lambda a, b, c, d: ([], a)),
+    ("add-marbles", "one", "{n} has {a} marbles and finds {b} more. How many marbles does {n} have now?", plan_add),
+    ("sub-stickers", "one", "{n} had {a} stickers and gave away {b}. How many stickers are left?", plan_sub),
+    ("mul-pencils", "one", "A box holds {a} pencils. How many pencils are in {b} boxes?", plan_mul),
+    ("div-cookies", "one", "{ab} cookies are shared equally among {b} children. How many cookies does each child get?", plan_div),
+    ("two-shelf", "two", "A shelf has {a} rows of {b} books. {c} books are taken away. How many books remain?", plan_mul_sub),
+    ("two-cards", "two", "{n} buys {a} packs of {b} cards and gets {c} more as a gift. How many cards does {n} have?", plan_mul_add),
+    ("none-coins", "none", "{n} has {a} coins in a pocket. How many coins are in the pocket?", plan_say_a),
     ("none-larger", "none", "Which number is larger, {a} or {b}?",
      lambda a, b, c, d: ([], max(a, b))),
 ]
@@ -212,63 +234,42 @@ ARITH_TRAIN = [
 # words — so a model has to read the question rather than recognise one of eight sentences.
 # None of them shares a sentence with ARITH_HELDOUT, whose phrasings stay unseen.
 ARITH_TRAIN_RICH = [
-    ("add-bare", "one", "What is {a} plus {b}?", lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("add-verb", "one", "Add {a} and {b}.", lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("add-points", "one", "{n} scored {a} points in the first game and {b} in the second. How many points did {n} score?",
-     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("add-apples", "one", "There are {a} red apples and {b} green apples in a basket. How many apples are in the basket?",
-     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("add-train", "one", "A train carries {a} passengers. At the next stop {b} more get on. How many passengers are on the train?",
-     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("sub-bare", "one", "What is {a} minus {b}?", lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("sub-verb", "one", "Subtract {b} from {a}.", lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("sub-money", "one", "{n} had {a} dollars and spent {b}. How many dollars does {n} have left?",
-     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("sub-bus", "one", "A bus had {a} people on it. {b} people got off. How many people are still on the bus?",
-     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("sub-birds", "one", "There were {a} birds on a wire and {b} flew away. How many birds are on the wire now?",
-     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("mul-bare", "one", "What is {a} times {b}?", lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("mul-verb", "one", "Multiply {a} by {b}.", lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("mul-pages", "one", "{n} reads {a} pages every day for {b} days. How many pages does {n} read?",
-     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("mul-garden", "one", "A garden has {a} rows with {b} flowers in each row. How many flowers are in the garden?",
-     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("mul-tickets", "one", "Tickets cost {a} dollars each. How many dollars do {b} tickets cost?",
-     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("div-bare", "one", "What is {ab} divided by {b}?", lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("div-verb", "one", "Divide {ab} by {b}.", lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("div-eggs", "one", "{n} puts {ab} eggs into cartons of {b}. How many cartons does {n} fill?",
-     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("div-teams", "one", "{ab} students are split into {b} equal teams. How many students are on each team?",
-     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("two-bare-sub", "two", "What is {a} times {b}, minus {c}?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
-    ("two-bare-add", "two", "What is {a} times {b}, plus {c}?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
-    ("two-oranges", "two", "{n} buys {a} bags with {b} oranges in each bag and eats {c} oranges. How many oranges are left?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
-    ("two-desks", "two", "A classroom has {a} rows of {b} desks, and {c} more desks are brought in. How many desks are there now?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}+{c}"], a * b + c)),
-    ("none-age", "none", "{n} is {a} years old. How old is {n}?", lambda a, b, c, d: ([], a)),
+    ("add-bare", "one", "What is {a} plus {b}?", plan_add),
+    ("add-verb", "one", "Add {a} and {b}.", plan_add),
+    ("add-points", "one", "{n} scored {a} points in the first game and {b} in the second. How many points did {n} score?", plan_add),
+    ("add-apples", "one", "There are {a} red apples and {b} green apples in a basket. How many apples are in the basket?", plan_add),
+    ("add-train", "one", "A train carries {a} passengers. At the next stop {b} more get on. How many passengers are on the train?", plan_add),
+    ("sub-bare", "one", "What is {a} minus {b}?", plan_sub),
+    ("sub-verb", "one", "Subtract {b} from {a}.", plan_sub),
+    ("sub-money", "one", "{n} had {a} dollars and spent {b}. How many dollars does {n} have left?", plan_sub),
+    ("sub-bus", "one", "A bus had {a} people on it. {b} people got off. How many people are still on the bus?", plan_sub),
+    ("sub-birds", "one", "There were {a} birds on a wire and {b} flew away. How many birds are on the wire now?", plan_sub),
+    ("mul-bare", "one", "What is {a} times {b}?", plan_mul),
+    ("mul-verb", "one", "Multiply {a} by {b}.", plan_mul),
+    ("mul-pages", "one", "{n} reads {a} pages every day for {b} days. How many pages does {n} read?", plan_mul),
+    ("mul-garden", "one", "A garden has {a} rows with {b} flowers in each row. How many flowers are in the garden?", plan_mul),
+    ("mul-tickets", "one", "Tickets cost {a} dollars each. How many dollars do {b} tickets cost?", plan_mul),
+    ("div-bare", "one", "What is {ab} divided by {b}?", plan_div),
+    ("div-verb", "one", "Divide {ab} by {b}.", plan_div),
+    ("div-eggs", "one", "{n} puts {ab} eggs into cartons of {b}. How many cartons does {n} fill?", plan_div),
+    ("div-teams", "one", "{ab} students are split into {b} equal teams. How many students are on each team?", plan_div),
+    ("two-bare-sub", "two", "What is {a} times {b}, minus {c}?", plan_mul_sub),
+    ("two-bare-add", "two", "What is {a} times {b}, plus {c}?", plan_mul_add),
+    ("two-oranges", "two", "{n} buys {a} bags with {b} oranges in each bag and eats {c} oranges. How many oranges are left?", plan_mul_sub),
+    ("two-desks", "two", "A classroom has {a} rows of {b} desks, and {c} more desks are brought in. How many desks are there now?", plan_mul_add),
+    ("none-age", "none", "{n} is {a} years old. How old is {n}?", plan_say_a),
     ("none-smaller", "none", "Which number is smaller, {a} or {b}?", lambda a, b, c, d: ([], min(a, b))),
 ]
 
 ARITH_HELDOUT = [
-    ("h-add-library", "one", "A library received {a} new books on Monday and {b} on Tuesday. How many books arrived in total?",
-     lambda a, b, c, d: ([f"{a}+{b}"], a + b)),
-    ("h-sub-tank", "one", "A tank holds {a} litres. After {b} litres are drained, how many litres remain?",
-     lambda a, b, c, d: ([f"{a}-{b}"], a - b)),
-    ("h-mul-crates", "one", "Each crate weighs {a} kg. What do {b} crates weigh altogether, in kg?",
-     lambda a, b, c, d: ([f"{a}*{b}"], a * b)),
-    ("h-div-rope", "one", "A rope {ab} metres long is cut into {b} equal pieces. How long is each piece, in metres?",
-     lambda a, b, c, d: ([f"{a * b}/{b}"], a)),
-    ("h-two-factory", "two", "A factory makes {a} widgets an hour for {b} hours and then ships {c} of them. How many widgets are still at the factory?",
-     lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}"], a * b - c)),
+    ("h-add-library", "one", "A library received {a} new books on Monday and {b} on Tuesday. How many books arrived in total?", plan_add),
+    ("h-sub-tank", "one", "A tank holds {a} litres. After {b} litres are drained, how many litres remain?", plan_sub),
+    ("h-mul-crates", "one", "Each crate weighs {a} kg. What do {b} crates weigh altogether, in kg?", plan_mul),
+    ("h-div-rope", "one", "A rope {ab} metres long is cut into {b} equal pieces. How long is each piece, in metres?", plan_div),
+    ("h-two-factory", "two", "A factory makes {a} widgets an hour for {b} hours and then ships {c} of them. How many widgets are still at the factory?", plan_mul_sub),
     ("h-three-orchard", "three", "{n} plants {a} rows of {b} trees, loses {c} trees to frost and then plants {d} more. How many trees are there now?",
      lambda a, b, c, d: ([f"{a}*{b}", f"{{0}}-{c}", f"{{1}}+{d}"], a * b - c + d)),
-    ("h-none-jar", "none", "A jar holds {a} buttons. How many buttons are in the jar?",
-     lambda a, b, c, d: ([], a)),
+    ("h-none-jar", "none", "A jar holds {a} buttons. How many buttons are in the jar?", plan_say_a),
 ]
 
 
