@@ -885,7 +885,11 @@ fn arithmetic_tasks_are_seeded_and_their_solutions_check_out() {
     // The rich phrasings keep the basic templates and add others, none of them held out.
     let rich = arithmetic(&["--n", "60", "--seed", "3", "--phrasings", "rich"]);
     assert!(templates(&rich).is_disjoint(&templates(&heldout)));
-    assert!(templates(&rich).len() > 2 * templates(&train).len(), "{:?}", templates(&rich));
+    assert!(
+        templates(&rich).len() > 2 * templates(&train).len(),
+        "{:?}",
+        templates(&rich)
+    );
     let kinds = |tasks: &[Value]| -> std::collections::BTreeSet<String> {
         tasks
             .iter()
