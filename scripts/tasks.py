@@ -183,7 +183,7 @@ def bfcl(args):
 
 
 # Word problems: (template id, kind, text, solution builder). Numbers are filled in by
-# `arith_numbers`; each builder returns (calls, answer) with calls as calculator expressions
+# `arithmetic`; each builder returns (calls, answer) with calls as calculator expressions
 # where "{N}" stands for the N-th call's value.
 NAMES_TRAIN = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay"]
 NAMES_HELDOUT = ["Grace", "Hugo", "Iris", "Jonas", "Kai", "Lena"]
