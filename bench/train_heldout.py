@@ -211,30 +211,27 @@ def main():
             score(d / "sft", "sft")
         if a.grpo_iterations == 0:
             r["grpo"] = []
-            results["seeds"][seed] = r
-            (out / "results.json").write_text(json.dumps(results, indent=2))
-            continue
-        if a.score_existing:
+        elif a.score_existing:
             r["grpo"] = json.loads((d / "grpo" / "summary.json").read_text())
             r["grpo_seconds"] = sum(it["iteration_seconds"] for it in r["grpo"])
-            score_grpo(a, r, score)
-            results["seeds"][seed] = r
-            (out / "results.json").write_text(json.dumps(results, indent=2))
-            continue
-        if a.grpo_pool == "fresh":
-            tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings)
         else:
-            pool = train
-        text, r["grpo_seconds"] = sh([
-            a.verity, "train", "grpo", pool, "--model", src / "sft", "--out", d / "grpo",
-            "--config", config, "--policy", "trusted", "--tools", "calculator",
-            "--max-turns", "5", "--max-tokens-per-call", "128",
-            "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
-            "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed,
-            "--dynamic-sampling", a.grpo_dynamic_sampling, "--epochs", a.grpo_epochs,
-            "--temperature", a.grpo_temperature, *a.grpo_arg])
-        r["grpo"] = json.loads(text)["iterations"]
-        score_grpo(a, r, score)
+            if a.grpo_pool == "fresh":
+                tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings)
+            else:
+                pool = train
+            text, r["grpo_seconds"] = sh([
+                a.verity, "train", "grpo", pool, "--model", src / "sft", "--out", d / "grpo",
+                "--config", config, "--policy", "trusted", "--tools", "calculator",
+                "--max-turns", "5", "--max-tokens-per-call", "128",
+                "--iterations", a.grpo_iterations, "--tasks-per-iteration", a.grpo_tasks,
+                "--samples", a.grpo_samples, "--lr", a.grpo_lr, "--seed", seed,
+                "--dynamic-sampling", a.grpo_dynamic_sampling, "--epochs", a.grpo_epochs,
+                "--temperature", a.grpo_temperature, *a.grpo_arg])
+            r["grpo"] = json.loads(text)["iterations"]
+        # Every --score-every-th GRPO checkpoint, and the last.
+        for it in r["grpo"]:
+            if it["iteration"] % a.score_every == 0 or it is r["grpo"][-1]:
+                score(it["checkpoint"], f"grpo-{it['iteration']}")
         results["seeds"][seed] = r
         (out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -269,13 +266,6 @@ def report(out, results):
     for key, (title, rows) in plots.items():
         (out / f"{key.replace('_', '-')}.svg").write_text(svg(rows, title))
     print(md)
-
-
-def score_grpo(a, r, score):
-    """Score every --score-every-th GRPO checkpoint, and the last."""
-    for it in r["grpo"]:
-        if it["iteration"] % a.score_every == 0 or it is r["grpo"][-1]:
-            score(it["checkpoint"], f"grpo-{it['iteration']}")
 
 
 def find_runs(r, outs, seed):
