@@ -12,7 +12,8 @@
         generator's answer (e.g. DATASET = basic_arithmetic, chain_sum, gsm_symbolic).
 
     scripts/tasks.py arithmetic [--split train|heldout] [--kind one|two|three|none|mixed]
-                                [--numbers LO-HI] [--n N] [--seed S] > arithmetic.jsonl
+                                [--phrasings basic|rich] [--numbers LO-HI] [--n N]
+                                [--seed S] > arithmetic.jsonl
         Seeded arithmetic word problems generated here (no package): one operation, two
         chained operations, or questions that need no tool (`mixed`: all of them), each
         with its ground truth, the math verifier, the calculator offered, and in `meta`
@@ -21,7 +22,8 @@
         scripted teacher. `heldout` uses other phrasings, larger numbers (100-999) and
         adds three-operation chains: a split to measure generalisation on (`--numbers`
         and `--kind` take one axis at a time: `--split heldout --numbers 2-99` is other
-        phrasings alone).
+        phrasings alone). `--phrasings rich` draws the train split from 33 templates
+        instead of 8.
 
     scripts/tasks.py followups DEMOS.jsonl TASKS.jsonl [--share P] [--seed S] > more.jsonl
         Follow-up questions: a share P (default 0.5) of TASKS, each asked after an earlier
