@@ -104,6 +104,10 @@ def main():
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--score-every", type=int, default=1,
                     help="score every K-th GRPO checkpoint (and always the last)")
+    ap.add_argument("--grpo-kind", choices=["mixed", "one", "two", "none"], default="mixed",
+                    help="the fresh pool's task kind (scripts/tasks.py arithmetic --kind): two "
+                         "puts GRPO's samples where a converged SFT model still fails (two "
+                         "chained calls) instead of on problems it almost always solves")
     ap.add_argument("--grpo-pool", choices=["fresh", "train"], default="fresh",
                     help="GRPO's tasks: fresh (a pool of --train-n new tasks in the training "
                          "phrasings and numbers, seed 500+S, none of them demonstrated) or "
@@ -216,7 +220,8 @@ def main():
             r["grpo_seconds"] = sum(it["iteration_seconds"] for it in r["grpo"])
         else:
             if a.grpo_pool == "fresh":
-                tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings)
+                tasks(pool, "--n", a.train_n, "--seed", 500 + seed, "--phrasings", a.phrasings,
+                      "--kind", a.grpo_kind)
             else:
                 pool = train
             text, r["grpo_seconds"] = sh([
