@@ -360,6 +360,8 @@ pub struct TokenRow {
     pub logprobs: Vec<f32>,
     pub temperature: f64,
     pub group: String,
+    /// The run's reward (0 where it has none).
+    pub reward: f64,
 }
 
 /// The runs of `files` with their token views (`verity export --format trl-tokens`),
@@ -430,6 +432,7 @@ pub fn token_rows(files: &[PathBuf], advantage: &str) -> anyhow::Result<Vec<Toke
             .and_then(Value::as_f64)
             .unwrap_or(0.0) as f32;
         rows.push(TokenRow {
+            reward: v.get("reward").and_then(Value::as_f64).unwrap_or(0.0),
             example,
             logprobs,
             // Recorded logprobs are of logits / T, at T = 1 for greedy runs.

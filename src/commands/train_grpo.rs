@@ -3,6 +3,11 @@
 //! tools and policy) → verify (the file's hash chain; the verifiers already scored every
 //! run) → GRPO steps on those runs' recorded tokens → the next checkpoint.
 //!
+//! With `--guide teacher`, a task none of whose samples passed gets the runtime's teacher
+//! demonstration (`verity rollout --teacher`: the current checkpoint forced to write the
+//! task's plan, through the same tools and policy) as an off-policy member of its group
+//! (LUFFY): without it such a group is all zeros and teaches nothing.
+//!
 //! Every iteration's records go to one trajectory file (`OUT/runs.jsonl`), every
 //! iteration's checkpoint is kept (`OUT/iter-N`), and `OUT/summary.json` has one line of
 //! numbers per iteration.
@@ -20,14 +25,21 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use verity_runtime::{
+    model::{ModelBackend, TeacherModel},
     rollout::{self, LoadedTask, Rollout, RolloutSettings, Totals},
-    trajectory::chain::{self, ChainWriter},
+    trajectory::{
+        chain::{self, ChainWriter},
+        group::{self, GrpoNorm},
+    },
     Approver, AutoApprove, Caller, CallerKind, DenyAsk,
 };
 use verity_train::{
     batch::{Batch, Example},
     checkpoint::{self, TrainState},
-    grpo::{branch_credit, grpo_loss, weigh_negatives, GrpoSettings, Normalise},
+    grpo::{
+        branch_credit, grpo_loss, recompute_old_logprobs, weigh_negatives, GrpoSettings, GuideLoss,
+        Normalise,
+    },
     model::Qwen3,
     optim::AdamW,
 };
@@ -101,6 +113,18 @@ pub struct GrpoArgs {
     /// KL coefficient to the starting model (k3 estimator; 0: none, no reference pass).
     #[arg(long, default_value_t = 0.0)]
     kl_beta: f64,
+    /// Guidance for tasks none of whose samples passed: teacher (the task's plan,
+    /// demonstrated through the runtime by the current checkpoint, joins the group as an
+    /// off-policy run; tasks need `meta.solution`) or none.
+    #[arg(long, value_enum, default_value_t = Guide::None)]
+    guide: Guide,
+    /// How the guide's tokens are trained: shaped (LUFFY: −A·π/(π+γ), unclipped) or clip
+    /// (the clipped ratio against the current policy's own logprobs).
+    #[arg(long, value_enum, default_value_t = GuideLossArg::Shaped)]
+    guide_loss: GuideLossArg,
+    /// γ of the shaped guide loss.
+    #[arg(long, default_value_t = 0.1)]
+    guide_gamma: f64,
     #[command(flatten)]
     optim: OptimOpts,
     #[command(flatten)]
@@ -116,6 +140,26 @@ enum Credit {
     /// The tokens where the group's runs part ways ([`branch_credit`]).
     Branch,
 }
+
+/// Where guidance for all-fail groups comes from (`--guide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Guide {
+    /// No guidance: an all-fail group has no signal and is skipped.
+    None,
+    /// The runtime's scripted teacher ([`TeacherModel`]).
+    Teacher,
+}
+
+/// `--guide-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GuideLossArg {
+    Shaped,
+    Clip,
+}
+
+/// The id a task's guide run is recorded under.
+const GUIDE_SUFFIX: &str = "~guide";
 
 pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.iterations >= 1, "--iterations must be at least 1");
@@ -140,8 +184,21 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         "dr-grpo" | "dr_grpo" => "dr_grpo",
         other => anyhow::bail!("--advantage {other:?}: expected grpo or dr-grpo"),
     };
+    anyhow::ensure!(
+        args.guide_gamma > 0.0 && args.guide_gamma.is_finite(),
+        "--guide-gamma must be positive, got {}",
+        args.guide_gamma
+    );
     let tasks = rollout::read_tasks(&args.tasks)?;
     anyhow::ensure!(!tasks.is_empty(), "{}: no tasks", args.tasks.display());
+    if args.guide == Guide::Teacher {
+        // Refused before anything runs, not at the first all-fail group.
+        for t in &tasks {
+            t.task
+                .teacher_plan()
+                .map_err(|e| anyhow::anyhow!("--guide teacher: {e}"))?;
+        }
+    }
     let model_spec = args
         .opts
         .model
@@ -182,6 +239,12 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
         kl_beta: args.kl_beta,
         normalise,
         temperature,
+        guide: match args.guide_loss {
+            GuideLossArg::Shaped => GuideLoss::Shaped {
+                gamma: args.guide_gamma,
+            },
+            GuideLossArg::Clip => GuideLoss::Clip,
+        },
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -222,6 +285,7 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "advantage": advantage,
             "negative_weight": args.negative_weight,
             "credit": args.credit,
+            "guide": args.guide,
             "grpo": settings,
             "schedule": schedule,
             "adamw": args.optim.adamw(),
@@ -246,23 +310,80 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             args.dynamic_sampling,
         ))?;
         let rollout_secs = began.elapsed().as_secs_f64();
-        let report =
-            chain::verify(&runs).with_context(|| format!("verifying {}", runs.display()))?;
-        if let Some((line, why)) = report.first_error {
-            anyhow::bail!("{}: line {line}: {why}", runs.display());
-        }
+        verify(&runs)?;
         // This iteration's runs, by group (dynamic sampling's discarded rounds have none).
-        let mut by_group: std::collections::BTreeMap<String, Vec<Example>> = Default::default();
-        for r in token_rows(std::slice::from_ref(&runs), advantage)? {
-            if ids.contains(&r.group) && r.example.trained() > 0 {
-                by_group.entry(r.group).or_default().push(r.example);
+        let mut by_group = iteration_groups(&runs, advantage, &ids, "")?;
+        let unsolved: Vec<String> = by_group
+            .iter()
+            .filter(|(_, g)| g.iter().all(|(_, reward)| *reward < 1.0))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut guide = GuideTotals {
+            unsolved_groups: unsolved.len(),
+            ..GuideTotals::default()
+        };
+        if args.guide == Guide::Teacher && !unsolved.is_empty() {
+            let teach_began = Instant::now();
+            let guide_tasks: Vec<LoadedTask> = batch_tasks
+                .iter()
+                .filter(|t| unsolved.contains(&t.task.id))
+                .map(|t| with_id(t, format!("{}{GUIDE_SUFFIX}", t.task.id)))
+                .collect();
+            let demos = rt.block_on(teach(&resolved, &guide_tasks, &runs))?;
+            verify(&runs)?;
+            let guide_ids = guide_tasks.iter().map(|t| t.task.id.clone()).collect();
+            for (id, mut demo_rows) in iteration_groups(&runs, advantage, &guide_ids, GUIDE_SUFFIX)?
+            {
+                // One demonstration per task; one that failed (it should not) guides nothing.
+                let Some((mut demo, reward)) = demo_rows.pop() else {
+                    continue;
+                };
+                let Some(group) = by_group.get_mut(&id) else {
+                    continue;
+                };
+                if reward < 1.0 {
+                    continue;
+                }
+                demo.off_policy = true;
+                group.push((demo, reward));
+                // The group's advantages, the demonstration among its members.
+                let rewards: Vec<f64> = group.iter().map(|(_, r)| *r).collect();
+                let a = group::stats(&rewards, GrpoNorm::default()).advantages;
+                let adv = if advantage == "dr_grpo" {
+                    a.dr_grpo
+                } else {
+                    a.grpo
+                };
+                for ((e, _), a) in group.iter_mut().zip(adv) {
+                    e.advantage = a as f32;
+                }
+                guide.guided_groups += 1;
+            }
+            guide.demo_seconds = teach_began.elapsed().as_secs_f64();
+            guide.demo_runs = demos.samples;
+            // A demonstration that failed (e.g. cut off by --max-tokens-per-call), or whose
+            // turns have no flat token view (`verity export` says why), guides nothing.
+            guide.unusable_demos = guide_tasks.len() - guide.guided_groups;
+            if guide.unusable_demos > 0 {
+                tracing::warn!(
+                    "iteration {it}: {} of {} teacher demonstrations failed or have no flat \
+                     token view; their groups stay without signal",
+                    guide.unusable_demos,
+                    guide_tasks.len()
+                );
             }
         }
         // Groups whose runs all scored alike carry no signal (advantage 0 everywhere).
         let mut groups: Vec<Vec<Example>> = by_group
             .into_values()
+            .map(|g| g.into_iter().map(|(e, _)| e).collect::<Vec<_>>())
             .filter(|g| g.iter().any(|r| r.advantage.abs() > 1e-9))
             .collect();
+        for g in &mut groups {
+            // The guide's tokens were the teacher's; its ratios are taken against the
+            // policy that is about to be trained, as it stands now.
+            recompute_old_logprobs(&model, g, temperature)?;
+        }
         for g in &mut groups {
             if args.credit == Credit::Branch {
                 branch_credit(g);
@@ -305,7 +426,10 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                     "iteration": it, "step": opt.step, "loss": step.loss, "lr": lr,
                     "grad_norm": grad_norm, "ratio": ratio, "clipped": clip,
                     "kl": kl, "tokens": step.tokens, "rows": step_rows,
+                    "guide_tokens": step.guide_tokens,
                 }));
+                guide.tokens += step.guide_tokens;
+                guide.prob_sum += step.guide_prob;
                 losses.push(step.loss);
                 ratios.push(ratio);
                 clipped.push(clip);
@@ -334,6 +458,23 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "parse_failures_per_run": totals.parse_failures as f64 / totals.samples.max(1) as f64,
             "groups_with_signal": groups.len(),
             "zero_variance_groups": totals.zero_variance_groups,
+            // Groups none of whose samples passed, and how many a demonstration joined.
+            "unsolved_groups": guide.unsolved_groups,
+            "guided_groups": guide.guided_groups,
+            "guide": if args.guide == Guide::None { Value::Null } else { json!({
+                "demo_runs": guide.demo_runs,
+                "unusable_demos": guide.unusable_demos,
+                "demo_seconds": guide.demo_seconds,
+                // The teacher's share of what was trained, and how likely the policy found
+                // its tokens while training on them.
+                "tokens": guide.tokens,
+                "token_share": guide.tokens as f64 / tokens.max(1) as f64,
+                "mean_prob": if guide.tokens == 0 {
+                    Value::Null
+                } else {
+                    json!(guide.prob_sum / guide.tokens as f64)
+                },
+            })},
             "steps": losses.len(),
             "trained_tokens": tokens,
             "loss": mean(&losses),
@@ -366,6 +507,47 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What guidance added in one iteration.
+#[derive(Default)]
+struct GuideTotals {
+    unsolved_groups: usize,
+    guided_groups: usize,
+    demo_runs: usize,
+    /// Demonstrations that failed or have no flat token view.
+    unusable_demos: usize,
+    demo_seconds: f64,
+    /// Guide tokens trained (over all epochs) and the sum of their probabilities.
+    tokens: usize,
+    prob_sum: f64,
+}
+
+/// Refuses a damaged trajectory file.
+fn verify(runs: &Path) -> anyhow::Result<()> {
+    let report = chain::verify(runs).with_context(|| format!("verifying {}", runs.display()))?;
+    if let Some((line, why)) = report.first_error {
+        anyhow::bail!("{}: line {line}: {why}", runs.display());
+    }
+    Ok(())
+}
+
+/// The runs of `runs` whose group is in `ids`, with their rewards, by group id less
+/// `suffix`.
+fn iteration_groups(
+    runs: &Path,
+    advantage: &str,
+    ids: &std::collections::HashSet<String>,
+    suffix: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(Example, f64)>>> {
+    let mut by_group: std::collections::BTreeMap<String, Vec<(Example, f64)>> = Default::default();
+    for r in token_rows(std::slice::from_ref(&runs.to_path_buf()), advantage)? {
+        if ids.contains(&r.group) && r.example.trained() > 0 {
+            let id = r.group.strip_suffix(suffix).unwrap_or(&r.group).to_owned();
+            by_group.entry(id).or_default().push((r.example, r.reward));
+        }
+    }
+    Ok(by_group)
+}
+
 /// One optimizer step's figures, gathered over its micro-batches.
 #[derive(Default)]
 struct StepStats {
@@ -376,12 +558,17 @@ struct StepStats {
     ratio: f64,
     clipped: f64,
     kl: f64,
+    guide_tokens: usize,
+    /// Sum of the guide tokens' probabilities.
+    guide_prob: f64,
 }
 
 impl StepStats {
     fn add(&mut self, loss: f64, s: &verity_train::grpo::GrpoStats, tokens: usize) {
         self.loss += loss;
         self.tokens += tokens;
+        self.guide_tokens += s.guide_tokens;
+        self.guide_prob += s.guide_prob * s.guide_tokens as f64;
         let w = tokens as f64;
         self.ratio += s.ratio * w;
         self.clipped += s.clipped * w;
@@ -401,18 +588,23 @@ fn iteration_tasks(tasks: &[LoadedTask], it: usize, n: usize) -> Vec<LoadedTask>
     (0..n)
         .map(|j| {
             let k = (it - 1) * n + j;
-            let mut t = tasks[k % tasks.len()].clone();
-            let pass = k / tasks.len();
-            if pass > 0 {
-                let id = format!("{}~pass-{}", t.task.id, pass + 1);
-                t.task.id = id.clone();
-                if let Some(o) = t.raw.as_object_mut() {
-                    o.insert("id".into(), Value::String(id));
-                }
+            let t = &tasks[k % tasks.len()];
+            match k / tasks.len() {
+                0 => t.clone(),
+                pass => with_id(t, format!("{}~pass-{}", t.task.id, pass + 1)),
             }
-            t
         })
         .collect()
+}
+
+/// `task` under another id.
+fn with_id(task: &LoadedTask, id: String) -> LoadedTask {
+    let mut t = task.clone();
+    t.task.id = id.clone();
+    if let Some(o) = t.raw.as_object_mut() {
+        o.insert("id".into(), Value::String(id));
+    }
+    t
 }
 
 /// Samples `samples` runs of each task with the model `resolved` names, appending to
@@ -424,10 +616,46 @@ async fn sample(
     samples: usize,
     dynamic_sampling: usize,
 ) -> anyhow::Result<Totals> {
-    let done = rollout::scan(out)?;
-    let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
     // No prefix cache: the ratios below are taken against these logprobs (see rollout.rs).
     let model = resolved.backend(true).await?;
+    draw(
+        resolved,
+        model,
+        tasks,
+        out,
+        samples,
+        dynamic_sampling,
+        "rollout",
+    )
+    .await
+}
+
+/// One teacher demonstration of each of `tasks` (each with a `meta.solution`) by the model
+/// `resolved` names, appended to `out`.
+async fn teach(resolved: &Resolved, tasks: &[LoadedTask], out: &Path) -> anyhow::Result<Totals> {
+    let plans = tasks
+        .iter()
+        .map(|t| t.task.teacher_plan())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--guide teacher: {e}"))?;
+    let student = resolved.load_embedded(true, false).await?;
+    let model = Arc::new(TeacherModel::new(Arc::new(student), plans));
+    draw(resolved, model, tasks, out, 1, 0, "guide").await
+}
+
+/// `samples` runs of each task by `model` through the agent loop, appended to `out`
+/// (resuming what an interrupted iteration left).
+async fn draw(
+    resolved: &Resolved,
+    model: Arc<dyn ModelBackend>,
+    tasks: &[LoadedTask],
+    out: &Path,
+    samples: usize,
+    dynamic_sampling: usize,
+    label: &str,
+) -> anyhow::Result<Totals> {
+    let done = rollout::scan(out)?;
+    let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
     let (gate, _hub) = resolved.gate().await?;
     let approver: Arc<dyn Approver> = if resolved.yes {
         Arc::new(AutoApprove)
@@ -436,9 +664,9 @@ async fn sample(
     };
     let todo = rollout::samples_to_draw(tasks, &done, samples);
     let bar = Bar(indicatif::ProgressBar::new(todo as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} rollout {pos}/{len} samples ({per_sec}) {wide_bar} {msg}",
-        )
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} {{pos}}/{{len}} samples ({{per_sec}}) {{wide_bar}} {{msg}}"
+        ))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     ));
     let runner = Rollout::new(

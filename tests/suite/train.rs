@@ -396,6 +396,147 @@ fn teacher_sft_and_grpo_close_the_loop() {
     }
 }
 
+/// `train grpo --guide teacher` from an untrained model, whose samples all fail: each
+/// task's group gets the teacher's demonstration (recorded in the same file, under the task
+/// id + `~guide`, scored 1, replayable) as an off-policy member. Under `--guide-loss clip`
+/// its old logprobs are the policy's own, recomputed (the recorded ones are 0 wherever the
+/// grammar forced a token), so the first step's ratio is 1; under the shaped loss the
+/// report shows the teacher's share of the tokens and how likely the policy found them.
+/// Tasks without a plan are refused before anything runs. (The untrained model's own runs
+/// that made calls have no flat token view — it writes tokens the template re-renders
+/// otherwise — so a group counts as unsolved over the runs the trainer can read.)
+#[test]
+fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = base_model(d, "base", &[]);
+    let chains = tasks(
+        d,
+        "chains.jsonl",
+        &["--n", "3", "--seed", "3", "--kind", "two"],
+    );
+    let config = write_file(d, "config.toml", "");
+    let grpo = |out: &Path, tasks: &Path, extra: &[&str]| {
+        run(&[
+            &[
+                "train",
+                "grpo",
+                tasks.to_str().unwrap(),
+                "--model",
+                base.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--policy",
+                "trusted",
+                "--tools",
+                "calculator",
+                "--max-turns",
+                "4",
+                // The teacher's chains need more than 48 (the untrained model spells them
+                // in short tokens).
+                "--max-tokens-per-call",
+                "96",
+                "--iterations",
+                "1",
+                "--tasks-per-iteration",
+                "3",
+                "--samples",
+                "2",
+                "--groups-per-step",
+                "3",
+                "--guide",
+                "teacher",
+                "--lr",
+                "1e-3",
+            ],
+            extra,
+        ]
+        .concat())
+    };
+    let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+
+    let clip = d.join("clip");
+    let o = grpo(&clip, &chains, &["--guide-loss", "clip"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let it = &report["iterations"][0];
+    assert_eq!(
+        it["mean_reward"], 0.0,
+        "an untrained model solved a chain: {it}"
+    );
+    let unsolved = it["unsolved_groups"].as_u64().unwrap();
+    assert!(unsolved >= 1, "{it}");
+    assert_eq!(it["guided_groups"], unsolved, "{it}");
+    assert_eq!(it["groups_with_signal"], unsolved, "{it}");
+    assert_eq!(it["guide"]["demo_runs"], unsolved, "{it}");
+    assert_eq!(it["guide"]["unusable_demos"], 0, "{it}");
+    let share = it["guide"]["token_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{it}");
+    let runs = clip.join("runs.jsonl");
+    let o = run(&["verify", "--replay", runs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let demos: Vec<Value> = records(&runs)
+        .into_iter()
+        .filter(|r| r["kind"] == "traj")
+        .filter(|r| r["task"]["id"].as_str().unwrap().ends_with("~guide"))
+        .collect();
+    assert_eq!(demos.len() as u64, unsolved);
+    assert!(
+        demos.iter().all(|r| r["reward"]["total"] == 1.0),
+        "{demos:?}"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(clip.join("iter-1/train_state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["settings"]["guide"], "teacher", "{state}");
+    assert_eq!(
+        state["settings"]["grpo"]["guide"]["kind"], "clip",
+        "{state}"
+    );
+    let first = &state["history"][0];
+    assert!(first["guide_tokens"].as_u64().unwrap() > 0, "{first}");
+    let ratio = first["ratio"].as_f64().unwrap();
+    assert!((ratio - 1.0).abs() < 1e-3, "first-step ratio {ratio}");
+    assert!(weights(&clip.join("iter-1")) != weights(&base));
+
+    let shaped = d.join("shaped");
+    let o = grpo(&shaped, &chains, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let it = &report["iterations"][0];
+    assert!(it["guided_groups"].as_u64().unwrap() >= 1, "{it}");
+    let p = it["guide"]["mean_prob"].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "{it}");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(shaped.join("iter-1/train_state/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        state["settings"]["grpo"]["guide"]["kind"], "shaped",
+        "{state}"
+    );
+    assert_eq!(state["settings"]["grpo"]["guide"]["gamma"], 0.1, "{state}");
+
+    // Without a plan there is nothing to demonstrate: refused up front.
+    let bare = write_file(
+        d,
+        "bare.jsonl",
+        "{\"id\": \"q\", \"prompt\": \"What is 2+2?\", \"ground_truth\": \"4\", \
+         \"verifier\": {\"type\": \"math\"}}\n",
+    );
+    let refused = d.join("refused");
+    let o = grpo(&refused, &bare, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--guide teacher: task q: no meta.solution"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!refused.exists());
+}
+
 /// Follow-up questions (`scripts/tasks.py followups`): a task that starts with an earlier
 /// exchange taken from a solved run. The teacher answers the task's own question — its
 /// call and answer, not the earlier one's — the run's calls are counted and graded without

@@ -20,6 +20,10 @@ pub struct Example {
     /// GRPO: an advantage per position (aligned with `ids`), which replaces `advantage`
     /// where set ([`crate::grpo::branch_credit`]).
     pub token_advantages: Option<Vec<f32>>,
+    /// GRPO: written by another policy (a teacher's demonstration added to a group whose
+    /// own samples all failed), so its ratio to the sampling policy means nothing
+    /// ([`crate::grpo::GuideLoss`] says how it is trained).
+    pub off_policy: bool,
 }
 
 impl Example {
@@ -38,6 +42,7 @@ impl Example {
             old_logprobs: None,
             advantage: 0.0,
             token_advantages: None,
+            off_policy: false,
         })
     }
 
@@ -72,6 +77,9 @@ pub struct Batch {
     /// `[b, s]` f32: the advantage of each target (GRPO; a sequence's advantage repeated
     /// unless the example has per-token ones).
     pub advantages: Tensor,
+    /// `[b, s]` f32: 1 where the target is trained and its row is off-policy; `None` when
+    /// no row is.
+    pub off_policy: Option<Tensor>,
     /// Trained tokens in the batch.
     pub trained_tokens: usize,
     /// All positions the forward pass computes (prefix once, rows padded).
@@ -131,6 +139,8 @@ impl Batch {
         let mut weights = vec![0f32; b * width];
         let mut old = vec![0f32; b * width];
         let mut advantages = vec![0f32; b * width];
+        let mut off = vec![0f32; b * width];
+        let any_off = examples.iter().any(|e| e.off_policy);
         let has_old = examples.iter().all(|e| e.old_logprobs.is_some());
         let mut rows = Vec::with_capacity(b);
         let mut trained = 0;
@@ -142,6 +152,9 @@ impl Batch {
                 if e.mask[i] != 0 {
                     weights[r * width + j] = 1.0;
                     trained += 1;
+                    if e.off_policy {
+                        off[r * width + j] = 1.0;
+                    }
                 }
                 if let Some(lp) = &e.old_logprobs {
                     old[r * width + j] = lp.get(i).copied().unwrap_or(0.0);
@@ -162,6 +175,11 @@ impl Batch {
                 None
             },
             advantages: Tensor::from_vec(advantages, (b, width), &dev)?,
+            off_policy: if any_off {
+                Some(Tensor::from_vec(off, (b, width), &dev)?)
+            } else {
+                None
+            },
             trained_tokens: trained,
         })
     }
@@ -190,5 +208,19 @@ mod tests {
         let c = Example::new(vec![7, 2, 3], vec![0, 0, 1]).unwrap();
         assert!(Batch::new(&[&a, &c]).unwrap().prefix.is_empty());
         assert!(Batch::new(&[&Example::new(vec![1], vec![1]).unwrap()]).is_err());
+        assert!(Batch::new(&[&a, &b]).unwrap().off_policy.is_none());
+        let guide = Example {
+            off_policy: true,
+            ..b.clone()
+        };
+        assert_eq!(
+            Batch::new(&[&a, &guide])
+                .unwrap()
+                .off_policy
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap(),
+            vec![vec![0.0, 0.0], vec![1.0, 0.0]]
+        );
     }
 }

@@ -8,6 +8,12 @@
 //! `token-mean`), `sequence` (each sequence's mean, then the mean over sequences: the
 //! original GRPO) or `constant` (sum ÷ (rows × a fixed length): Dr. GRPO, whose advantages
 //! are also not divided by the group's std).
+//!
+//! Guidance ([`GuideLoss`]): a group whose samples all failed has no signal; a teacher's
+//! demonstration of the task can join it as an off-policy member (LUFFY, Yan et al. 2025).
+//! Its old logprobs are not the sampling policy's, so they are recomputed by the trainer
+//! ([`recompute_old_logprobs`]) and, by default, its tokens are trained with LUFFY's
+//! shaped, unclipped objective instead of the ratio.
 
 use candle_core::{Tensor, D};
 
@@ -43,6 +49,24 @@ impl Normalise {
     }
 }
 
+/// How the tokens of off-policy rows ([`Example::off_policy`]) are trained.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuideLoss {
+    /// Like sampled tokens: the clipped ratio, against old logprobs the trainer recomputed
+    /// before the iteration's first step (so the ratio starts at 1 and the clip bounds how
+    /// far one iteration moves them: a token at p = 0.01 may only reach ~0.012).
+    Clip,
+    /// LUFFY's policy shaping: `−A · π/(π + γ)`, no ratio and no clip. Its gradient,
+    /// `A · γπ/(π + γ)² · ∇log π`, peaks at π = γ: the teacher's tokens the policy finds
+    /// unlikely but not absurd are pushed hardest, and the ones it already writes hardly
+    /// at all.
+    Shaped {
+        /// γ (LUFFY: 0.1).
+        gamma: f64,
+    },
+}
+
 /// GRPO settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GrpoSettings {
@@ -56,6 +80,8 @@ pub struct GrpoSettings {
     pub normalise: Normalise,
     /// The sampling temperature the rollout used (logprobs are of logits / T).
     pub temperature: f64,
+    /// How off-policy rows are trained (ignored when a batch has none).
+    pub guide: GuideLoss,
 }
 
 /// What a GRPO loss saw (means over trained tokens).
@@ -67,6 +93,39 @@ pub struct GrpoStats {
     pub clipped: f64,
     /// Mean k3 KL to the reference (0 without one).
     pub kl: f64,
+    /// Off-policy (guide) tokens in the batch; `ratio` and `clipped` are over the others
+    /// when these are shaped.
+    pub guide_tokens: usize,
+    /// The policy's mean probability of the guide tokens (0 without any).
+    pub guide_prob: f64,
+}
+
+/// Sets the `old_logprobs` of every off-policy example to the policy's own (`model`, at
+/// `temperature`), position by position (0 where not trained): the recorded ones are the
+/// other policy's, or — for a teacher forced through a grammar — 0 wherever the grammar
+/// left one token, and a ratio against them would be meaningless.
+pub fn recompute_old_logprobs(
+    model: &Qwen3,
+    examples: &mut [Example],
+    temperature: f64,
+) -> Result<()> {
+    for e in examples.iter_mut().filter(|e| e.off_policy) {
+        let batch = Batch::new(&[&*e])?;
+        let logits = model.forward(&batch.prefix, &batch.rows)?.detach();
+        let lp = token_logprobs(&logits, &batch.targets, temperature)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        // Target j of the row predicts ids[prefix + 1 + j].
+        let start = batch.prefix.len() + 1;
+        let mut old = vec![0f32; e.ids.len()];
+        for (j, l) in lp.iter().enumerate() {
+            if e.mask.get(start + j).copied().unwrap_or(0) != 0 {
+                old[start + j] = *l;
+            }
+        }
+        e.old_logprobs = Some(old);
+    }
+    Ok(())
 }
 
 /// Scales every negative advantage by `weight` (1: GRPO as published; 0: only what did
@@ -163,6 +222,22 @@ pub fn grpo_loss(
     let clipped_ratio = ratio.clamp(1.0 - s.clip_low, 1.0 + s.clip_high)?;
     let surr2 = (&clipped_ratio * adv)?;
     let mut per_token = surr1.minimum(&surr2)?.neg()?;
+    // The tokens the ratio statistics are over: all trained ones, or the on-policy ones
+    // when the guide's are shaped (they have no ratio).
+    let mut ratio_w = w.clone();
+    let (mut guide_tokens, mut guide_prob) = (0usize, 0.0);
+    if let Some(off) = &batch.off_policy {
+        guide_tokens = off.sum_all()?.to_scalar::<f32>()? as usize;
+        let p = lp.exp()?;
+        guide_prob = mean_over(&p.detach(), off)?;
+        if let GuideLoss::Shaped { gamma } = s.guide {
+            let shaped = (&p / (&p + gamma)?)?;
+            let guide_loss = (shaped * adv)?.neg()?;
+            let on = off.affine(-1.0, 1.0)?;
+            per_token = ((per_token * &on)? + (guide_loss * off)?)?;
+            ratio_w = (w * &on)?;
+        }
+    }
     let mut kl_mean = 0.0;
     if let (Some(r), true) = (reference, s.kl_beta > 0.0) {
         let ref_logits = r.forward(&batch.prefix, &batch.rows)?.detach();
@@ -198,9 +273,11 @@ pub fn grpo_loss(
     Ok((
         loss,
         GrpoStats {
-            ratio: mean_over(&ratio_d, w)?,
-            clipped: mean_over(&outside, w)?,
+            ratio: mean_over(&ratio_d, &ratio_w)?,
+            clipped: mean_over(&outside, &ratio_w)?,
             kl: kl_mean,
+            guide_tokens,
+            guide_prob,
         },
     ))
 }
@@ -292,6 +369,87 @@ mod tests {
         assert_eq!(adv, vec![1.5, -0.125, 0.0]);
     }
 
+    fn settings(guide: GuideLoss) -> GrpoSettings {
+        GrpoSettings {
+            clip_low: 0.2,
+            clip_high: 0.2,
+            kl_beta: 0.0,
+            normalise: Normalise::Token,
+            temperature: 1.0,
+            guide,
+        }
+    }
+
+    /// A teacher's row with recomputed old logprobs has ratio 1 under the clipped loss,
+    /// whatever it recorded; under the shaped loss its tokens cost exactly
+    /// `−A·p/(p + γ)`, the sampled row's keep the clipped ratio, and one step raises the
+    /// policy's probability of the teacher's tokens.
+    #[test]
+    fn guide_rows_get_their_own_old_logprobs_and_the_shaped_loss() {
+        let model = Qwen3::random_for_tests(11).expect("model");
+        let sampled = example(vec![1, 2, 3, 4, 5, 6], 3, -0.4, 0);
+        let mut rows = vec![
+            sampled.clone(),
+            Example {
+                off_policy: true,
+                // What a grammar-forced teacher records: 0 for every forced token.
+                old_logprobs: Some(vec![0.0; 7]),
+                ..example(vec![1, 2, 3, 9, 8, 7, 6], 3, 1.2, 1)
+            },
+        ];
+        recompute_old_logprobs(&model, &mut rows, 1.0).expect("recompute");
+        assert_eq!(rows[0], sampled, "an on-policy row was touched");
+        let old = rows[1].old_logprobs.clone().expect("old logprobs");
+        assert!(old[..3].iter().all(|&l| l == 0.0), "{old:?}");
+        assert!(old[3..].iter().all(|&l| l < 0.0), "{old:?}");
+        let teacher = Batch::new(&[&rows[1]]).expect("batch");
+        let (_, stats) =
+            grpo_loss(&model, None, &teacher, &settings(GuideLoss::Clip)).expect("loss");
+        assert!((stats.ratio - 1.0).abs() < 1e-5, "ratio {}", stats.ratio);
+        assert_eq!(stats.guide_tokens, 4);
+
+        let gamma = 0.1;
+        let shaped = settings(GuideLoss::Shaped { gamma });
+        let refs: Vec<&Example> = rows.iter().collect();
+        let batch = Batch::new(&refs).expect("batch");
+        let (loss, stats) = grpo_loss(&model, None, &batch, &shaped).expect("loss");
+        // By hand: the sampled row's clipped surrogate plus the teacher's shaped term,
+        // over all 7 trained tokens.
+        let (only_sampled, _) = grpo_loss(
+            &model,
+            None,
+            &Batch::new(&[&rows[0]]).expect("batch"),
+            &settings(GuideLoss::Clip),
+        )
+        .expect("loss");
+        let sampled_sum = f64::from(only_sampled.to_scalar::<f32>().expect("scalar")) * 3.0;
+        let guide_sum: f64 = old[3..]
+            .iter()
+            .map(|&l| {
+                let p = f64::from(l).exp();
+                -1.2 * p / (p + gamma)
+            })
+            .sum();
+        let want = (sampled_sum + guide_sum) / 7.0;
+        let got = f64::from(loss.to_scalar::<f32>().expect("scalar"));
+        assert!((got - want).abs() < 1e-5, "loss {got}, by hand {want}");
+        let p_before = stats.guide_prob;
+        let mean_p = old[3..].iter().map(|&l| f64::from(l).exp()).sum::<f64>() / 4.0;
+        assert!((p_before - mean_p).abs() < 1e-5, "{p_before} vs {mean_p}");
+
+        let mut opt = AdamW::new(model.params(), Default::default()).expect("optimizer");
+        let grads = loss.backward().expect("backward");
+        let mut sum = opt.grad_sum();
+        opt.accumulate(&mut sum, &grads).expect("accumulate");
+        opt.step_sum(sum, 1e-2).expect("step");
+        let (_, after) = grpo_loss(&model, None, &batch, &shaped).expect("loss");
+        assert!(
+            after.guide_prob > p_before,
+            "the teacher's tokens got less likely: {p_before} -> {}",
+            after.guide_prob
+        );
+    }
+
     /// Four rows of different lengths and advantages: two micro-batches of two must give
     /// the one-batch gradient, under every normalisation.
     #[test]
@@ -315,6 +473,7 @@ mod tests {
                 kl_beta: 0.0,
                 normalise,
                 temperature: 1.0,
+                guide: GuideLoss::Clip,
             };
             let opt = AdamW::new(model.params(), Default::default()).expect("optimizer");
             let whole = Batch::new(&all).expect("batch");

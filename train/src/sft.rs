@@ -78,6 +78,7 @@ pub fn windows(data: &[Example], tokens: usize) -> Vec<Example> {
                 old_logprobs: None,
                 advantage: 0.0,
                 token_advantages: None,
+                off_policy: false,
             });
             i = j;
         }
