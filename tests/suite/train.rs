@@ -82,6 +82,45 @@ fn json_out(args: &[&str]) -> Value {
     serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
+/// `verity train grpo TASKS` from `model` into `out` for one iteration, with the run flags
+/// every GRPO test shares (those of [`rollout`]), then `extra`.
+fn train_grpo(
+    dir: &Path,
+    tasks: &Path,
+    model: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let config = write_file(dir, "config.toml", "");
+    run(&[
+        &[
+            "train",
+            "grpo",
+            tasks.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--policy",
+            "trusted",
+            "--tools",
+            "calculator",
+            "--max-turns",
+            "4",
+            // The untrained model's teacher chains need more than 48 (it spells them in
+            // short tokens).
+            "--max-tokens-per-call",
+            "96",
+            "--iterations",
+            "1",
+        ],
+        extra,
+    ]
+    .concat())
+}
+
 /// Sampled rollouts (temperature 1, several turns: tool results in between) recomputed by
 /// the trainer's own forward pass give the engine's logprobs to 1e-4 — the precondition
 /// of GRPO's importance ratios. Another model's weights do not, and the check says so.
@@ -293,49 +332,37 @@ fn teacher_sft_and_grpo_close_the_loop() {
 
     // One GRPO iteration from the SFT checkpoint.
     let grpo = d.join("grpo");
-    let config = write_file(d, "config.toml", "");
-    let report = json_out(&[
-        "train",
-        "grpo",
-        train.to_str().unwrap(),
-        "--model",
-        trained.to_str().unwrap(),
-        "--out",
-        grpo.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--policy",
-        "trusted",
-        "--tools",
-        "calculator",
-        "--max-turns",
-        "4",
-        "--max-tokens-per-call",
-        "96",
-        "--iterations",
-        "1",
-        "--tasks-per-iteration",
-        "6",
-        "--samples",
-        "4",
-        "--dynamic-sampling",
-        "1",
-        // One step over every group, its gradient summed over micro-batches of two.
-        "--groups-per-step",
-        "6",
-        "--micro-groups",
-        "2",
-        "--negative-weight",
-        "0.5",
-        // Credit where the runs part ways.
-        "--credit",
-        "branch",
-        // The KL path too: its frozen reference is also the origin of the drift.
-        "--kl-beta",
-        "0.1",
-        "--lr",
-        "1e-3",
-    ]);
+    let o = train_grpo(
+        d,
+        &train,
+        &trained,
+        &grpo,
+        &[
+            "--tasks-per-iteration",
+            "6",
+            "--samples",
+            "4",
+            "--dynamic-sampling",
+            "1",
+            // One step over every group, its gradient summed over micro-batches of two.
+            "--groups-per-step",
+            "6",
+            "--micro-groups",
+            "2",
+            "--negative-weight",
+            "0.5",
+            // Credit where the runs part ways.
+            "--credit",
+            "branch",
+            // The KL path too: its frozen reference is also the origin of the drift.
+            "--kl-beta",
+            "0.1",
+            "--lr",
+            "1e-3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let it = &report["iterations"][0];
     assert!(it["steps"].as_u64().unwrap() <= 1, "{report}");
     // Dynamic sampling draws a group with no signal once more: 4 samples per task, plus 4
@@ -415,45 +442,20 @@ fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
         "chains.jsonl",
         &["--n", "3", "--seed", "3", "--kind", "two"],
     );
-    let config = write_file(d, "config.toml", "");
     let grpo = |out: &Path, tasks: &Path, extra: &[&str]| {
-        run(&[
-            &[
-                "train",
-                "grpo",
-                tasks.to_str().unwrap(),
-                "--model",
-                base.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-                "--policy",
-                "trusted",
-                "--tools",
-                "calculator",
-                "--max-turns",
-                "4",
-                // The teacher's chains need more than 48 (the untrained model spells them
-                // in short tokens).
-                "--max-tokens-per-call",
-                "96",
-                "--iterations",
-                "1",
-                "--tasks-per-iteration",
-                "3",
-                "--samples",
-                "2",
-                "--groups-per-step",
-                "3",
-                "--guide",
-                "teacher",
-                "--lr",
-                "1e-3",
-            ],
-            extra,
-        ]
-        .concat())
+        let flags = [
+            "--tasks-per-iteration",
+            "3",
+            "--samples",
+            "2",
+            "--groups-per-step",
+            "3",
+            "--guide",
+            "teacher",
+            "--lr",
+            "1e-3",
+        ];
+        train_grpo(d, tasks, &base, out, &[&flags[..], extra].concat())
     };
     let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
 
