@@ -124,7 +124,9 @@ fn python_sdk_over_http() {
 /// A slow or pathological call never delays another client's call: while one client sends
 /// the calculator inputs that used to take 43 s (`round(2/3, 9999)`) and the heaviest
 /// in-limit ones, plus sandboxed busy loops, a second client's `1 + 1` answers within
-/// 50 ms each (median; the slowest within 250 ms on a loaded two-core machine).
+/// 50 ms each (median). The slowest gets 1 s: a call queued behind the 2 s busy loop or
+/// the old 43 s calculator input would exceed it, while scheduler noise on a loaded
+/// two-core CI machine (one run measured 254 ms) stays well below it.
 #[test]
 fn a_pathological_call_does_not_delay_another_clients_call() {
     let server = HttpServer::start(&["--policy", "trusted"]);
@@ -187,7 +189,7 @@ fn a_pathological_call_does_not_delay_another_clients_call() {
     let median = ms[ms.len() / 2];
     let worst = ms[ms.len() - 1];
     assert!(median < 50.0, "median {median:.1} ms: {ms:?}");
-    assert!(worst < 250.0, "slowest {worst:.1} ms: {ms:?}");
+    assert!(worst < 1000.0, "slowest {worst:.1} ms: {ms:?}");
     eprintln!("light calls beside the heavy client: median {median:.1} ms, slowest {worst:.1} ms");
 }
 
