@@ -19,7 +19,10 @@ use super::{
     record::{GroupRecord, TrajRecord},
     Record,
 };
-use crate::reward::{self, Attempt};
+use crate::{
+    model::callformat::CallFormat,
+    reward::{self, Attempt},
+};
 
 /// Tools whose output is a function of their input (and recorded seed/limits).
 const DETERMINISTIC: &[&str] = &["calculator", "code", "search"];
@@ -117,6 +120,18 @@ fn skeleton(s: &str) -> String {
     s.chars().filter(|c| c.is_alphanumeric()).collect()
 }
 
+/// Whether a turn's recorded text is what its decoded ids say. The text is the reply
+/// without its calls: usually a prefix of the decode, but where a call (read or not) sits
+/// between prose, the text is the prose on both sides joined. So the decode is also split
+/// the way the runtime split it — with the family's layout its call markers show — and
+/// the text must lie within what that leaves.
+fn text_matches_ids(text: &str, decoded: &str) -> bool {
+    let want = skeleton(text);
+    skeleton(decoded).contains(&want)
+        || CallFormat::from_markers(decoded)
+            .is_some_and(|f| skeleton(&f.parse(decoded).content).contains(&want))
+}
+
 fn replay_tokens(tokenizers: &mut Tokenizers, r: &TrajRecord, at: &str, report: &mut ReplayReport) {
     let with_ids: Vec<_> = r
         .turns
@@ -136,7 +151,7 @@ fn replay_tokens(tokenizers: &mut Tokenizers, r: &TrajRecord, at: &str, report: 
         let Some(ids) = &t.gen_ids else { continue };
         report.turns += 1;
         match tok.decode(ids, false) {
-            Ok(decoded) if skeleton(&decoded).contains(&skeleton(&t.text)) => report.turns_ok += 1,
+            Ok(decoded) if text_matches_ids(&t.text, &decoded) => report.turns_ok += 1,
             Ok(decoded) => report.problems.push(format!(
                 "{at}: turn {}: the recorded text {:?} is not what its {} token ids decode to ({:?})",
                 t.index,
@@ -278,6 +293,28 @@ mod tests {
             TaskInfo, SCHEMA,
         },
     };
+
+    #[test]
+    fn text_with_a_call_between_its_prose_matches_its_ids() {
+        // A sampled reply of an untrained model: prose, a call that is not JSON, prose.
+        // The runtime records the prose on both sides joined (the call as a parse failure).
+        let decoded =
+            "R\u{fffd}5<tool_call>\u{fffd}t,N</tool_response>G&</tool_call><|reserved_13|>\u{fffd}";
+        assert!(text_matches_ids(
+            "R\u{fffd}5<|reserved_13|>\u{fffd}",
+            decoded
+        ));
+        // Prose before a call, reasoning before the prose: a part of the decode as it was.
+        assert!(text_matches_ids(
+            "The sum is",
+            "<think>add</think>The sum is<tool_call>\n{\"name\": \"calculator\"}\n</tool_call>"
+        ));
+        // Another answer than the ids hold fails, with or without calls in them.
+        assert!(!text_matches_ids("R5 reserved14", decoded));
+        assert!(!text_matches_ids("The answer is 5", "The answer is 6"));
+        // Prose a call's body holds is not prose of the reply.
+        assert!(!text_matches_ids("Rt5", decoded));
+    }
 
     #[tokio::test]
     async fn replay_redoes_calls_rewards_and_groups_and_names_what_differs() {
