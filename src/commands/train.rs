@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use verity_runtime::{
     export::{self, ExportFormat, ExportOptions},
     model::tiny,
+    trajectory::chain::ChainMark,
 };
 use verity_train::{
     batch::{Batch, Example},
@@ -374,10 +375,36 @@ pub fn token_rows(files: &[PathBuf], advantage: &str) -> anyhow::Result<Vec<Toke
         Some(tmp.path()),
         ExportOptions::default(),
     )?;
+    read_token_rows(tmp.path(), &report, advantage)
+}
+
+/// [`token_rows`] of the runs `file` gained after `mark` (checked and read from there on
+/// only), and the file's new end.
+pub fn token_rows_appended(
+    file: &Path,
+    mark: &ChainMark,
+    advantage: &str,
+) -> anyhow::Result<(Vec<TokenRow>, ChainMark)> {
+    let tmp = tempfile::NamedTempFile::new().context("creating a temporary file")?;
+    let (report, end) = export::export_appended(
+        file,
+        mark,
+        ExportFormat::TrlTokens,
+        Some(tmp.path()),
+        ExportOptions::default(),
+    )?;
+    Ok((read_token_rows(tmp.path(), &report, advantage)?, end))
+}
+
+fn read_token_rows(
+    rows_file: &Path,
+    report: &export::ExportReport,
+    advantage: &str,
+) -> anyhow::Result<Vec<TokenRow>> {
     if !report.skipped.is_empty() {
         tracing::info!("{} runs have no flat token view", report.skipped.len());
     }
-    let text = std::fs::read_to_string(tmp.path())?;
+    let text = std::fs::read_to_string(rows_file)?;
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let v: Value = serde_json::from_str(line)?;

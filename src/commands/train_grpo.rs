@@ -44,7 +44,7 @@ use verity_train::{
     optim::AdamW,
 };
 
-use super::{model_dir, token_rows, OptimOpts};
+use super::{model_dir, token_rows_appended, OptimOpts};
 use crate::commands::{
     agent_opts::{AgentOpts, Resolved},
     rollout::Bar,
@@ -296,6 +296,12 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     let rt = super::super::runtime()?;
     let mut current = start.clone();
     let mut summary = Vec::new();
+    // The end of what has been checked of runs.jsonl: each iteration checks and reads only
+    // the records it appended (all of the file once, if it was there before).
+    let mut checked = chain::ChainMark::default();
+    if runs.exists() {
+        checked = verify(&runs, &checked)?;
+    }
     for it in 1..=args.iterations {
         let began = Instant::now();
         let batch_tasks = iteration_tasks(&tasks, it, args.tasks_per_iteration);
@@ -310,9 +316,10 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             args.dynamic_sampling,
         ))?;
         let rollout_secs = began.elapsed().as_secs_f64();
-        verify(&runs)?;
-        // This iteration's runs, by group (dynamic sampling's discarded rounds have none).
-        let mut by_group = iteration_groups(&runs, advantage, &ids, "")?;
+        // This iteration's runs, by group (dynamic sampling's discarded rounds have none);
+        // the records are checked on the way.
+        let (mut by_group, sampled_end) = iteration_groups(&runs, &checked, advantage, &ids, "")?;
+        checked = sampled_end;
         let unsolved: Vec<String> = by_group
             .iter()
             .filter(|(_, g)| g.iter().all(|(_, reward)| *reward < 1.0))
@@ -330,10 +337,11 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| with_id(t, format!("{}{GUIDE_SUFFIX}", t.task.id)))
                 .collect();
             let demos = rt.block_on(teach(&resolved, &guide_tasks, &runs))?;
-            verify(&runs)?;
             let guide_ids = guide_tasks.iter().map(|t| t.task.id.clone()).collect();
-            for (id, mut demo_rows) in iteration_groups(&runs, advantage, &guide_ids, GUIDE_SUFFIX)?
-            {
+            let (demo_groups, demos_end) =
+                iteration_groups(&runs, &checked, advantage, &guide_ids, GUIDE_SUFFIX)?;
+            checked = demos_end;
+            for (id, mut demo_rows) in demo_groups {
                 // One demonstration per task; one that failed (it should not) guides nothing.
                 let Some((mut demo, reward)) = demo_rows.pop() else {
                     continue;
@@ -522,30 +530,38 @@ struct GuideTotals {
 }
 
 /// Refuses a damaged trajectory file.
-fn verify(runs: &Path) -> anyhow::Result<()> {
-    let report = chain::verify(runs).with_context(|| format!("verifying {}", runs.display()))?;
+/// Checks the records `runs` gained after `from`; returns its new end.
+fn verify(runs: &Path, from: &chain::ChainMark) -> anyhow::Result<chain::ChainMark> {
+    let (report, end) = chain::verify_appended(runs, from)
+        .with_context(|| format!("verifying {}", runs.display()))?;
     if let Some((line, why)) = report.first_error {
         anyhow::bail!("{}: line {line}: {why}", runs.display());
     }
-    Ok(())
+    Ok(end)
 }
 
-/// The runs of `runs` whose group is in `ids`, with their rewards, by group id less
-/// `suffix`.
+/// The runs `runs` gained after `from` whose group is in `ids`, with their rewards, by
+/// group id less `suffix`; and the file's new end (what was read is checked first).
+#[allow(clippy::type_complexity)]
 fn iteration_groups(
     runs: &Path,
+    from: &chain::ChainMark,
     advantage: &str,
     ids: &std::collections::HashSet<String>,
     suffix: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, Vec<(Example, f64)>>> {
+) -> anyhow::Result<(
+    std::collections::BTreeMap<String, Vec<(Example, f64)>>,
+    chain::ChainMark,
+)> {
     let mut by_group: std::collections::BTreeMap<String, Vec<(Example, f64)>> = Default::default();
-    for r in token_rows(std::slice::from_ref(&runs.to_path_buf()), advantage)? {
+    let (rows, end) = token_rows_appended(runs, from, advantage)?;
+    for r in rows {
         if ids.contains(&r.group) && r.example.trained() > 0 {
             let id = r.group.strip_suffix(suffix).unwrap_or(&r.group).to_owned();
             by_group.entry(id).or_default().push((r.example, r.reward));
         }
     }
-    Ok(by_group)
+    Ok((by_group, end))
 }
 
 /// One optimizer step's figures, gathered over its micro-batches.

@@ -136,20 +136,27 @@ pub fn row(format: ExportFormat, row: &Row<'_>) -> Result<Value, Skip> {
     }
 }
 
-/// Every non-blank line of `files` (merged, in order) with its file and 1-based number.
+/// A file to read from a checked position on (the start, or where an earlier export ended).
+struct Source<'a> {
+    path: &'a Path,
+    from: &'a chain::ChainMark,
+}
+
+/// Every non-blank line of the sources (merged, in order) with its file and 1-based number.
 fn each_line(
-    files: &[PathBuf],
+    sources: &[Source<'_>],
     mut f: impl FnMut(&str, (&Path, usize)) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    for file in files {
+    for Source { path: file, from } in sources {
         let io = |source| ExportError::Io {
-            path: file.clone(),
+            path: file.to_path_buf(),
             source,
         };
-        let handle = std::fs::File::open(file).map_err(io)?;
+        let mut handle = std::fs::File::open(file).map_err(io)?;
+        std::io::Seek::seek(&mut handle, std::io::SeekFrom::Start(from.offset)).map_err(io)?;
         let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
         let mut line = String::new();
-        let mut number = 0;
+        let mut number = from.line;
         loop {
             line.clear();
             if reader.read_line(&mut line).map_err(io)? == 0 {
@@ -187,9 +194,9 @@ struct PeekTask {
 }
 
 impl Groups {
-    fn read(files: &[PathBuf]) -> Result<Self, ExportError> {
+    fn read(sources: &[Source<'_>]) -> Result<Self, ExportError> {
         let mut g = Groups::default();
-        each_line(files, |line, at| {
+        each_line(sources, |line, at| {
             let damaged = |e: serde_json::Error| ExportError::Damaged {
                 path: at.0.to_path_buf(),
                 line: at.1,
@@ -258,22 +265,62 @@ pub fn export(
     out: Option<&Path>,
     opts: ExportOptions,
 ) -> Result<ExportReport, ExportError> {
+    let start = chain::ChainMark::default();
+    let sources: Vec<Source<'_>> = files
+        .iter()
+        .map(|path| Source { path, from: &start })
+        .collect();
+    export_sources(&sources, format, out, opts).map(|(report, _)| report)
+}
+
+/// [`export`] of the records one file gained after `mark` (the file's start, or the end of
+/// an earlier `export_appended` of it): only those are checked and read, so a process that
+/// appends to a file and exports each batch it added reads every record once. Groups must
+/// lie wholly after the mark (a batch closes the groups it opens), and rows number tasks
+/// from the mark on (`index`, `example_id`). Returns the file's new end.
+pub fn export_appended(
+    file: &Path,
+    mark: &chain::ChainMark,
+    format: ExportFormat,
+    out: Option<&Path>,
+    opts: ExportOptions,
+) -> Result<(ExportReport, chain::ChainMark), ExportError> {
+    let (report, mut ends) = export_sources(
+        &[Source {
+            path: file,
+            from: mark,
+        }],
+        format,
+        out,
+        opts,
+    )?;
+    Ok((report, ends.pop().unwrap_or_else(|| mark.clone())))
+}
+
+fn export_sources(
+    sources: &[Source<'_>],
+    format: ExportFormat,
+    out: Option<&Path>,
+    opts: ExportOptions,
+) -> Result<(ExportReport, Vec<chain::ChainMark>), ExportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExportError::Io { path, source }
     };
     // Check every file before writing anything.
-    for f in files {
-        let report = chain::verify(f).map_err(io(f))?;
+    let mut ends = Vec::with_capacity(sources.len());
+    for s in sources {
+        let (report, end) = chain::verify_appended(s.path, s.from).map_err(io(s.path))?;
         if let Some((line, why)) = report.first_error {
             return Err(ExportError::Damaged {
-                path: f.clone(),
+                path: s.path.to_path_buf(),
                 line,
                 why,
             });
         }
+        ends.push(end);
     }
-    let groups = Groups::read(files)?;
+    let groups = Groups::read(sources)?;
     let mut sink = match (format, out) {
         (ExportFormat::Verl, Some(p)) => Sink::Parquet(Box::new(verl::VerlWriter::create(p)?)),
         (ExportFormat::Verl, None) => return Err(ExportError::ParquetNeedsFile),
@@ -291,7 +338,7 @@ pub fn export(
     let mut report = ExportReport::default();
     // verl: one prompt row per task.
     let mut tasks_written = std::collections::HashSet::new();
-    each_line(files, |line, (path, number)| {
+    each_line(sources, |line, (path, number)| {
         let damaged = |e: serde_json::Error| ExportError::Damaged {
             path: path.to_path_buf(),
             line: number,
@@ -346,5 +393,58 @@ pub fn export(
         Ok(())
     })?;
     sink.finish()?;
-    Ok(report)
+    Ok((report, ends))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trajectory::{chain::ChainWriter, record::example_record};
+
+    fn append(path: &Path, n: usize) {
+        let mut w = ChainWriter::open(path).unwrap();
+        for _ in 0..n {
+            let mut r = example_record();
+            r.integrity = None;
+            r.group_id = None;
+            w.append_record(&mut Record::Traj(r)).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_appended_export_reads_only_what_was_added_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs.jsonl");
+        let rows = dir.path().join("rows.jsonl");
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        append(&runs, 2);
+        let opts = ExportOptions::default();
+        let start = chain::ChainMark::default();
+        let (first, mark) =
+            export_appended(&runs, &start, ExportFormat::Openai, Some(&rows), opts).unwrap();
+        assert_eq!((first.written, lines(&rows)), (2, 2));
+        append(&runs, 1);
+        let (next, end) =
+            export_appended(&runs, &mark, ExportFormat::Openai, Some(&rows), opts).unwrap();
+        assert_eq!((next.written, lines(&rows)), (1, 1));
+        assert_eq!(end.line, 3);
+        // The whole file still exports whole.
+        let all = export(
+            std::slice::from_ref(&runs),
+            ExportFormat::Openai,
+            Some(&rows),
+            opts,
+        )
+        .unwrap();
+        assert_eq!(all.written, 3);
+        // What was added is checked before anything is written.
+        let text = std::fs::read_to_string(&runs).unwrap();
+        let last = text.lines().last().unwrap().replace("\"role\"", "\"rôle\"");
+        std::fs::remove_file(chain::head_path(&runs)).unwrap();
+        std::fs::write(&runs, format!("{text}{last}\n")).unwrap();
+        match export_appended(&runs, &end, ExportFormat::Openai, Some(&rows), opts) {
+            Err(ExportError::Damaged { line, .. }) => assert_eq!(line, 4),
+            other => panic!("a damaged append was exported: {other:?}"),
+        }
+    }
 }

@@ -384,8 +384,65 @@ pub fn verify(path: &Path) -> io::Result<ChainReport> {
 /// [`verify`], and with `expect_key` (`ed25519:<hex>`) every record must carry a valid
 /// signature by that key: the first that does not is the report's error.
 pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainReport> {
-    let file = std::fs::File::open(path)?;
+    verify_after(path, expect_key, &ChainMark::default()).map(|(report, _)| report)
+}
+
+/// Where a checked file ended: the byte offset and line after its last record, and the
+/// digests the next record must chain to. A process that appends to a file it has checked
+/// (`verity train grpo`, iteration after iteration) checks only what it appended since —
+/// re-checking the whole growing file made every iteration slower than the one before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainMark {
+    /// Bytes of the file up to and including the last checked record's newline.
+    pub offset: u64,
+    /// Lines up to there (the next record is on line `line + 1`).
+    pub line: usize,
+    /// The last checked record's digest (None at the start of a file).
+    pub head: Option<String>,
+    /// The digest of the record before it (for a head file one record behind).
+    pub before_head: Option<String>,
+}
+
+/// Checks the records after `mark` (from [`verify_appended`] or [`ChainMark::default`] for
+/// the whole file) as [`verify`] does: the first one must chain to `mark.head`. The report
+/// counts the new records only; on success the second value marks the file's new end (on a
+/// failure it is `mark` unchanged). The bytes before the mark are trusted, not re-read: the
+/// caller must have checked them and be the file's only writer since.
+pub fn verify_appended(path: &Path, mark: &ChainMark) -> io::Result<(ChainReport, ChainMark)> {
+    verify_after(path, None, mark)
+}
+
+fn verify_after(
+    path: &Path,
+    expect_key: Option<&str>,
+    mark: &ChainMark,
+) -> io::Result<(ChainReport, ChainMark)> {
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.len() < mark.offset {
+        return Ok((
+            ChainReport {
+                valid: 0,
+                first_error: Some((
+                    mark.line,
+                    format!(
+                        "the file is shorter ({} bytes) than when it was last checked ({} \
+                         bytes): records were cut off or the file was replaced",
+                        file.metadata()?.len(),
+                        mark.offset
+                    ),
+                )),
+                kinds: Default::default(),
+                head: None,
+                head_file: HeadCheck::Missing,
+                signed_by: Default::default(),
+                unsigned: 0,
+            },
+            mark.clone(),
+        ));
+    }
+    file.seek(SeekFrom::Start(mark.offset))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut offset = mark.offset;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
     let mut report = ChainReport {
         valid: 0,
@@ -400,18 +457,19 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
         Ok(h) => h,
         Err(why) => {
             report.first_error = Some((0, why));
-            return Ok(report);
+            return Ok((report, mark.clone()));
         }
     };
     // The record before the last, for a head one behind.
-    let mut before_last: Option<String> = None;
-    let mut prev: Option<String> = None;
-    let mut line_no = 0;
+    let mut before_last: Option<String> = mark.before_head.clone();
+    let mut prev: Option<String> = mark.head.clone();
+    let mut line_no = mark.line;
     let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
     loop {
         let mut buf = Vec::new();
         let n = reader.read_until(b'\n', &mut buf)?;
+        offset += n as u64;
         let eof = n == 0;
         let mut torn = None;
         if !eof {
@@ -433,7 +491,7 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
                     Ok(c) => c,
                     Err(why) => {
                         report.first_error = Some((*line, why));
-                        return Ok(report);
+                        return Ok((report, mark.clone()));
                     }
                 };
                 match checked.link {
@@ -445,11 +503,11 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
                              was dropped, reordered or inserted before it)"
                                 .into(),
                         ));
-                        return Ok(report);
+                        return Ok((report, mark.clone()));
                     }
                     None => {
                         report.first_error = Some((*line, "no integrity.prev".into()));
-                        return Ok(report);
+                        return Ok((report, mark.clone()));
                     }
                 }
                 if let Some(want) = expect_key {
@@ -461,7 +519,7 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
                                 Some(k) => format!("it is signed by {k}, not by --key {want}"),
                             },
                         ));
-                        return Ok(report);
+                        return Ok((report, mark.clone()));
                     }
                 }
                 match checked.signer {
@@ -480,7 +538,7 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
                     line,
                     "the last line is torn (no newline: a write was cut short)".into(),
                 ));
-                return Ok(report);
+                return Ok((report, mark.clone()));
             }
             if eof {
                 report.head = prev.clone();
@@ -499,9 +557,16 @@ pub fn verify_signed(path: &Path, expect_key: Option<&str>) -> io::Result<ChainR
                                 report.valid
                             ),
                         ));
+                        return Ok((report, mark.clone()));
                     }
                 }
-                return Ok(report);
+                let end = ChainMark {
+                    offset,
+                    line: line_no,
+                    head: prev,
+                    before_head: before_last,
+                };
+                return Ok((report, end));
             }
         }
     }
@@ -560,6 +625,43 @@ mod tests {
         for i in 0..3 {
             w.append(&mut json!({"kind": "traj", "n": i})).unwrap();
         }
+    }
+
+    #[test]
+    fn appended_records_are_checked_from_where_the_last_check_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        write_three(&p);
+        let (first, mark) = verify_appended(&p, &ChainMark::default()).unwrap();
+        assert_eq!((first.valid, first.first_error), (3, None));
+        assert_eq!(mark.line, 3);
+        assert_eq!(mark.offset, std::fs::metadata(&p).unwrap().len());
+        write_three(&p);
+        let (more, end) = verify_appended(&p, &mark).unwrap();
+        assert_eq!((more.valid, more.first_error), (3, None));
+        assert_eq!(more.head_file, HeadCheck::Matches);
+        // The same end as a check of the whole file; nothing new leaves it where it is.
+        assert_eq!(end, verify_appended(&p, &ChainMark::default()).unwrap().1);
+        let (none, same) = verify_appended(&p, &end).unwrap();
+        assert_eq!((none.valid, none.first_error, &same), (0, None, &end));
+
+        // A record that does not chain to the mark's head is named by its line.
+        let q = dir.path().join("other.jsonl");
+        write_three(&q);
+        let stranger = std::fs::read_to_string(&q).unwrap();
+        let good = std::fs::read_to_string(&p).unwrap();
+        std::fs::remove_file(head_path(&p)).unwrap();
+        std::fs::write(&p, format!("{good}{}\n", stranger.lines().nth(1).unwrap())).unwrap();
+        let (bad, kept) = verify_appended(&p, &end).unwrap();
+        let (line, why) = bad.first_error.unwrap();
+        assert_eq!(line, 7, "{why}");
+        assert!(why.contains("integrity.prev"), "{why}");
+        assert_eq!(kept, end);
+        // A file shorter than at its last check was cut or replaced.
+        std::fs::write(&p, stranger).unwrap();
+        let (cut, _) = verify_appended(&p, &end).unwrap();
+        let (_, why) = cut.first_error.unwrap();
+        assert!(why.contains("shorter"), "{why}");
     }
 
     #[test]
