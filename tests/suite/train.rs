@@ -39,10 +39,32 @@ fn tasks(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     write_file(dir, name, &stdout(&o))
 }
 
+/// The agent flags every rollout here shares: `config`, the trusted policy (the default
+/// one's rate limit is below what a fast model calls), the calculator, 4 turns, and 96
+/// tokens per call (the untrained model's teacher chains need more than 48: it spells them
+/// in short tokens).
+fn agent_flags(config: &Path) -> Vec<String> {
+    [
+        "--config",
+        &config.display().to_string(),
+        "--policy",
+        "trusted",
+        "--tools",
+        "calculator",
+        "--max-turns",
+        "4",
+        "--max-tokens-per-call",
+        "96",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// `verity rollout` with an empty config and the trusted policy (the default one's rate
 /// limit is below what a fast model calls).
 fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -> Value {
     let config = write_file(dir, "config.toml", "");
+    let agent = agent_flags(&config);
     let o = run(&[
         &[
             "rollout",
@@ -51,17 +73,8 @@ fn rollout(dir: &Path, model: &Path, tasks: &Path, out: &Path, extra: &[&str]) -
             model.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--policy",
-            "trusted",
-            "--tools",
-            "calculator",
-            "--max-turns",
-            "4",
-            "--max-tokens-per-call",
-            "96",
         ],
+        &agent.iter().map(String::as_str).collect::<Vec<_>>()[..],
         extra,
     ]
     .concat());
@@ -92,6 +105,7 @@ fn train_grpo(
     extra: &[&str],
 ) -> std::process::Output {
     let config = write_file(dir, "config.toml", "");
+    let agent = agent_flags(&config);
     run(&[
         &[
             "train",
@@ -101,21 +115,10 @@ fn train_grpo(
             model.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--policy",
-            "trusted",
-            "--tools",
-            "calculator",
-            "--max-turns",
-            "4",
-            // The untrained model's teacher chains need more than 48 (it spells them in
-            // short tokens).
-            "--max-tokens-per-call",
-            "96",
             "--iterations",
             "1",
         ],
+        &agent.iter().map(String::as_str).collect::<Vec<_>>()[..],
         extra,
     ]
     .concat())
