@@ -125,6 +125,13 @@ pub struct GrpoArgs {
     /// γ of the shaped guide loss.
     #[arg(long, default_value_t = 0.1)]
     guide_gamma: f64,
+    /// Continue the run in --out where it stopped, up to --iterations in all: from the
+    /// checkpoint of its last finished iteration (weights, Adam moments, step count), the KL
+    /// still to the model it started from, with the same --model, tasks and settings; the
+    /// records an interrupted iteration left in runs.jsonl are used and only the rest drawn.
+    /// A resumed run writes what the uninterrupted one would have.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     optim: OptimOpts,
     #[command(flatten)]
@@ -258,67 +265,127 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             .optim
             .schedule(args.iterations * steps_per_iteration, super::GRPO_LR)?
     };
-    let model = Qwen3::load(&start)?;
+    let mut settings_json = json!({
+        "tasks": args.tasks.display().to_string(),
+        "samples": args.samples,
+        "dynamic_sampling": args.dynamic_sampling,
+        "tasks_per_iteration": args.tasks_per_iteration,
+        "groups_per_step": args.groups_per_step,
+        "micro_groups": args.micro_groups,
+        "epochs": args.epochs,
+        "advantage": advantage,
+        "negative_weight": args.negative_weight,
+        "credit": args.credit,
+        "guide": args.guide,
+        "grpo": settings,
+        "schedule": schedule,
+        "adamw": args.optim.adamw(),
+        "seed": seed,
+    });
+    let resumed = if args.resume {
+        let r = resume_point(&args.out, &start, &mut settings_json, args.optim.warmup)?;
+        anyhow::ensure!(
+            r.summary.len() < args.iterations,
+            "--resume: {} already has {} iterations; ask for more with --iterations",
+            args.out.display(),
+            r.summary.len()
+        );
+        Some(r)
+    } else {
+        refuse_existing(&args.out)?;
+        None
+    };
+    // The schedule as the run has it (a resumed run keeps the warm-up it started with).
+    let schedule: verity_train::schedule::Schedule =
+        serde_json::from_value(settings_json["schedule"].clone())?;
+    // The model the run started from: the KL's reference and the drift's origin.
+    let start_model = Qwen3::load(&start)?;
     let reference = if args.kl_beta > 0.0 {
-        Some(model.frozen_copy()?)
+        Some(start_model.frozen_copy()?)
     } else {
         None
     };
-    // The reference is frozen at the start, so its weights double as the drift's origin.
-    let start_weights = match &reference {
-        Some(r) => r.tensors().into_iter().map(|(_, t)| t).collect(),
-        None => model.snapshot()?,
-    };
-    let mut opt = AdamW::new(model.params(), args.optim.adamw())?;
-    let mut state = TrainState {
-        kind: "grpo".into(),
-        step: 0,
-        base: start.display().to_string(),
-        settings: json!({
-            "tasks": args.tasks.display().to_string(),
-            "samples": args.samples,
-            "dynamic_sampling": args.dynamic_sampling,
-            "tasks_per_iteration": args.tasks_per_iteration,
-            "groups_per_step": args.groups_per_step,
-            "micro_groups": args.micro_groups,
-            "epochs": args.epochs,
-            "advantage": advantage,
-            "negative_weight": args.negative_weight,
-            "credit": args.credit,
-            "guide": args.guide,
-            "grpo": settings,
-            "schedule": schedule,
-            "adamw": args.optim.adamw(),
-            "seed": seed,
-        }),
-        history: Vec::new(),
+    let start_weights = start_model.snapshot()?;
+    drop(start_model);
+    let (model, mut opt, mut state, mut current, mut summary, done_iterations) = match resumed {
+        Some(Resumed {
+            summary,
+            checkpoint: Some((dir, state)),
+        }) => {
+            let model = Qwen3::load(&dir)?;
+            let mut opt = AdamW::new(model.params(), args.optim.adamw())?;
+            opt.load(&checkpoint::optimizer_path(&dir), state.step)?;
+            let done = summary.len();
+            eprintln!(
+                "verity: resuming {} after iteration {done} (step {})",
+                args.out.display(),
+                state.step
+            );
+            (model, opt, state, dir, summary, done)
+        }
+        other => {
+            let model = Qwen3::load(&start)?;
+            let opt = AdamW::new(model.params(), args.optim.adamw())?;
+            let state = TrainState {
+                kind: "grpo".into(),
+                step: 0,
+                base: start.display().to_string(),
+                settings: settings_json,
+                history: Vec::new(),
+            };
+            if other.is_some() {
+                eprintln!(
+                    "verity: resuming {} in its first iteration",
+                    args.out.display()
+                );
+            }
+            (model, opt, state, start.clone(), Vec::new(), 0)
+        }
     };
     let rt = super::super::runtime()?;
-    let mut current = start.clone();
-    let mut summary = Vec::new();
     // The end of what has been checked of runs.jsonl: each iteration checks and reads only
-    // the records it appended (all of the file once, if it was there before).
+    // the records it appended. A resumed run checks the whole file first, and its first
+    // iteration reads it all (the records an interrupted iteration left are in it).
     let mut checked = chain::ChainMark::default();
-    if runs.exists() {
-        checked = verify(&runs, &checked)?;
+    let mut resuming = runs.exists();
+    if resuming {
+        verify(&runs, &checked)?;
     }
-    for it in 1..=args.iterations {
+    for it in done_iterations + 1..=args.iterations {
         let began = Instant::now();
         let batch_tasks = iteration_tasks(&tasks, it, args.tasks_per_iteration);
         let ids: std::collections::HashSet<String> =
             batch_tasks.iter().map(|t| t.task.id.clone()).collect();
         resolved.model = current.display().to_string();
-        let totals = rt.block_on(sample(
+        // What the file already holds of this iteration: nothing, as its task ids are its
+        // own (a task seen again is `~pass-K`) — unless an interrupted run left some. Only
+        // then is the file scanned; scanning it every iteration cost more as it grew.
+        let done = if resuming {
+            rollout::scan(&runs)?
+        } else {
+            rollout::Done::default()
+        };
+        let mut totals = rt.block_on(sample(
             &resolved,
             &batch_tasks,
             &runs,
+            &done,
             args.samples,
             args.dynamic_sampling,
         ))?;
+        // Samples an interrupted run drew count in this iteration's figures.
+        let drawn_before: Vec<f64> = ids
+            .iter()
+            .filter_map(|id| done.samples.get(id))
+            .flat_map(|s| s.values().map(|m| m.reward))
+            .collect();
+        totals.samples += drawn_before.len();
+        totals.reward_sum += drawn_before.iter().sum::<f64>();
         let rollout_secs = began.elapsed().as_secs_f64();
         // This iteration's runs, by group (dynamic sampling's discarded rounds have none);
         // the records are checked on the way.
-        let (mut by_group, sampled_end) = iteration_groups(&runs, &checked, advantage, &ids, "")?;
+        let iteration_start = checked.clone();
+        let (mut by_group, _, sampled_end) = iteration_groups(&runs, &checked, advantage, &ids)?;
         checked = sampled_end;
         let unsolved: Vec<String> = by_group
             .iter()
@@ -336,10 +403,11 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                 .filter(|t| unsolved.contains(&t.task.id))
                 .map(|t| with_id(t, format!("{}{GUIDE_SUFFIX}", t.task.id)))
                 .collect();
-            let demos = rt.block_on(teach(&resolved, &guide_tasks, &runs))?;
-            let guide_ids = guide_tasks.iter().map(|t| t.task.id.clone()).collect();
-            let (demo_groups, demos_end) =
-                iteration_groups(&runs, &checked, advantage, &guide_ids, GUIDE_SUFFIX)?;
+            let demos = rt.block_on(teach(&resolved, &guide_tasks, &runs, &done))?;
+            // A demonstration an interrupted run left is read with the group record written
+            // now: from the start of the file, once, when resuming.
+            let from = if resuming { &iteration_start } else { &checked };
+            let (_, demo_groups, demos_end) = iteration_groups(&runs, from, advantage, &ids)?;
             checked = demos_end;
             for (id, mut demo_rows) in demo_groups {
                 // One demonstration per task; one that failed (it should not) guides nothing.
@@ -368,7 +436,12 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                 guide.guided_groups += 1;
             }
             guide.demo_seconds = teach_began.elapsed().as_secs_f64();
-            guide.demo_runs = demos.samples;
+            let demos_before: usize = guide_tasks
+                .iter()
+                .filter_map(|t| done.samples.get(&t.task.id))
+                .map(|s| s.len())
+                .sum();
+            guide.demo_runs = demos.samples + demos_before;
             // A demonstration that failed (e.g. cut off by --max-tokens-per-call), or whose
             // turns have no flat token view (`verity export` says why), guides nothing.
             guide.unusable_demos = guide_tasks.len() - guide.guided_groups;
@@ -463,7 +536,11 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             "samples": totals.samples,
             "mean_reward": totals.mean_reward(),
             // Malformed calls per run: the first sign of a policy drifting out of its layout.
-            "parse_failures_per_run": totals.parse_failures as f64 / totals.samples.max(1) as f64,
+            "parse_failures_per_run": totals.parse_failures as f64
+                / (totals.samples - drawn_before.len()).max(1) as f64,
+            // Of `samples`, those an interrupted run had drawn (--resume); parse failures and
+            // zero-variance groups count the others only.
+            "samples_before_resume": drawn_before.len(),
             "groups_with_signal": groups.len(),
             "zero_variance_groups": totals.zero_variance_groups,
             // Groups none of whose samples passed, and how many a demonstration joined.
@@ -502,6 +579,7 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_vec_pretty(&summary)?,
         )?;
         current = next;
+        resuming = false;
     }
     writeln!(
         std::io::stdout().lock(),
@@ -529,6 +607,129 @@ struct GuideTotals {
     prob_sum: f64,
 }
 
+/// Where an earlier run in `--out` stopped: its finished iterations (`summary.json`) and
+/// the last one's checkpoint with its training state (none if it stopped in iteration 1).
+struct Resumed {
+    summary: Vec<Value>,
+    checkpoint: Option<(PathBuf, TrainState)>,
+}
+
+/// The run in `out` that `--resume` continues. Its settings must be `settings` but for the
+/// schedule's length; without `--warmup` it keeps the warm-up it started with (written into
+/// `settings`).
+fn resume_point(
+    out: &Path,
+    start: &Path,
+    settings: &mut Value,
+    warmup_given: Option<usize>,
+) -> anyhow::Result<Resumed> {
+    anyhow::ensure!(
+        out.join("runs.jsonl").is_file(),
+        "--resume: {} holds no run to continue (no runs.jsonl); leave out --resume to start one",
+        out.display()
+    );
+    let path = out.join("summary.json");
+    let summary: Vec<Value> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "--resume: {} is not the summary train grpo writes",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    for (i, line) in summary.iter().enumerate() {
+        anyhow::ensure!(
+            line["iteration"].as_u64() == Some(i as u64 + 1),
+            "--resume: {} entry {} is iteration {}, expected {}",
+            path.display(),
+            i + 1,
+            line["iteration"],
+            i + 1
+        );
+    }
+    let Some(last) = summary.len().checked_sub(1).map(|i| i + 1) else {
+        return Ok(Resumed {
+            summary,
+            checkpoint: None,
+        });
+    };
+    let dir = out.join(format!("iter-{last}"));
+    let state = checkpoint::read_state(&dir)?.with_context(|| {
+        format!(
+            "--resume: {} (the last finished iteration's checkpoint) has no train_state/",
+            dir.display()
+        )
+    })?;
+    anyhow::ensure!(
+        state.kind == "grpo",
+        "--resume: {} is a {} checkpoint",
+        dir.display(),
+        state.kind
+    );
+    let same_place = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    anyhow::ensure!(
+        same_place(Path::new(&state.base), start),
+        "--resume: the run in {} started from {}, not from --model {}",
+        out.display(),
+        state.base,
+        start.display()
+    );
+    if warmup_given.is_none() {
+        settings["schedule"]["warmup"] = state.settings["schedule"]["warmup"].clone();
+    }
+    let differ = differing_settings(&state.settings, settings);
+    anyhow::ensure!(
+        differ.is_empty(),
+        "--resume: the run in {} was started with other settings:\n  {}",
+        out.display(),
+        differ.join("\n  ")
+    );
+    Ok(Resumed {
+        summary,
+        checkpoint: Some((dir, state)),
+    })
+}
+
+/// The settings that differ between a run's and a resumption's (`key: then X, now Y`),
+/// the schedule's length aside (--iterations may grow).
+fn differing_settings(then: &Value, now: &Value) -> Vec<String> {
+    let (mut then, mut now) = (then.clone(), now.clone());
+    for v in [&mut then, &mut now] {
+        if let Some(s) = v.get_mut("schedule").and_then(Value::as_object_mut) {
+            s.remove("total");
+        }
+    }
+    let (Some(a), Some(b)) = (then.as_object(), now.as_object()) else {
+        return vec![format!("then {then}, now {now}")];
+    };
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&Value>| v.map_or("(none)".to_owned(), Value::to_string);
+            format!("{k}: then {}, now {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
+}
+
+/// Refuses to start a run in a folder that holds one: appending to its records and
+/// numbering iterations from 1 again would mix two runs.
+fn refuse_existing(out: &Path) -> anyhow::Result<()> {
+    for name in ["runs.jsonl", "summary.json"] {
+        anyhow::ensure!(
+            !out.join(name).exists(),
+            "{} already holds a run ({name}); --resume continues it, or choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a damaged trajectory file.
 /// Checks the records `runs` gained after `from`; returns its new end.
 fn verify(runs: &Path, from: &chain::ChainMark) -> anyhow::Result<chain::ChainMark> {
@@ -540,28 +741,36 @@ fn verify(runs: &Path, from: &chain::ChainMark) -> anyhow::Result<chain::ChainMa
     Ok(end)
 }
 
-/// The runs `runs` gained after `from` whose group is in `ids`, with their rewards, by
-/// group id less `suffix`; and the file's new end (what was read is checked first).
-#[allow(clippy::type_complexity)]
+/// Rows by group id, each with its run's reward.
+type Groups = std::collections::BTreeMap<String, Vec<(Example, f64)>>;
+
+/// The runs `runs` gained after `from` whose group is in `ids`, and the teacher's
+/// demonstrations of those groups (`ID~guide`, by `ID`), with their rewards; and the file's
+/// new end (what was read is checked first).
 fn iteration_groups(
     runs: &Path,
     from: &chain::ChainMark,
     advantage: &str,
     ids: &std::collections::HashSet<String>,
-    suffix: &str,
-) -> anyhow::Result<(
-    std::collections::BTreeMap<String, Vec<(Example, f64)>>,
-    chain::ChainMark,
-)> {
-    let mut by_group: std::collections::BTreeMap<String, Vec<(Example, f64)>> = Default::default();
+) -> anyhow::Result<(Groups, Groups, chain::ChainMark)> {
+    let (mut sampled, mut demos) = (Groups::new(), Groups::new());
     let (rows, end) = token_rows_appended(runs, from, advantage)?;
-    for r in rows {
-        if ids.contains(&r.group) && r.example.trained() > 0 {
-            let id = r.group.strip_suffix(suffix).unwrap_or(&r.group).to_owned();
-            by_group.entry(id).or_default().push((r.example, r.reward));
+    for r in rows.into_iter().filter(|r| r.example.trained() > 0) {
+        if ids.contains(&r.group) {
+            sampled
+                .entry(r.group)
+                .or_default()
+                .push((r.example, r.reward));
+        } else if let Some(id) = r.group.strip_suffix(GUIDE_SUFFIX) {
+            if ids.contains(id) {
+                demos
+                    .entry(id.to_owned())
+                    .or_default()
+                    .push((r.example, r.reward));
+            }
         }
     }
-    Ok((by_group, end))
+    Ok((sampled, demos, end))
 }
 
 /// One optimizer step's figures, gathered over its micro-batches.
@@ -624,11 +833,12 @@ fn with_id(task: &LoadedTask, id: String) -> LoadedTask {
 }
 
 /// Samples `samples` runs of each task with the model `resolved` names, appending to
-/// `out` (resuming what an interrupted iteration left).
+/// `out` (drawing only what `done` lacks).
 async fn sample(
     resolved: &Resolved,
     tasks: &[LoadedTask],
     out: &Path,
+    done: &rollout::Done,
     samples: usize,
     dynamic_sampling: usize,
 ) -> anyhow::Result<Totals> {
@@ -639,6 +849,7 @@ async fn sample(
         model,
         tasks,
         out,
+        done,
         samples,
         dynamic_sampling,
         "rollout",
@@ -647,8 +858,13 @@ async fn sample(
 }
 
 /// One teacher demonstration of each of `tasks` (each with a `meta.solution`) by the model
-/// `resolved` names, appended to `out`.
-async fn teach(resolved: &Resolved, tasks: &[LoadedTask], out: &Path) -> anyhow::Result<Totals> {
+/// `resolved` names, appended to `out` (those `done` lacks).
+async fn teach(
+    resolved: &Resolved,
+    tasks: &[LoadedTask],
+    out: &Path,
+    done: &rollout::Done,
+) -> anyhow::Result<Totals> {
     let plans = tasks
         .iter()
         .map(|t| t.task.teacher_plan())
@@ -656,21 +872,22 @@ async fn teach(resolved: &Resolved, tasks: &[LoadedTask], out: &Path) -> anyhow:
         .map_err(|e| anyhow::anyhow!("--guide teacher: {e}"))?;
     let student = resolved.load_embedded(true, false).await?;
     let model = Arc::new(TeacherModel::new(Arc::new(student), plans));
-    draw(resolved, model, tasks, out, 1, 0, "guide").await
+    draw(resolved, model, tasks, out, done, 1, 0, "guide").await
 }
 
-/// `samples` runs of each task by `model` through the agent loop, appended to `out`
-/// (resuming what an interrupted iteration left).
+/// `samples` runs of each task by `model` through the agent loop, appended to `out`;
+/// the samples and groups `done` has are not drawn again.
+#[allow(clippy::too_many_arguments)]
 async fn draw(
     resolved: &Resolved,
     model: Arc<dyn ModelBackend>,
     tasks: &[LoadedTask],
     out: &Path,
+    done: &rollout::Done,
     samples: usize,
     dynamic_sampling: usize,
     label: &str,
 ) -> anyhow::Result<Totals> {
-    let done = rollout::scan(out)?;
     let writer = crate::commands::key::signed(ChainWriter::open(out)?, resolved.sign.as_deref())?;
     let (gate, _hub) = resolved.gate().await?;
     let approver: Arc<dyn Approver> = if resolved.yes {
@@ -678,7 +895,7 @@ async fn draw(
     } else {
         Arc::new(DenyAsk)
     };
-    let todo = rollout::samples_to_draw(tasks, &done, samples);
+    let todo = rollout::samples_to_draw(tasks, done, samples);
     let bar = Bar(indicatif::ProgressBar::new(todo as u64).with_style(
         indicatif::ProgressStyle::with_template(&format!(
             "{{spinner}} {label} {{pos}}/{{len}} samples ({{per_sec}}) {{wide_bar}} {{msg}}"
@@ -695,7 +912,7 @@ async fn draw(
     let outcome = runner
         .run(
             tasks,
-            &done,
+            done,
             writer,
             RolloutSettings {
                 dynamic_sampling,

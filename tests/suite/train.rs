@@ -95,8 +95,9 @@ fn json_out(args: &[&str]) -> Value {
     serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
-/// `verity train grpo TASKS` from `model` into `out` for one iteration, with the run flags
-/// every GRPO test shares (those of [`rollout`]), then `extra`.
+/// `verity train grpo TASKS` from `model` into `out` (one iteration unless `extra` says
+/// `--iterations`), with the run flags every GRPO test shares (those of [`rollout`]), then
+/// `extra`.
 fn train_grpo(
     dir: &Path,
     tasks: &Path,
@@ -106,6 +107,11 @@ fn train_grpo(
 ) -> std::process::Output {
     let config = write_file(dir, "config.toml", "");
     let agent = agent_flags(&config);
+    let once: &[&str] = if extra.contains(&"--iterations") {
+        &[]
+    } else {
+        &["--iterations", "1"]
+    };
     run(&[
         &[
             "train",
@@ -115,9 +121,8 @@ fn train_grpo(
             model.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--iterations",
-            "1",
         ],
+        once,
         &agent.iter().map(String::as_str).collect::<Vec<_>>()[..],
         extra,
     ]
@@ -543,6 +548,155 @@ fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
         stderr(&o)
     );
     assert!(!refused.exists());
+}
+
+/// `train grpo --resume` continues a run where it stopped and writes what the
+/// uninterrupted run wrote: after a finished iteration (weights, Adam moments, step count
+/// from its checkpoint; the KL still to the starting model), and in the middle of one —
+/// the records an interrupted iteration left (samples, a teacher demonstration whose group
+/// record was not written yet) are used and only the rest drawn. A folder that holds a run
+/// is refused without --resume, and --resume with other settings names them.
+#[test]
+fn grpo_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = base_model(d, "base", &[]);
+    let chains = tasks(
+        d,
+        "chains.jsonl",
+        &["--n", "4", "--seed", "3", "--kind", "two"],
+    );
+    // Guided from the untrained model (every group unsolved: a demonstration each), KL on.
+    let grpo = |out: &Path, iterations: &str, extra: &[&str]| {
+        let flags = [
+            "--tasks-per-iteration",
+            "2",
+            "--samples",
+            "2",
+            "--groups-per-step",
+            "1",
+            "--guide",
+            "teacher",
+            "--guide-loss",
+            "clip",
+            "--kl-beta",
+            "0.1",
+            "--lr",
+            "1e-3",
+            "--iterations",
+            iterations,
+        ];
+        let o = train_grpo(d, &chains, &base, out, &[&flags[..], extra].concat());
+        (o.status.success(), stderr(&o))
+    };
+    let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let straight = d.join("straight");
+    let (ok, err) = grpo(&straight, "2", &[]);
+    assert!(ok, "{err}");
+    let want = weights(&straight.join("iter-2"));
+    assert!(want != weights(&straight.join("iter-1")));
+
+    // Stopped after a finished iteration.
+    let cut = d.join("cut");
+    let (ok, err) = grpo(&cut, "1", &[]);
+    assert!(ok, "{err}");
+    let first_iteration = lines(&cut.join("runs.jsonl")).len();
+    let (ok, err) = grpo(&cut, "2", &[]);
+    assert!(!ok && err.contains("already holds a run"), "{err}");
+    let (ok, err) = grpo(&cut, "2", &["--resume", "--negative-weight", "0.5"]);
+    assert!(
+        !ok && err.contains("other settings") && err.contains("negative_weight: then 1.0, now 0.5"),
+        "{err}"
+    );
+    let (ok, err) = grpo(&cut, "1", &["--resume"]);
+    assert!(!ok && err.contains("already has 1 iterations"), "{err}");
+    let (ok, err) = grpo(&cut, "2", &["--resume"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert!(
+        weights(&cut.join("iter-2")) == want,
+        "resumed weights differ"
+    );
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(cut.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.as_array().unwrap().len(), 2, "{summary}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(cut.join("iter-2/train_state/state.json")).unwrap())
+            .unwrap();
+    let straight_state: Value = serde_json::from_slice(
+        &std::fs::read(straight.join("iter-2/train_state/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], straight_state["step"]);
+    assert_eq!(
+        state["history"].as_array().unwrap().len(),
+        straight_state["history"].as_array().unwrap().len()
+    );
+
+    // Stopped inside iteration 2: the straight run's file cut after `keep` of iteration 2's
+    // records (head file rewritten as a crash between records leaves it), its first
+    // checkpoint and summary line.
+    let all = lines(&straight.join("runs.jsonl"));
+    let second = all.len() - first_iteration;
+    for keep in [1, second - 1] {
+        let mid = d.join(format!("mid-{keep}"));
+        for sub in ["iter-1", "iter-1/train_state"] {
+            std::fs::create_dir_all(mid.join(sub)).unwrap();
+            for e in std::fs::read_dir(straight.join(sub)).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_file() {
+                    std::fs::copy(&p, mid.join(sub).join(p.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(straight.join("summary.json")).unwrap()).unwrap();
+        std::fs::write(
+            mid.join("summary.json"),
+            serde_json::to_vec(&[&summary[0]]).unwrap(),
+        )
+        .unwrap();
+        let kept = &all[..first_iteration + keep];
+        std::fs::write(mid.join("runs.jsonl"), kept.join("\n") + "\n").unwrap();
+        let last: Value = serde_json::from_str(kept.last().unwrap()).unwrap();
+        std::fs::write(
+            mid.join("runs.jsonl.head"),
+            serde_json::json!({"schema": "verity.head/1", "head": last["integrity"]["digest"]})
+                .to_string(),
+        )
+        .unwrap();
+        let (ok, err) = grpo(&mid, "2", &["--resume"]);
+        assert!(ok, "kept {keep} of {second}: {err}");
+        let read = |p: &Path| std::fs::read_to_string(p.join("summary.json")).unwrap();
+        assert!(
+            weights(&mid.join("iter-2")) == want,
+            "resumed inside iteration 2 (kept {keep} of its {second} records): weights differ\n\
+             resumed: {}\nstraight: {}",
+            read(&mid),
+            read(&straight)
+        );
+        let o = run(&["verify", mid.join("runs.jsonl").to_str().unwrap()]);
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        // Nothing drawn twice: the resumed file has the straight run's records, one each.
+        assert_eq!(
+            lines(&mid.join("runs.jsonl")).len(),
+            all.len(),
+            "kept {keep}"
+        );
+        let summary: Value =
+            serde_json::from_slice(&std::fs::read(mid.join("summary.json")).unwrap()).unwrap();
+        let it = &summary[1];
+        assert_eq!(it["samples"], 4, "{it}");
+        assert_eq!(it["guide"]["demo_runs"], it["guided_groups"], "{it}");
+    }
 }
 
 /// Follow-up questions (`scripts/tasks.py followups`): a task that starts with an earlier
