@@ -611,8 +611,12 @@ fn parse_failure_feedback(output: &ModelOutput) -> [Message; 2] {
     ]
 }
 
-/// What the model wrote, calls included, for the transcript when its calls failed.
+/// What the model wrote, calls included, for the transcript when its calls failed: the
+/// reply as generated when the backend has it, else its text with the failed calls after.
 fn raw_reply(output: &ModelOutput) -> String {
+    if let Some(raw) = &output.raw {
+        return raw.clone();
+    }
     let mut s = output.text.clone();
     for f in &output.parse_failures {
         if !s.contains(&f.raw) {

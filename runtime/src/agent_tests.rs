@@ -413,6 +413,42 @@ async fn parse_failures_go_back_to_the_model_and_nothing_runs() {
     assert!(feedback.last().unwrap().content.contains("not valid JSON"));
 }
 
+/// A reply whose call failed goes back into the conversation as it was written (the
+/// backend's `raw`: prose after the call stays after it), so a template re-renders the
+/// history to the ids the model sampled; a backend without `raw` gets the prose with the
+/// failed calls appended.
+#[tokio::test]
+async fn a_failed_reply_goes_back_as_it_was_written() {
+    let call = "<tool_call>{\"name\": 3}</tool_call>";
+    let raw = format!("{call} so the answer is 5.");
+    let failed = |raw: Option<String>| ModelOutput {
+        text: "so the answer is 5.".into(),
+        raw,
+        parse_failures: vec![ParseFailure {
+            raw: call.into(),
+            error: "the name is not a string".into(),
+        }],
+        finish: Some(Finish::Stop),
+        ..ModelOutput::default()
+    };
+    for (given, want) in [
+        (Some(raw.clone()), raw.clone()),
+        (None, format!("so the answer is 5.\n{call}")),
+    ] {
+        let model = Arc::new(ScriptedModel::new(vec![failed(given), answer("5")], false));
+        run(
+            model.clone(),
+            "default = \"allow\"\n",
+            AgentConfig::default(),
+        )
+        .await;
+        let sent = &model.requests()[1].messages;
+        let reply = &sent[sent.len() - 2];
+        assert_eq!(reply.role, Role::Assistant);
+        assert_eq!(reply.content, want);
+    }
+}
+
 #[tokio::test]
 async fn budgets_stop_the_run() {
     let forever = calls(vec![call("a", "calculator", json!({"expression": "1"}))]);

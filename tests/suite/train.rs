@@ -438,8 +438,9 @@ fn teacher_sft_and_grpo_close_the_loop() {
 /// grammar forced a token), so the first step's ratio is 1; under the shaped loss the
 /// report shows the teacher's share of the tokens and how likely the policy found them.
 /// Tasks without a plan are refused before anything runs. (The untrained model's own runs
-/// that made calls have no flat token view — it writes tokens the template re-renders
-/// otherwise — so a group counts as unsolved over the runs the trainer can read.)
+/// that made calls have no flat token view — it writes lone bytes that are not UTF-8, which
+/// a text history cannot hold, so the engine-rendered next prompt differs — and a group
+/// counts as unsolved over the runs the trainer can read.)
 #[test]
 fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
     let dir = tempfile::tempdir().unwrap();

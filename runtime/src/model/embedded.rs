@@ -645,6 +645,7 @@ impl EmbeddedModel {
             ));
         }
         // Every call of the reply, read from its token ids in the family's layout.
+        let mut raw_reply = None;
         let (text, tool_calls, parse_failures) = match (self.call_format, &self.tokenizer, ids_ok) {
             (Some(format), Some(tok), true) => {
                 match decode_reply(tok, &self.special_ids, &token_ids) {
@@ -661,6 +662,7 @@ impl EmbeddedModel {
                         if !calls.is_empty() && finish == Finish::Stop {
                             finish = Finish::ToolCalls;
                         }
+                        raw_reply = Some(raw);
                         (content, calls, failures)
                     }
                     None => (text, tool_calls, parse_failures),
@@ -683,6 +685,7 @@ impl EmbeddedModel {
         }
         Ok(ModelOutput {
             text,
+            raw: raw_reply,
             reasoning,
             tool_calls,
             parse_failures,

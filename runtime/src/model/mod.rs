@@ -285,6 +285,12 @@ pub enum PromptView {
 pub struct ModelOutput {
     /// Visible text (tool-call markup removed by the parser).
     pub text: String,
+    /// The reply as the model wrote it — its call markup, well-formed or not, in place —
+    /// when the backend decoded it from the generated ids. A reply whose calls failed goes
+    /// back into the conversation as this: the history then holds what was generated,
+    /// and a template re-renders it to the ids that were sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
     /// Reasoning text (`<think>`), when the engine separates it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,

@@ -598,13 +598,14 @@ impl Accumulator {
         // A server without a tool parser leaves the calls in the text: read every one of
         // them in the family's layout (named, or recognised by its marker).
         let mut read_failures = Vec::new();
+        let mut raw_reply = None;
         if raw.is_empty() {
             let format = format.or_else(|| CallFormat::from_markers(&self.text));
             if let Some(f) = format {
                 let parsed = f.parse(&self.text);
                 raw = parsed.calls;
                 read_failures = parsed.failures;
-                self.text = parsed.content;
+                raw_reply = Some(std::mem::replace(&mut self.text, parsed.content));
             }
         }
         // The ids go back to this server in the history; ones its own Mistral template
@@ -641,6 +642,7 @@ impl Accumulator {
         }
         ModelOutput {
             text: self.text,
+            raw: raw_reply,
             reasoning: (!self.reasoning.is_empty()).then_some(self.reasoning),
             tool_calls,
             parse_failures,
