@@ -20,7 +20,7 @@ use verity_train::{
     batch::{Batch, Example},
     checkpoint::{self, TrainState},
     model::{token_logprobs, Qwen3},
-    optim::{AdamW, AdamWConfig},
+    optim::AdamWConfig,
     schedule::Schedule,
     sft::{self, SftSettings, ShortContext},
 };
@@ -260,9 +260,7 @@ fn sft_cmd(args: SftArgs) -> anyhow::Result<ExitCode> {
                 "--resume: {} was trained with other data or settings:\n  then: {was}\n  now:  {now}",
                 args.out.display()
             );
-            let model = Qwen3::load(&args.out)?;
-            let mut opt = AdamW::new(model.params(), settings.adamw)?;
-            opt.load(&checkpoint::optimizer_path(&args.out), state.step)?;
+            let (model, opt) = checkpoint::trainable(&args.out, settings.adamw, Some(state.step))?;
             eprintln!(
                 "verity: resuming {} at step {}",
                 args.out.display(),
@@ -271,15 +269,8 @@ fn sft_cmd(args: SftArgs) -> anyhow::Result<ExitCode> {
             (model, opt, state)
         }
         None => {
-            let model = Qwen3::load(&base)?;
-            let opt = AdamW::new(model.params(), settings.adamw)?;
-            let state = TrainState {
-                kind: "sft".into(),
-                step: 0,
-                base: base.display().to_string(),
-                settings: settings_json,
-                history: Vec::new(),
-            };
+            let (model, opt) = checkpoint::trainable(&base, settings.adamw, None)?;
+            let state = TrainState::start("sft", &base, settings_json);
             (model, opt, state)
         }
     };

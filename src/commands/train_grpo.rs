@@ -41,7 +41,6 @@ use verity_train::{
         Normalise,
     },
     model::Qwen3,
-    optim::AdamW,
 };
 
 use super::{model_dir, token_rows_appended, OptimOpts};
@@ -312,9 +311,7 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             summary,
             checkpoint: Some((dir, state)),
         }) => {
-            let model = Qwen3::load(&dir)?;
-            let mut opt = AdamW::new(model.params(), args.optim.adamw())?;
-            opt.load(&checkpoint::optimizer_path(&dir), state.step)?;
+            let (model, opt) = checkpoint::trainable(&dir, args.optim.adamw(), Some(state.step))?;
             let done = summary.len();
             eprintln!(
                 "verity: resuming {} after iteration {done} (step {})",
@@ -324,15 +321,8 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
             (model, opt, state, dir, summary, done)
         }
         other => {
-            let model = Qwen3::load(&start)?;
-            let opt = AdamW::new(model.params(), args.optim.adamw())?;
-            let state = TrainState {
-                kind: "grpo".into(),
-                step: 0,
-                base: start.display().to_string(),
-                settings: settings_json,
-                history: Vec::new(),
-            };
+            let (model, opt) = checkpoint::trainable(&start, args.optim.adamw(), None)?;
+            let state = TrainState::start("grpo", &start, settings_json);
             if other.is_some() {
                 eprintln!(
                     "verity: resuming {} in its first iteration",

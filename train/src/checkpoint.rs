@@ -6,7 +6,11 @@ use std::{collections::HashMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{model::Qwen3, optim::AdamW, Result, TrainError};
+use crate::{
+    model::Qwen3,
+    optim::{AdamW, AdamWConfig},
+    Result, TrainError,
+};
 
 /// Where training stands (`train_state/state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +25,34 @@ pub struct TrainState {
     pub settings: serde_json::Value,
     /// One entry per step: loss, learning rate, gradient norm, tokens.
     pub history: Vec<serde_json::Value>,
+}
+
+impl TrainState {
+    /// A run of `kind` starting from `base` with `settings`, before its first step.
+    pub fn start(kind: &str, base: &Path, settings: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            step: 0,
+            base: base.display().to_string(),
+            settings,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// The model in `dir` and an optimizer over its weights — with the moments `dir` saved
+/// after `resume_step` steps, when resuming; fresh otherwise.
+pub fn trainable(
+    dir: &Path,
+    adamw: AdamWConfig,
+    resume_step: Option<usize>,
+) -> Result<(Qwen3, AdamW)> {
+    let model = Qwen3::load(dir)?;
+    let mut opt = AdamW::new(model.params(), adamw)?;
+    if let Some(step) = resume_step {
+        opt.load(&optimizer_path(dir), step)?;
+    }
+    Ok((model, opt))
 }
 
 const STATE_DIR: &str = "train_state";
