@@ -17,8 +17,9 @@ use verity_runtime::{
     hub::{HubConfig, McpHub, ServerConfig},
     model::{
         callformat::CallFormat, ComputeDtype, EmbeddedModel, LoadOptions, ModelBackend,
-        ModelSource, OpenAiConfig, OpenAiModel, Sampling, ToolChoice,
+        ModelSource, OpenAiConfig, OpenAiModel, Sampling, TeacherModel, ToolChoice,
     },
+    rollout::LoadedTask,
     Caller, ToolGate,
 };
 
@@ -379,6 +380,26 @@ impl Resolved {
             return Ok(Arc::new(OpenAiModel::new(cfg)?));
         }
         Ok(Arc::new(self.load_embedded(concurrent, spinner).await?))
+    }
+
+    /// The scripted teacher over the embedded engine: it writes each of `tasks`' plans
+    /// (`meta.solution`; a task without one is refused, the error prefixed with `flag`)
+    /// and the model scores them. No prefix cache: on the CPU mistral.rs 0.8.1 never evicts
+    /// it, and a bulk run of demonstrations grew to GBs and slowed ~2×
+    /// (docs/engine-notes.md).
+    pub async fn teacher(
+        &self,
+        tasks: &[LoadedTask],
+        flag: &str,
+        spinner: bool,
+    ) -> anyhow::Result<Arc<TeacherModel>> {
+        let plans = tasks
+            .iter()
+            .map(|t| t.task.teacher_plan())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        let student = self.load_embedded(true, spinner).await?;
+        Ok(Arc::new(TeacherModel::new(Arc::new(student), plans)))
     }
 
     /// The embedded engine (refused with --base-url). `no_prefix_cache`: needed for

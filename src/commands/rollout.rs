@@ -12,7 +12,7 @@ use std::{
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use verity_runtime::{
-    model::{ModelBackend, TeacherModel},
+    model::ModelBackend,
     rollout::{self, Rollout, RolloutProgress, RolloutSettings, Shard, Totals},
     trajectory::chain::ChainWriter,
     Approver, AutoApprove, Caller, CallerKind, DenyAsk,
@@ -129,15 +129,7 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             args.sign.as_deref().or(resolved.sign.as_deref()),
         )?;
         let model: Arc<dyn ModelBackend> = if args.teacher {
-            let plans = tasks
-                .iter()
-                .map(|t| t.task.teacher_plan())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!("--teacher: {e}"))?;
-            // No prefix cache: on the CPU mistral.rs 0.8.1 never evicts it, and a bulk run
-            // of demonstrations grew to GBs and slowed ~2× (docs/engine-notes.md).
-            let student = resolved.load_embedded(true, true).await?;
-            Arc::new(TeacherModel::new(Arc::new(student), plans))
+            resolved.teacher(&tasks, "--teacher", true).await?
         } else {
             // No prefix cache for sampled rollouts: with mistral.rs 0.8.1's, a later turn's
             // logprobs differ from the model's own forward pass by up to ~1e-2 (the tiny

@@ -25,7 +25,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use verity_runtime::{
-    model::{ModelBackend, TeacherModel},
+    model::ModelBackend,
     rollout::{self, LoadedTask, Rollout, RolloutSettings, Totals},
     trajectory::{
         chain::{self, ChainWriter},
@@ -855,13 +855,7 @@ async fn teach(
     out: &Path,
     done: &rollout::Done,
 ) -> anyhow::Result<Totals> {
-    let plans = tasks
-        .iter()
-        .map(|t| t.task.teacher_plan())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--guide teacher: {e}"))?;
-    let student = resolved.load_embedded(true, false).await?;
-    let model = Arc::new(TeacherModel::new(Arc::new(student), plans));
+    let model = resolved.teacher(tasks, "--guide teacher", false).await?;
     draw(resolved, model, tasks, out, done, 1, 0, "guide").await
 }
 
