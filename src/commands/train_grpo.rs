@@ -334,13 +334,11 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = super::super::runtime()?;
     // The end of what has been checked of runs.jsonl: each iteration checks and reads only
-    // the records it appended. A resumed run checks the whole file first, and its first
-    // iteration reads it all (the records an interrupted iteration left are in it).
+    // the records it appended. A resumed run's first iteration checks and reads the whole
+    // file (the records an interrupted iteration left are in it; a damaged file is refused
+    // before anything is drawn).
     let mut checked = chain::ChainMark::default();
     let mut resuming = runs.exists();
-    if resuming {
-        verify(&runs, &checked)?;
-    }
     for it in done_iterations + 1..=args.iterations {
         let began = Instant::now();
         let batch_tasks = iteration_tasks(&tasks, it, args.tasks_per_iteration);
@@ -639,12 +637,13 @@ fn resume_point(
             i + 1
         );
     }
-    let Some(last) = summary.len().checked_sub(1).map(|i| i + 1) else {
+    if summary.is_empty() {
         return Ok(Resumed {
             summary,
             checkpoint: None,
         });
-    };
+    }
+    let last = summary.len();
     let dir = out.join(format!("iter-{last}"));
     let state = checkpoint::read_state(&dir)?.with_context(|| {
         format!(
@@ -718,17 +717,6 @@ fn refuse_existing(out: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Refuses a damaged trajectory file.
-/// Checks the records `runs` gained after `from`; returns its new end.
-fn verify(runs: &Path, from: &chain::ChainMark) -> anyhow::Result<chain::ChainMark> {
-    let (report, end) = chain::verify_appended(runs, from)
-        .with_context(|| format!("verifying {}", runs.display()))?;
-    if let Some((line, why)) = report.first_error {
-        anyhow::bail!("{}: line {line}: {why}", runs.display());
-    }
-    Ok(end)
 }
 
 /// Rows by group id, each with its run's reward.

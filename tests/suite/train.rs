@@ -698,6 +698,23 @@ fn grpo_resumes_where_it_stopped() {
         assert_eq!(it["samples"], 4, "{it}");
         assert_eq!(it["guide"]["demo_runs"], it["guided_groups"], "{it}");
     }
+
+    // A record cut off mid-write (a crash) is refused by line before anything is drawn.
+    let torn = d.join("torn");
+    std::fs::create_dir_all(&torn).unwrap();
+    let mut text = all[..first_iteration].join("\n") + "\n";
+    text.push_str(&all[first_iteration][..40]);
+    std::fs::write(torn.join("runs.jsonl"), text).unwrap();
+    let (ok, err) = grpo(&torn, "2", &["--resume"]);
+    assert!(
+        !ok && err.contains(&format!("line {}", first_iteration + 1)),
+        "{err}"
+    );
+    assert_eq!(
+        lines(&torn.join("runs.jsonl")).len(),
+        first_iteration + 1,
+        "the torn file was written to"
+    );
 }
 
 /// Follow-up questions (`scripts/tasks.py followups`): a task that starts with an earlier
