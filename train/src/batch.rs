@@ -185,9 +185,60 @@ impl Batch {
     }
 }
 
+/// `examples` split into at most `count` micro-batches of about equal size, shortest rows
+/// first. A batch is padded to its longest row, so one long run among short ones (a
+/// multi-turn run that kept writing broken calls: 1,000 tokens among 200-token ones) makes
+/// every row of its batch that long; grouped by length, the long rows share one batch.
+/// Each example lands in exactly one micro-batch; rows of equal length keep their order.
+/// Under every GRPO normalisation the step's gradient, summed over micro-batches with
+/// their share, is the whole step's, however the rows are split.
+pub fn by_length<'a>(examples: &[&'a Example], count: usize) -> Vec<Vec<&'a Example>> {
+    let mut sorted = examples.to_vec();
+    sorted.sort_by_key(|e| e.ids.len());
+    let per = sorted.len().div_ceil(count.max(1)).max(1);
+    sorted.chunks(per).map(<[_]>::to_vec).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_batches_by_length_pad_less() {
+        let row = |len: usize, tag: u32| {
+            let mut mask = vec![1u8; len];
+            mask[0] = 0;
+            Example::new(vec![tag; len], mask).unwrap()
+        };
+        let rows = [
+            row(5, 1),
+            row(100, 2),
+            row(6, 3),
+            row(7, 4),
+            row(101, 5),
+            row(5, 6),
+        ];
+        let all: Vec<&Example> = rows.iter().collect();
+        let split = by_length(&all, 2);
+        let lens: Vec<Vec<usize>> = split
+            .iter()
+            .map(|b| b.iter().map(|e| e.ids.len()).collect())
+            .collect();
+        assert_eq!(lens, vec![vec![5, 5, 6], vec![7, 100, 101]]);
+        // Equal lengths keep their order: rows 1 then 6.
+        assert_eq!((split[0][0].ids[0], split[0][1].ids[0]), (1, 6));
+        let computed = |batches: Vec<Vec<&Example>>| -> usize {
+            batches
+                .iter()
+                .map(|b| Batch::new(b).unwrap().computed_tokens)
+                .sum()
+        };
+        let in_order: Vec<Vec<&Example>> = all.chunks(3).map(<[_]>::to_vec).collect();
+        assert!(computed(by_length(&all, 2)) * 3 < computed(in_order) * 2);
+        assert_eq!(by_length(&all, 10).len(), 6);
+        assert_eq!(by_length(&all, 0).len(), 1);
+        assert!(by_length(&[], 3).is_empty());
+    }
 
     #[test]
     fn the_shared_prefix_stops_before_the_first_trained_token() {

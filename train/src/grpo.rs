@@ -482,8 +482,9 @@ mod tests {
             opt.accumulate(&mut one, &loss.backward().expect("backward"))
                 .expect("accumulate");
             let mut two = opt.grad_sum();
-            for half in all.chunks(2) {
-                let micro = Batch::new(half).expect("batch");
+            // The rows split by length, across the examples' order (as `train grpo` does).
+            for half in crate::batch::by_length(&all, 2) {
+                let micro = Batch::new(&half).expect("batch");
                 let (loss, _) = grpo_loss(&model, None, &micro, &s).expect("loss");
                 let share = normalise.share(&micro, all.len(), whole.trained_tokens);
                 let grads = (loss * share).expect("scale").backward().expect("backward");
