@@ -74,10 +74,11 @@ pub struct GrpoArgs {
     /// each step: fewer, less noisy updates.
     #[arg(long, default_value_t = 4)]
     groups_per_step: usize,
-    /// Groups per forward/backward pass (verl's micro-batch): a step is computed in
-    /// ⌈groups / this⌉ passes over equal shares of its runs, shortest first (a batch is
-    /// padded to its longest run), and its gradients are summed over them, so this bounds
-    /// memory and does not change the update.
+    /// Groups per forward/backward pass (verl's micro-batch): a step is computed in passes
+    /// over its runs grouped by length, each about the padded size of this many groups of
+    /// median-length runs (a batch is padded to its longest run: long runs get small batches
+    /// of their own), and its gradients are summed over them, so this bounds memory and does
+    /// not change the update.
     #[arg(long, default_value_t = 4)]
     micro_groups: usize,
     /// Passes over each iteration's runs (1: every step but the first is slightly off
@@ -475,12 +476,12 @@ pub fn run(args: GrpoArgs) -> anyhow::Result<ExitCode> {
                     .sum();
                 let mut sum = opt.grad_sum();
                 let mut step = StepStats::default();
-                // As many micro-batches as --micro-groups makes of the step's groups, over
-                // its runs by length: one long run pads only the long runs' batch.
+                // Micro-batches the size --micro-groups makes of the step's groups, over its
+                // runs by length: a long run pads only a small batch of long runs.
                 let step_runs: Vec<&Example> =
                     chunk.iter().flat_map(|&g| groups[g].iter()).collect();
                 let passes = chunk.len().div_ceil(args.micro_groups);
-                for picked in verity_train::batch::by_length(&step_runs, passes) {
+                for picked in verity_train::batch::micro_batches(&step_runs, passes) {
                     let batch = Batch::new(&picked)?;
                     let (loss, stats) = grpo_loss(&model, reference.as_ref(), &batch, &settings)?;
                     let share = settings.normalise.share(&batch, step_rows, step_tokens);

@@ -185,18 +185,31 @@ impl Batch {
     }
 }
 
-/// `examples` split into at most `count` micro-batches of about equal size, shortest rows
-/// first. A batch is padded to its longest row, so one long run among short ones (a
-/// multi-turn run that kept writing broken calls: 1,000 tokens among 200-token ones) makes
-/// every row of its batch that long; grouped by length, the long rows share one batch.
-/// Each example lands in exactly one micro-batch; rows of equal length keep their order.
-/// Under every GRPO normalisation the step's gradient, summed over micro-batches with
-/// their share, is the whole step's, however the rows are split.
-pub fn by_length<'a>(examples: &[&'a Example], count: usize) -> Vec<Vec<&'a Example>> {
+/// `examples` split into micro-batches of about the padded size `count` equal shares of
+/// them would have at their median length, shortest rows first. A batch is padded to its
+/// longest row, so one long run among short ones (a multi-turn run that kept writing broken
+/// calls: 1,000–1,500 tokens among 400-token ones) would make every row of its batch that
+/// long; here long rows share smaller batches of their own (so there may be more than
+/// `count`), and no batch is much larger than an ordinary one (memory). Each example lands
+/// in exactly one; rows of equal length keep their order. Under every GRPO normalisation the
+/// step's gradient, summed over micro-batches with their share, is the whole step's,
+/// however the rows are split.
+pub fn micro_batches<'a>(examples: &[&'a Example], count: usize) -> Vec<Vec<&'a Example>> {
     let mut sorted = examples.to_vec();
     sorted.sort_by_key(|e| e.ids.len());
-    let per = sorted.len().div_ceil(count.max(1)).max(1);
-    sorted.chunks(per).map(<[_]>::to_vec).collect()
+    let Some(median) = sorted.get(sorted.len() / 2).map(|e| e.ids.len()) else {
+        return Vec::new();
+    };
+    let budget = sorted.len().div_ceil(count.max(1)) * median;
+    let mut out: Vec<Vec<&Example>> = Vec::new();
+    for e in sorted {
+        match out.last_mut() {
+            // Sorted ascending: this row sets the batch's width.
+            Some(b) if (b.len() + 1) * e.ids.len() <= budget => b.push(e),
+            _ => out.push(vec![e]),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -204,40 +217,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn micro_batches_by_length_pad_less() {
+    fn micro_batches_keep_long_rows_apart() {
         let row = |len: usize, tag: u32| {
             let mut mask = vec![1u8; len];
             mask[0] = 0;
             Example::new(vec![tag; len], mask).unwrap()
         };
-        let rows = [
-            row(5, 1),
-            row(100, 2),
-            row(6, 3),
-            row(7, 4),
-            row(101, 5),
-            row(5, 6),
-        ];
+        // Eight ordinary rows and two long ones, in arrival order.
+        let lens = [40, 41, 160, 40, 42, 40, 150, 43, 41, 40];
+        let rows: Vec<Example> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| row(l, i as u32 + 1))
+            .collect();
         let all: Vec<&Example> = rows.iter().collect();
-        let split = by_length(&all, 2);
-        let lens: Vec<Vec<usize>> = split
+        let split = micro_batches(&all, 2);
+        let widths: Vec<Vec<usize>> = split
             .iter()
             .map(|b| b.iter().map(|e| e.ids.len()).collect())
             .collect();
-        assert_eq!(lens, vec![vec![5, 5, 6], vec![7, 100, 101]]);
-        // Equal lengths keep their order: rows 1 then 6.
-        assert_eq!((split[0][0].ids[0], split[0][1].ids[0]), (1, 6));
+        // Budget: 5 rows × median 41 = 205 positions; the long rows cannot share.
+        assert_eq!(
+            widths,
+            vec![
+                vec![40, 40, 40, 40, 41],
+                vec![41, 42, 43],
+                vec![150],
+                vec![160]
+            ]
+        );
+        // Each row once; equal lengths keep their order (tags 1, 4, 6, 10).
+        let tags: Vec<u32> = split[0].iter().map(|e| e.ids[0]).collect();
+        assert_eq!(tags, vec![1, 4, 6, 10, 2]);
+        assert_eq!(split.iter().map(Vec::len).sum::<usize>(), lens.len());
         let computed = |batches: Vec<Vec<&Example>>| -> usize {
             batches
                 .iter()
                 .map(|b| Batch::new(b).unwrap().computed_tokens)
                 .sum()
         };
-        let in_order: Vec<Vec<&Example>> = all.chunks(3).map(<[_]>::to_vec).collect();
-        assert!(computed(by_length(&all, 2)) * 3 < computed(in_order) * 2);
-        assert_eq!(by_length(&all, 10).len(), 6);
-        assert_eq!(by_length(&all, 0).len(), 1);
-        assert!(by_length(&[], 3).is_empty());
+        let in_order: Vec<Vec<&Example>> = all.chunks(5).map(<[_]>::to_vec).collect();
+        assert!(computed(micro_batches(&all, 2)) * 2 < computed(in_order));
+        assert!(micro_batches(&[], 3).is_empty());
+        assert_eq!(micro_batches(&all, 0).len(), 2);
     }
 
     #[test]

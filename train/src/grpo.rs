@@ -483,7 +483,7 @@ mod tests {
                 .expect("accumulate");
             let mut two = opt.grad_sum();
             // The rows split by length, across the examples' order (as `train grpo` does).
-            for half in crate::batch::by_length(&all, 2) {
+            for half in crate::batch::micro_batches(&all, 2) {
                 let micro = Batch::new(&half).expect("batch");
                 let (loss, _) = grpo_loss(&model, None, &micro, &s).expect("loss");
                 let share = normalise.share(&micro, all.len(), whole.trained_tokens);
