@@ -437,10 +437,10 @@ fn teacher_sft_and_grpo_close_the_loop() {
 /// its old logprobs are the policy's own, recomputed (the recorded ones are 0 wherever the
 /// grammar forced a token), so the first step's ratio is 1; under the shaped loss the
 /// report shows the teacher's share of the tokens and how likely the policy found them.
-/// Tasks without a plan are refused before anything runs. (The untrained model's own runs
-/// that made calls have no flat token view — it writes lone bytes that are not UTF-8, which
-/// a text history cannot hold, so the engine-rendered next prompt differs — and a group
-/// counts as unsolved over the runs the trainer can read.)
+/// Tasks without a plan are refused before anything runs. Every run has a flat token view,
+/// the untrained model's too: it writes lone bytes that are not UTF-8, which a text history
+/// cannot hold, so each later prompt continues the sampled ids rather than re-rendering the
+/// history (`continued_rerender_differs`), and the trainer reads every run.
 #[test]
 fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,6 +501,20 @@ fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
         demos.iter().all(|r| r["reward"]["total"] == 1.0),
         "{demos:?}"
     );
+    let views: Vec<Value> = records(&runs)
+        .iter()
+        .filter(|r| r["kind"] == "traj")
+        .flat_map(|r| r["turns"].as_array().unwrap().clone())
+        .filter_map(|t| t["prompt_view"].as_str().map(Value::from))
+        .collect();
+    assert!(
+        views.iter().any(|v| v == "continued_rerender_differs"),
+        "no later prompt needed the sampled ids: {views:?}"
+    );
+    let o = run(&["export", runs.to_str().unwrap(), "--format", "trl-tokens"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let traj = records(&runs).iter().filter(|r| r["kind"] == "traj").count();
+    assert_eq!(stdout(&o).lines().count(), traj, "{}", stderr(&o));
     let state: Value =
         serde_json::from_slice(&std::fs::read(clip.join("iter-1/train_state/state.json")).unwrap())
             .unwrap();

@@ -501,15 +501,29 @@ impl EmbeddedModel {
                 let ids = self
                     .tokenize_messages(messages.clone(), tools.clone())
                     .await?;
-                (
-                    Arc::new(ids),
-                    RequestMessage::Chat {
-                        messages,
-                        enable_thinking: None,
-                        reasoning_effort: None,
-                    },
-                    tools,
-                )
+                let previous = req.previous.as_deref();
+                match self
+                    .engine_continuation(&messages, tools.clone(), previous, &ids)
+                    .await
+                {
+                    Some((continued, view)) => {
+                        prompt_view = Some(view);
+                        (
+                            Arc::new(continued.clone()),
+                            RequestMessage::CompletionTokens(continued),
+                            None,
+                        )
+                    }
+                    None => (
+                        Arc::new(ids),
+                        RequestMessage::Chat {
+                            messages,
+                            enable_thinking: None,
+                            reasoning_effort: None,
+                        },
+                        tools,
+                    ),
+                }
             }
         };
         let engine_tools = tools.is_some();
@@ -777,6 +791,66 @@ impl EmbeddedModel {
             }
         }
         Ok((encode(&text)?, PromptView::Rendered))
+    }
+
+    /// Token in, token out where the engine renders the template (the generated tiny
+    /// model, whose template follows the engine's conventions): the previous call's prompt
+    /// and generated ids, then what the engine's rendering of the conversation (`full`, its
+    /// ids) holds after the reply's end of turn. Re-rendering the history would put the
+    /// reply's *text* back in place of its ids, and the two differ whenever the text does
+    /// not tokenize back to what was sampled — a lone byte that is not UTF-8 (an untrained
+    /// model writes them), a call written in a non-canonical split — and the run then has
+    /// no flat token view for a trainer. `None` on a first call, without a tokenizer or a
+    /// call format to read the reply's calls from its ids (the engine's own call parser
+    /// only runs on chat requests), or when the rendering through the reply is not a
+    /// prefix of the whole (then the conversation is rendered in full, as before).
+    async fn engine_continuation(
+        &self,
+        messages: &[EngineMessage],
+        tools: Option<Vec<Tool>>,
+        previous: Option<&super::PreviousTurn>,
+        full: &[u32],
+    ) -> Option<(Vec<u32>, PromptView)> {
+        let prev = previous?;
+        self.call_format?;
+        self.tokenizer.as_ref()?;
+        let reply = messages.get(prev.messages)?;
+        match reply.get("role") {
+            Some(either::Either::Left(role)) if role == "assistant" => {}
+            _ => return None,
+        }
+        // The conversation through the reply, without a generation prompt: its last
+        // special token is the reply's end of turn, and `full` must start with it.
+        let through = self
+            .tokenize_request(
+                either::Either::Left(messages[..=prev.messages].to_vec()),
+                tools,
+                false,
+            )
+            .await
+            .map_err(|e| tracing::debug!("rendering through the previous reply: {e}"))
+            .ok()?;
+        let end = through.iter().rposition(|t| self.special_ids.contains(t))?;
+        if !full.starts_with(&through) {
+            return None;
+        }
+        let mut ids = prev.prompt_ids.clone();
+        ids.extend_from_slice(&prev.token_ids);
+        // A reply cut by the token limit (or ended by a grammar) gets the end of turn.
+        let ended = prev
+            .token_ids
+            .last()
+            .is_some_and(|t| self.special_ids.contains(t));
+        if !ended {
+            ids.push(through[end]);
+        }
+        ids.extend_from_slice(&full[end + 1..]);
+        let view = if ids == full {
+            PromptView::Continued
+        } else {
+            PromptView::ContinuedRerenderDiffers
+        };
+        Some((ids, view))
     }
 
     /// A matcher for `lark`, or why the sampler cannot know the grammar's mask (no
