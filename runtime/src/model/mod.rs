@@ -263,7 +263,8 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-/// Which prompt the model saw, when Verity built it from a real chat template.
+/// Which prompt the model saw, when Verity built it: from a real chat template, or by
+/// continuing the previous call's ids where the engine renders the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptView {

@@ -388,7 +388,8 @@ pub struct TurnRecord {
     pub reasoning: Option<String>,
     /// Token counts.
     pub usage: Usage,
-    /// Which prompt the model saw, where Verity built it from a real chat template:
+    /// Which prompt the model saw, where Verity built it (a real chat template, or a later
+    /// call of an engine-rendered one, which only continues):
     /// `rendered` (the template's rendering), `continued` (the previous prompt and reply
     /// token for token, then what followed; re-rendering gives the same ids) or
     /// `continued_rerender_differs` (continued, and `apply_chat_template` on the
