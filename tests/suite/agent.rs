@@ -161,6 +161,64 @@ fn strict_mode_forces_a_valid_call_whose_result_reaches_the_next_prompt() {
     assert!(finished(&events)["turns"].as_u64().unwrap() <= 2);
 }
 
+/// Later prompts of the engine-rendered tiny model continue the sampled ids (token in,
+/// token out), and a reply that is one whole call still ends there, as chat requests end
+/// it — a model trained through the engine never learned to write the end of turn after a
+/// call. The grammar forces a call and then text; only the call may be generated.
+#[test]
+fn later_prompts_continue_the_ids_and_a_whole_call_still_ends_the_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let grammar = write_file(
+        dir.path(),
+        "call-then-text.lark",
+        concat!(
+            r#"start: <tool_call> "{\"name\":\"calculator\",\"arguments\":{\"expression\":\"2+2\"}}""#,
+            " </tool_call> /[a-z]{6}/\n"
+        ),
+    );
+    let m = model_arg();
+    let (out, events) = agent(
+        &[
+            "--model",
+            &m,
+            "--grammar",
+            grammar.to_str().unwrap(),
+            "--tools",
+            "calculator",
+            "--max-turns",
+            "3",
+        ],
+        "What is 2+2?",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let outputs = of_type(&events, "model_output");
+    assert_eq!(outputs.len(), 3, "{events:#?}");
+    for (i, o) in outputs.iter().enumerate() {
+        let o = &o["output"];
+        assert_eq!(o["finish"], "tool_calls", "turn {i}: {o:#}");
+        assert_eq!(
+            decode(&o["token_ids"]),
+            r#"<tool_call>{"name":"calculator","arguments":{"expression":"2+2"}}</tool_call>"#,
+            "turn {i}"
+        );
+        // The first prompt is the engine's rendering; each later one the previous prompt
+        // and reply ids, then the rest — which here re-renders to the same ids.
+        assert_eq!(
+            o.get("prompt_view").and_then(Value::as_str),
+            (i > 0).then_some("continued"),
+            "turn {i}"
+        );
+        if i > 0 {
+            let prev = &outputs[i - 1]["output"];
+            let mut head: Vec<Value> = prev["prompt_ids"].as_array().unwrap().clone();
+            head.extend(prev["token_ids"].as_array().unwrap().iter().cloned());
+            let prompt = o["prompt_ids"].as_array().unwrap();
+            assert_eq!(&prompt[..head.len()], &head[..], "turn {i}");
+        }
+    }
+    assert_eq!(of_type(&events, "tool_result").len(), 3);
+}
+
 #[test]
 fn a_policy_denial_is_reported_to_the_model_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -513,7 +513,10 @@ fn guided_grpo_adds_the_teacher_to_groups_that_all_failed() {
     );
     let o = run(&["export", runs.to_str().unwrap(), "--format", "trl-tokens"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let traj = records(&runs).iter().filter(|r| r["kind"] == "traj").count();
+    let traj = records(&runs)
+        .iter()
+        .filter(|r| r["kind"] == "traj")
+        .count();
     assert_eq!(stdout(&o).lines().count(), traj, "{}", stderr(&o));
     let state: Value =
         serde_json::from_slice(&std::fs::read(clip.join("iter-1/train_state/state.json")).unwrap())

@@ -506,12 +506,15 @@ impl EmbeddedModel {
                     .engine_continuation(&messages, tools.clone(), previous, &ids)
                     .await
                 {
+                    // The tools stay on the request: with them the engine ends a reply
+                    // that is one whole call (a model trained through it never learned to
+                    // write the end of turn after one), as it does for chat requests.
                     Some((continued, view)) => {
                         prompt_view = Some(view);
                         (
                             Arc::new(continued.clone()),
                             RequestMessage::CompletionTokens(continued),
-                            None,
+                            tools,
                         )
                     }
                     None => (
