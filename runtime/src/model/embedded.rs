@@ -771,17 +771,7 @@ impl EmbeddedModel {
             if let Some(tail) = text_after_turn(&messages, prev.messages, &text, end_of_turn, |m| {
                 render(m, true).ok()
             }) {
-                let mut ids = prev.prompt_ids.clone();
-                ids.extend_from_slice(&prev.token_ids);
-                // A reply that did not end with a special token (cut by the token limit, or
-                // a grammar that ended it) gets the template's end of turn.
-                let ended = prev
-                    .token_ids
-                    .last()
-                    .is_some_and(|t| self.special_ids.contains(t));
-                if !ended && !end_of_turn.is_empty() {
-                    ids.extend(encode(end_of_turn)?);
-                }
+                let mut ids = self.continued(prev, &encode(end_of_turn)?);
                 ids.extend(encode(&tail)?);
                 // The whole conversation rendered afresh: what a trainer re-rendering it
                 // with `apply_chat_template` would get. One tokenization per call.
@@ -794,6 +784,22 @@ impl EmbeddedModel {
             }
         }
         Ok((encode(&text)?, PromptView::Rendered))
+    }
+
+    /// The previous call's prompt and generated ids: what a later prompt starts with. A
+    /// reply that did not end with a special token (cut by the token limit, or ended by a
+    /// grammar or the engine's call detection) gets `end_of_turn` (the template's).
+    fn continued(&self, prev: &super::PreviousTurn, end_of_turn: &[u32]) -> Vec<u32> {
+        let mut ids = prev.prompt_ids.clone();
+        ids.extend_from_slice(&prev.token_ids);
+        let ended = prev
+            .token_ids
+            .last()
+            .is_some_and(|t| self.special_ids.contains(t));
+        if !ended {
+            ids.extend_from_slice(end_of_turn);
+        }
+        ids
     }
 
     /// Token in, token out where the engine renders the template (the generated tiny
@@ -837,16 +843,7 @@ impl EmbeddedModel {
         if !full.starts_with(&through) {
             return None;
         }
-        let mut ids = prev.prompt_ids.clone();
-        ids.extend_from_slice(&prev.token_ids);
-        // A reply cut by the token limit (or ended by a grammar) gets the end of turn.
-        let ended = prev
-            .token_ids
-            .last()
-            .is_some_and(|t| self.special_ids.contains(t));
-        if !ended {
-            ids.push(through[end]);
-        }
+        let mut ids = self.continued(prev, &through[end..=end]);
         ids.extend_from_slice(&full[end + 1..]);
         let view = if ids == full {
             PromptView::Continued
