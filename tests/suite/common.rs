@@ -100,7 +100,8 @@ pub fn python_client(args: &[&str]) -> serde_json::Value {
     })
 }
 
-/// A `verity serve --http` process, killed on drop.
+/// A `verity serve --http` process; stopped with SIGTERM on drop (SIGKILL after 5 s), so
+/// it removes its code sessions' scratch directories like a server stopped by a user.
 pub struct HttpServer {
     child: Child,
     pub url: String,
@@ -113,9 +114,15 @@ impl HttpServer {
     }
 
     pub fn start_on(addr: &str, extra: &[&str]) -> HttpServer {
+        Self::start_with_env(addr, extra, &[])
+    }
+
+    /// Like `start_on`, with extra environment variables for the server (e.g. `TMPDIR`).
+    pub fn start_with_env(addr: &str, extra: &[&str], env: &[(&str, &Path)]) -> HttpServer {
         let mut child = Command::new(verity())
             .args(["serve", "--http", addr])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -176,6 +183,15 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal("TERM");
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -440,17 +440,23 @@ fn policy_reloads_on_edit_or_sighup_and_a_broken_edit_keeps_the_old_one() {
 
 /// Code sessions belong to their caller: over HTTP with two tokens, B naming A's session
 /// gets a session of its own (not A's variables); each caller may hold only its share of
-/// live sessions; a session started with 256 MiB cannot be asked to run under 16.
+/// live sessions; a session started with 256 MiB cannot be asked to run under 16. A server
+/// stopped with SIGTERM removes every live session's scratch directory.
 #[test]
 fn code_sessions_belong_to_their_caller() {
-    let server = HttpServer::start(&[
-        "--policy",
-        "trusted",
-        "--token",
-        "alice:alice-secret-0123456789",
-        "--token",
-        "bob:bob-secret-0123456789ab",
-    ]);
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = HttpServer::start_with_env(
+        "127.0.0.1:0",
+        &[
+            "--policy",
+            "trusted",
+            "--token",
+            "alice:alice-secret-0123456789",
+            "--token",
+            "bob:bob-secret-0123456789ab",
+        ],
+        &[("TMPDIR", tmp.path())],
+    );
     let as_ = |token: &str, calls_json: Value| {
         let r = python_client(&[
             "--url",
@@ -516,4 +522,20 @@ fn code_sessions_belong_to_their_caller() {
             .contains("use a new session_id"),
         "{c:?}"
     );
+
+    // Six live sessions (alice s, t1–t3; bob s, b2), each with its scratch directory …
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("verity-session-"))
+            .collect()
+    };
+    assert_eq!(scratch().len(), 6, "{:?}", scratch());
+    // … and none left once the server has shut down.
+    server
+        .terminate()
+        .unwrap_or_else(|e| panic!("verity serve: {e}"));
+    assert_eq!(scratch(), Vec::<String>::new());
 }
