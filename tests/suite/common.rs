@@ -165,32 +165,34 @@ impl HttpServer {
     /// Sends SIGTERM and waits for exit (20 s: CI machines can be busy); `Err` says
     /// whether it exited uncleanly or not at all.
     pub fn terminate(mut self) -> Result<(), String> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..400 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("exited with {status}"))
-                };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.stop_within(Duration::from_secs(20)) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!("exited with {status}")),
+            None => Err("still running 20 s after SIGTERM".into()),
         }
-        Err("still running 20 s after SIGTERM".into())
+    }
+
+    /// Sends SIGTERM (unless it has exited) and polls for the exit status up to `limit`.
+    fn stop_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        self.signal("TERM");
+        let step = Duration::from_millis(50);
+        for _ in 0..(limit.as_millis() / step.as_millis()) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(step);
+        }
+        None
     }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal("TERM");
-            for _ in 0..100 {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if self.stop_within(Duration::from_secs(5)).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
